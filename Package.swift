@@ -1,0 +1,40 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "sandboxd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sandboxd", targets: ["sandboxd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // Value types, configuration and policy parsing. No I/O.
+        .target(name: "SandboxCore", dependencies: [.product(name: "Yams", package: "Yams")]),
+
+        // libpq, found by pkg-config.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+
+        // Connection pool, migrations, execution records, embedded PostgreSQL.
+        .target(name: "Store", dependencies: [
+            "SandboxCore", "CLibPQ",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .executableTarget(name: "sandboxd", dependencies: [
+            "SandboxCore", "Store",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+import SandboxCore
+import Store
+
+print("sandboxd (libpq \(linkedLibPQVersion()))")
