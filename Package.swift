@@ -33,7 +33,17 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // Booting a Debian kernel under QEMU: kernel package, module order, initramfs (cpio),
+        // content-keyed build cache, time-boxed QEMU process, framed results on a serial port.
+        // Used by the guest test harness now and by VMSandbox (level 3) later. Foundation only.
+        .target(name: "QEMUGuest"),
+
+        // The QEMU test guest (host root over 9p, real cgroup2): GuestMachine.run(...). Test-only.
+        .target(name: "GuestSupport", dependencies: ["QEMUGuest"], path: "Tests/guest/GuestSupport"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
+        .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
+        .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,84 @@
+/// A QEMU x86_64 machine that boots a kernel directly (no disk, no firmware menu), as a
+/// command line.
+///
+/// Defaults suit a throwaway guest: no default devices, no user configuration files, no
+/// network card, no display, no reboot (a reboot or a kernel panic with `panic=-1` ends QEMU).
+public struct QEMUMachine: Hashable, Sendable {
+    /// How guest instructions run.
+    public enum Accelerator: String, Hashable, Sendable {
+        /// Software emulation; works everywhere, several times slower.
+        case tcg
+        /// Hardware virtualisation through `/dev/kvm`; probe before choosing it.
+        case kvm
+    }
+
+    /// A host directory shown to the guest over virtio-9p.
+    public struct Share: Hashable, Sendable {
+        public var hostPath: String
+        /// The name the guest mounts it by (`mount -t 9p TAG /where`).
+        public var tag: String
+        public var readOnly: Bool
+
+        public init(hostPath: String, tag: String, readOnly: Bool = true) {
+            self.hostPath = hostPath
+            self.tag = tag
+            self.readOnly = readOnly
+        }
+    }
+
+    public var kernel: String
+    public var initrd: String?
+    /// The kernel command line, one argument per element.
+    public var kernelArguments: [String]
+    public var memoryMiB: Int = 1024
+    public var cpus: Int = 2
+    /// `max` gives a TCG guest every CPU feature QEMU can emulate.
+    public var cpuModel: String = "max"
+    public var accelerator: Accelerator = .tcg
+    public var shares: [Share] = []
+    /// Host files that receive the guest's serial ports, in order: `ttyS0`, `ttyS1`, …
+    public var serialFiles: [String] = []
+    /// Appended as they are (e.g. `-sandbox on,...`).
+    public var extraArguments: [String] = []
+
+    public init(kernel: String, initrd: String?, kernelArguments: [String]) {
+        self.kernel = kernel
+        self.initrd = initrd
+        self.kernelArguments = kernelArguments
+    }
+
+    /// The arguments for `qemu-system-x86_64`, without the program name.
+    public func arguments() throws(QEMUGuestError) -> [String] {
+        guard memoryMiB >= 64, cpus >= 1 else {
+            throw QEMUGuestError(.invalidArgument, "a guest needs at least 64 MiB and 1 CPU (got \(memoryMiB) MiB, \(cpus) CPUs)")
+        }
+        for argument in kernelArguments where argument.contains(" ") || argument.isEmpty {
+            throw QEMUGuestError(.invalidArgument, "kernel argument \"\(argument)\" must be non-empty and contain no space")
+        }
+        var arguments = [
+            "-accel", accelerator.rawValue,
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-nic", "none",
+            "-m", String(memoryMiB),
+            "-smp", String(cpus),
+            "-cpu", cpuModel,
+            "-kernel", kernel,
+        ]
+        if let initrd { arguments += ["-initrd", initrd] }
+        arguments += ["-append", kernelArguments.joined(separator: " ")]
+        for share in shares {
+            var options = "local,path=\(Self.escape(share.hostPath)),mount_tag=\(Self.escape(share.tag)),security_model=none"
+            if share.readOnly { options += ",readonly=on" }
+            // Files from several host file systems under one share would otherwise collide on inode numbers.
+            options += ",multidevs=remap"
+            arguments += ["-virtfs", options]
+        }
+        for file in serialFiles { arguments += ["-serial", "file:\(file)"] }
+        return arguments + extraArguments
+    }
+
+    /// QEMU option values separate keys with commas; a literal comma is written twice.
+    static func escape(_ value: String) -> String {
+        String(value.flatMap { $0 == "," ? [",", ","] as [Character] : [$0] })
+    }
+}
