@@ -1,3 +1,5 @@
+import Foundation
+
 /// A QEMU x86_64 machine that boots a kernel directly (no disk, no firmware menu), as a
 /// command line.
 ///
@@ -35,6 +37,10 @@ public struct QEMUMachine: Hashable, Sendable {
     /// `max` gives a TCG guest every CPU feature QEMU can emulate.
     public var cpuModel: String = "max"
     public var accelerator: Accelerator = .tcg
+    /// The firmware (`-bios`); nil keeps QEMU's SeaBIOS. qboot (`/usr/share/qemu/qboot.rom`,
+    /// shipped with qemu-system-data) only loads the kernel and starts it, a second or more
+    /// sooner under TCG.
+    public var firmware: String?
     public var shares: [Share] = []
     /// Host files that receive the guest's serial ports, in order: `ttyS0`, `ttyS1`, …
     public var serialFiles: [String] = []
@@ -64,6 +70,7 @@ public struct QEMUMachine: Hashable, Sendable {
             "-cpu", cpuModel,
             "-kernel", kernel,
         ]
+        if let firmware { arguments += ["-bios", firmware] }
         if let initrd { arguments += ["-initrd", initrd] }
         arguments += ["-append", kernelArguments.joined(separator: " ")]
         for share in shares {
@@ -75,6 +82,12 @@ public struct QEMUMachine: Hashable, Sendable {
         }
         for file in serialFiles { arguments += ["-serial", "file:\(file)"] }
         return arguments + extraArguments
+    }
+
+    /// qboot when this host's QEMU ships it, else nil (SeaBIOS).
+    public static var fastFirmware: String? {
+        let path = "/usr/share/qemu/qboot.rom"
+        return access(path, R_OK) == 0 ? path : nil
     }
 
     /// QEMU option values separate keys with commas; a literal comma is written twice.

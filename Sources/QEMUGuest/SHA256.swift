@@ -24,14 +24,26 @@ public struct SHA256: Sendable {
 
     /// Feeds more input.
     public mutating func update<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
-        for byte in bytes {
-            pending.append(byte)
-            totalBytes &+= 1
+        let input = Array(bytes)
+        totalBytes &+= UInt64(input.count)
+        var offset = 0
+        if !pending.isEmpty {
+            let take = min(64 - pending.count, input.count)
+            pending += input[0..<take]
+            offset = take
             if pending.count == 64 {
-                compress(pending)
+                let block = pending
+                block.withUnsafeBufferPointer { compress($0.baseAddress!) }
                 pending.removeAll(keepingCapacity: true)
             }
         }
+        input.withUnsafeBufferPointer { buffer in
+            while buffer.count - offset >= 64 {
+                compress(buffer.baseAddress! + offset)
+                offset += 64
+            }
+        }
+        if offset < input.count { pending += input[offset...] }
     }
 
     /// Feeds a string's UTF-8 bytes followed by a NUL, so that ("ab", "c") and ("a", "bc") differ.
@@ -48,13 +60,7 @@ public struct SHA256: Sendable {
         let afterMarker = (copy.pending.count + 1) % 64
         padding += [UInt8](repeating: 0, count: afterMarker <= 56 ? 56 - afterMarker : 120 - afterMarker)
         for shift in stride(from: 56, through: 0, by: -8) { padding.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
-        for byte in padding {
-            copy.pending.append(byte)
-            if copy.pending.count == 64 {
-                copy.compress(copy.pending)
-                copy.pending.removeAll(keepingCapacity: true)
-            }
-        }
+        copy.update(padding)
         let digits = Array("0123456789abcdef")
         var hex = ""
         for word in copy.state {
@@ -70,16 +76,21 @@ public struct SHA256: Sendable {
         return hasher.finalizeHex()
     }
 
-    private mutating func compress(_ block: [UInt8]) {
-        var w = [UInt32](repeating: 0, count: 64)
-        for i in 0..<16 {
-            w[i] = UInt32(block[i * 4]) << 24 | UInt32(block[i * 4 + 1]) << 16 | UInt32(block[i * 4 + 2]) << 8 | UInt32(block[i * 4 + 3])
+    private mutating func compress(_ block: UnsafePointer<UInt8>) {
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
+            for i in 0..<16 {
+                w[i] = UInt32(block[i * 4]) << 24 | UInt32(block[i * 4 + 1]) << 16 | UInt32(block[i * 4 + 2]) << 8 | UInt32(block[i * 4 + 3])
+            }
+            for i in 16..<64 {
+                let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
+                let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
+                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+            }
+            compressRounds(UnsafePointer(w.baseAddress!))
         }
-        for i in 16..<64 {
-            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-        }
+    }
+
+    private mutating func compressRounds(_ w: UnsafePointer<UInt32>) {
         var a = state[0], b = state[1], c = state[2], d = state[3]
         var e = state[4], f = state[5], g = state[6], h = state[7]
         for i in 0..<64 {

@@ -170,6 +170,7 @@ public struct GuestMachine: Sendable {
             kernelArguments: ["console=ttyS0", "quiet", "panic=-1"])
         machine.memoryMiB = memoryMiB
         machine.cpus = cpus
+        machine.firmware = QEMUMachine.fastFirmware
         machine.shares = [.init(hostPath: "/", tag: "hostroot", readOnly: true)]
         let boot = FramedBoot(machine: machine, frame: frame, runDirectory: runDirectory,
                               bootTimeout: bootTimeout, commandTimeout: timeout)
@@ -243,4 +244,22 @@ final class CancellationFlag: @unchecked Sendable {
     private var value = false
     func set() { lock.withLock { value = true } }
     @Sendable func isSet() -> Bool { lock.withLock { value } }
+}
+
+extension GuestMachine {
+    /// The path of an executable product built beside the running test binary
+    /// (`.build/<triple>/debug/NAME`). The guest sees the host root, so the same path runs there.
+    public static func builtProduct(named name: String) throws(GuestMachineError) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { throw GuestMachineError(.setup, "readlink(/proc/self/exe): \(String(cString: strerror(errno)))") }
+        var directory = URL(fileURLWithPath: String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        directory.deleteLastPathComponent()
+        // On Linux the test runner is `<bin>/<package>PackageTests.xctest`, an executable in the bin directory.
+        let candidate = directory.appendingPathComponent(name).path
+        guard FileManager.default.isExecutableFile(atPath: candidate) else {
+            throw GuestMachineError(.setup, "\(candidate) is missing: build every product first (swift build --build-tests, as make test does)")
+        }
+        return candidate
+    }
 }

@@ -43,6 +43,20 @@ struct GuestHarnessTests {
         }
     }
 
+    @Test("a guest that dies before reporting fails with the console's tail, which says why")
+    func guestDeathIsDiagnosed() async throws {
+        do {
+            // Crash the guest kernel on purpose: sysrq 'c' panics it, and panic=-1 ends QEMU.
+            let result = try await GuestMachine().run(shell: "echo about to crash; echo c > /proc/sysrq-trigger; sleep 60", timeout: 120)
+            Issue.record("a crashed guest returned \(result.exitCode)")
+        } catch {
+            #expect(error.code == .guestEnded, "\(error)")
+            #expect(error.partialOutput.contains("about to crash"), "\(error)")
+            #expect(error.consoleTail.contains("sysrq"), "the console tail shows the kernel's last words: \(error)")
+            #expect(error.description.contains("--- guest console (tail) ---"), "\(error)")
+        }
+    }
+
     @Test("argument vectors reach the guest unchanged, quotes and all")
     func argumentsAreQuoted() async throws {
         let tricky = "it's a \"test\" $HOME `id` \\ ; done"
