@@ -219,7 +219,7 @@ extension Policy {
             return seconds
         }) { access.statementTimeout = seconds }
         if !section.contains("schemas"), !section.contains("tables") {
-            section.report("lists neither schemas nor tables; give at least one, or drop the database section", key: "tables", at: section.mark)
+            top.report("lists neither schemas nor tables; give at least one, or drop the database section", key: "database", at: top.keyMark(of: "database"))
         }
         database = access
     }

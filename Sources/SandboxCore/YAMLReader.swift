@@ -72,6 +72,7 @@ struct YAMLMapping {
     let mark: Mark?
     let log: DiagnosticLog
     private let valuesByKey: [String: Node]
+    private let keyMarks: [String: Mark]
 
     /// Reads `node` as a mapping whose keys must be among `known`; reports and returns `nil` otherwise.
     init?(_ node: Node, path: String, known: [String], log: DiagnosticLog) {
@@ -85,6 +86,7 @@ struct YAMLMapping {
         self.mark = node.mark
         self.log = log
         var values: [String: Node] = [:]
+        var marks: [String: Mark] = [:]
         for (keyNode, value) in mapping {
             guard case let .scalar(scalar) = keyNode else {
                 log.report("keys must be plain names, found \(keyNode.kindName)", key: path.isEmpty ? nil : path, at: keyNode.mark)
@@ -99,8 +101,10 @@ struct YAMLMapping {
                 continue
             }
             values[name] = value
+            marks[name] = keyNode.mark
         }
         valuesByKey = values
+        keyMarks = marks
     }
 
     func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
@@ -149,7 +153,11 @@ struct YAMLMapping {
         log.report(message, key: keyPath(key), at: mark ?? self.mark)
     }
 
+    /// Where the value of `key` starts.
     func mark(of key: String) -> Mark? { valuesByKey[key]?.mark }
+
+    /// Where `key` itself is written.
+    func keyMark(of key: String) -> Mark? { keyMarks[key] }
 }
 
 // MARK: - Scalar parsers
@@ -217,7 +225,9 @@ enum YAMLValue {
 
     static func byteCount(_ node: Node) throws(ValueError) -> ByteCount {
         let text = try scalarText(node)
-        do { return try ByteCount(parsing: text) } catch { throw ValueError(error.description) }
+        do { return try ByteCount(parsing: text.replacingUnderscores()) } catch {
+            throw ValueError("invalid size \"\(text)\": \(error.reason)")
+        }
     }
 
     /// An absolute path, normalised: `//` collapsed, trailing `/` dropped; `.` and `..` refused.
