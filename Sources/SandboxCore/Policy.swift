@@ -1,9 +1,13 @@
 /// A security policy (`policies/NAME.yaml`): what a sandbox may reach, see, use and inherit.
 ///
 /// Parsed by ``init(yaml:file:hostCores:)``; the exact meaning of every key is in `policies/README.md`.
+/// Encodable (for `GET /v1/policies` and records) but deliberately not Decodable: the only way
+/// in is the validating parser. JSON is YAML, so an inline JSON policy goes through
+/// `Policy(yaml:file:hostCores:)` too.
+///
 /// Every key has a fail-closed default: no network, read-only, no host paths, the default limits,
 /// no environment variables, level 1, no database.
-public struct Policy: Hashable, Sendable, Codable {
+public struct Policy: Hashable, Sendable, Encodable {
     /// Free text for operators (`description:` in the file).
     public var summary: String?
     public var network: Network
@@ -27,7 +31,7 @@ public struct Policy: Hashable, Sendable, Codable {
     }
 
     /// `network`: egress through the daemon's proxy only.
-    public struct Network: Hashable, Sendable, Codable {
+    public struct Network: Hashable, Sendable, Encodable {
         /// Hosts reachable through the egress proxy. Empty: loopback only, no way out.
         public var allowedHosts: [HostPattern]
         /// Ports never reachable, even on an allowed host.
@@ -54,7 +58,7 @@ public struct Policy: Hashable, Sendable, Codable {
     }
 
     /// `filesystem`: which host paths are visible and whether they are writable.
-    public struct Filesystem: Hashable, Sendable, Codable {
+    public struct Filesystem: Hashable, Sendable, Encodable {
         /// Host paths are mounted read-only (and the root always is); only the private tmpfs mounts are writable.
         public var readOnly: Bool
         /// Absolute host paths mounted at the same place inside (`/tmp` is a private tmpfs instead).
@@ -74,7 +78,7 @@ public struct Policy: Hashable, Sendable, Codable {
     }
 
     /// `resources`: the limits one sandbox runs under.
-    public struct Resources: Hashable, Sendable, Codable {
+    public struct Resources: Hashable, Sendable, Encodable {
         public var memoryLimit: ByteCount
         /// Cores (`0.5` = half of one core's time).
         public var cpuLimit: Double
@@ -103,7 +107,7 @@ public struct Policy: Hashable, Sendable, Codable {
     }
 
     /// `environment`: which request variables reach the sandbox.
-    public struct Environment: Hashable, Sendable, Codable {
+    public struct Environment: Hashable, Sendable, Encodable {
         public var allowedVars: [String]
         public var blockedVars: [String]
 
@@ -116,7 +120,7 @@ public struct Policy: Hashable, Sendable, Codable {
     }
 
     /// `isolation`: the lowest level a sandbox under this policy may run at.
-    public struct Isolation: Hashable, Sendable, Codable {
+    public struct Isolation: Hashable, Sendable, Encodable {
         public var minimumLevel: IsolationLevel
         /// Escalation by agent type: `scraper: 3` runs scraper agents at level 3 or higher.
         public var agentTypes: [String: IsolationLevel]
@@ -130,7 +134,7 @@ public struct Policy: Hashable, Sendable, Codable {
     }
 
     /// `database`: the read-only database tool (a restricted role, SELECT only).
-    public struct DatabaseAccess: Hashable, Sendable, Codable {
+    public struct DatabaseAccess: Hashable, Sendable, Encodable {
         /// Schemas whose tables may all be read.
         public var schemas: [String]
         /// Single tables that may be read, as `schema.table`.

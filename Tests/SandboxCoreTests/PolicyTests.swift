@@ -307,12 +307,11 @@ struct PolicyTests {
 
     // MARK: Encoding
 
-    @Test("a policy round-trips through JSON with the file's key names")
-    func jsonRoundTrip() throws {
-        let policy = try Policy(yaml: Self.planBlock, file: "plan.yaml")
-        let data = try JSONEncoder().encode(policy)
-        let json = String(decoding: data, as: UTF8.self)
-        #expect(json.contains("\"allowed_hosts\"") && json.contains("\"memory_limit\""))
-        #expect(try JSONDecoder().decode(Policy.self, from: data) == policy)
+    @Test("a policy encodes to JSON with the file's key names, and that JSON parses back through the validator", arguments: presetNames)
+    func jsonRoundTrip(name: String) throws {
+        let policy = try Policy(yaml: try RepositoryFiles.text("policies/\(name).yaml"), file: "\(name).yaml")
+        let json = String(decoding: try JSONEncoder().encode(policy), as: UTF8.self)
+        #expect(json.contains("\"allowed_hosts\"") && json.contains("\"memory_limit\"") && json.contains("\"description\""))
+        #expect(try Policy(yaml: json, file: "inline") == policy)
     }
 }
