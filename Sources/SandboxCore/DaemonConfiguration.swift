@@ -133,7 +133,7 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
             "sandbox.max_sandboxes": String(sandbox.maxSandboxes),
             "sandbox.max_sandboxes_per_uid": String(sandbox.maxSandboxesPerUID),
             "sandbox.max_request_body": sandbox.maxRequestBody.description,
-            "shutdown_grace_period": shutdownGracePeriod.formatted,
+            "shutdown_grace_period": shutdownGracePeriod.plainText,
             "log_level": logLevel.rawValue,
         ]
         switch database {
@@ -162,5 +162,5 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
 
 extension Double {
     /// `30` for whole numbers, `0.5` otherwise.
-    var formatted: String { self == rounded() && abs(self) < 1e15 ? String(Int64(self)) : String(self) }
+    var plainText: String { self == rounded() && abs(self) < 1e15 ? String(Int64(self)) : String(self) }
 }

@@ -30,6 +30,11 @@ public struct HostPattern: Hashable, Sendable, Codable, CustomStringConvertible 
         guard Self.isValidHostName(name) else {
             throw ValueError("\"\(text)\" is not a host name or *.suffix pattern (labels of letters, digits and -, at most 63 each, 253 in all)")
         }
+        // RFC 3696: a top-level label is never all digits, so this is an IPv4 address. The proxy
+        // resolves names itself and checks the addresses; letting IPs in would bypass that.
+        if let last = name.split(separator: ".").last, last.allSatisfy(\.isNumber) {
+            throw ValueError("\"\(text)\" is an IP address; list host names only")
+        }
         if wildcard, !name.contains(".") {
             throw ValueError("\"\(text)\" would match a whole top-level domain; give at least two labels after *.")
         }

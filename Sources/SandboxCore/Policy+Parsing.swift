@@ -127,18 +127,18 @@ extension Policy {
         if let value = size("tmpfs_size", minimum: .mebibytes(1)) { resources.tmpfsSize = value }
         if let value = section.value("cpu_limit", { (node) throws(ValueError) -> Double in
             let cores = try YAMLValue.number(node)
-            guard cores > 0 else { throw ValueError("must be larger than 0, got \(cores.formatted)") }
+            guard cores > 0 else { throw ValueError("must be larger than 0, got \(cores.plainText)") }
             // cpu.max cannot express less than 1 ms per 100 ms period.
-            guard cores >= 0.01 else { throw ValueError("\(cores.formatted) is below the minimum of 0.01 cores") }
+            guard cores >= 0.01 else { throw ValueError("\(cores.plainText) is below the minimum of 0.01 cores") }
             if let hostCores, cores > Double(hostCores) {
-                throw ValueError("\(cores.formatted) cores is more than this host has (\(hostCores))")
+                throw ValueError("\(cores.plainText) cores is more than this host has (\(hostCores))")
             }
             return cores
         }) { resources.cpuLimit = value }
         if let value = section.value("execution_timeout", { (node) throws(ValueError) -> Double in
             let seconds = try YAMLValue.seconds(node)
             guard seconds > 0 else { throw ValueError("must be larger than 0") }
-            guard seconds <= 86_400 else { throw ValueError("\(seconds.formatted) s is more than a day (86400)") }
+            guard seconds <= 86_400 else { throw ValueError("\(seconds.plainText) s is more than a day (86400)") }
             return seconds
         }) { resources.executionTimeout = value }
         if let value = section.value("pids_limit", { (node) throws(ValueError) in try YAMLValue.integer(node, in: 1...4_194_304) }) {
@@ -215,7 +215,7 @@ extension Policy {
         if let seconds = section.value("statement_timeout", { (node) throws(ValueError) -> Double in
             let seconds = try YAMLValue.seconds(node)
             guard seconds >= 0.001 else { throw ValueError("must be larger than 0") }
-            guard seconds <= 3600 else { throw ValueError("\(seconds.formatted) s is more than an hour (3600)") }
+            guard seconds <= 3600 else { throw ValueError("\(seconds.plainText) s is more than an hour (3600)") }
             return seconds
         }) { access.statementTimeout = seconds }
         if !section.contains("schemas"), !section.contains("tables") {

@@ -174,6 +174,7 @@ struct PolicyTests {
         ("network:\n  allowed_hosts: [\"bad_host.com\"]", "p.yaml:2: network.allowed_hosts[0]: \"bad_host.com\" is not a host name"),
         ("network:\n  allowed_hosts: [\"https://github.com\"]", "p.yaml:2: network.allowed_hosts[0]: \"https://github.com\" is a URL"),
         ("network:\n  allowed_hosts: [\"github.com:443\"]", "p.yaml:2: network.allowed_hosts[0]: \"github.com:443\" contains a port"),
+        ("network:\n  allowed_hosts: [\"10.0.0.5\"]", "p.yaml:2: network.allowed_hosts[0]: \"10.0.0.5\" is an IP address"),
         ("network:\n  allowed_hosts: [\"*\"]", "p.yaml:2: network.allowed_hosts[0]: \"*\" is not a host name"),
         ("network:\n  allowed_hosts: [\"*.com\"]", "p.yaml:2: network.allowed_hosts[0]: \"*.com\" would match a whole top-level domain"),
         ("network:\n  allowed_hosts: [\"a.*.com\"]", "p.yaml:2: network.allowed_hosts[0]: \"a.*.com\" is not a host name"),
