@@ -21,6 +21,8 @@ public struct DatabaseTarget: Hashable, Sendable, CustomStringConvertible, Custo
     public static let defaultDatabase = "sandboxd"
     public static let defaultUser = "sandboxd"
     public static let defaultPoolSize = 8
+    /// Where a URL without a host (`postgresql:///db`) connects, as Debian's libpq does.
+    public static let localSocketDirectory = "/var/run/postgresql"
 
     public init(
         host: String = DatabaseTarget.defaultHost,
@@ -95,7 +97,8 @@ extension DatabaseTarget {
 
     /// Parses a libpq connection URI: `postgresql://user:password@host:port/database?param=value`.
     ///
-    /// Fields the URL leaves out get the defaults above (not libpq's environment lookups).
+    /// Fields the URL leaves out get the defaults above (not libpq's environment lookups); an empty
+    /// host means ``localSocketDirectory``.
     /// Error messages never repeat the URL, since it may hold the password.
     /// - Parameter poolSize: the pool size to carry (URLs have no such parameter).
     public init(url text: String, poolSize: Int = DatabaseTarget.defaultPoolSize) throws(SandboxCoreError) {
@@ -143,7 +146,8 @@ extension DatabaseTarget {
             hostPart = hostPart[..<colon]
         }
         if hostPart.contains(",") { throw ValueError("several hosts are not supported; name one") }
-        if !hostPart.isEmpty { target.host = try Self.percentDecoded(hostPart, what: "host") }
+        // As in libpq, no host means the local Unix socket (Debian's libpq looks in /var/run/postgresql).
+        target.host = hostPart.isEmpty ? Self.localSocketDirectory : try Self.percentDecoded(hostPart, what: "host")
         if let portPart, !portPart.isEmpty { target.port = try Self.port(String(portPart)) }
         if !path.isEmpty { target.database = try Self.percentDecoded(path, what: "database name") }
 
