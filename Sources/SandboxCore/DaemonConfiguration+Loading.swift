@@ -11,6 +11,13 @@ extension DaemonConfiguration {
     static let resourcesKeys = ["enforcement", "cgroup_root"]
     static let sandboxKeys = ["uid_range_start", "uid_range_size", "max_sandboxes", "max_sandboxes_per_uid", "max_request_body"]
 
+    /// Every key the file may contain, as dotted paths (`socket.admin_group`).
+    static var allKeys: [String] {
+        ["state_directory", "policy_directory", "shutdown_grace_period", "log_level"]
+            + socketKeys.map { "socket.\($0)" } + databaseKeys.map { "database.\($0)" }
+            + resourcesKeys.map { "resources.\($0)" } + sandboxKeys.map { "sandbox.\($0)" }
+    }
+
     /// Resolves the configuration from the file's text, the environment and the defaults.
     ///
     /// - Parameters:

@@ -11,6 +11,14 @@ extension Policy {
     static let isolationKeys = ["minimum_level", "agent_types"]
     static let databaseKeys = ["schemas", "tables", "statement_timeout"]
 
+    /// Every key a policy may contain, as dotted paths (`resources.cpu_limit`).
+    static var allKeys: [String] {
+        ["description"]
+            + networkKeys.map { "network.\($0)" } + filesystemKeys.map { "filesystem.\($0)" }
+            + resourcesKeys.map { "resources.\($0)" } + environmentKeys.map { "environment.\($0)" }
+            + isolationKeys.map { "isolation.\($0)" } + databaseKeys.map { "database.\($0)" }
+    }
+
     /// The daemon's own record tables; the database tool must never expose them.
     public static let protectedTables: Set<String> = ["agent_executions", "code_executions", "schema_migrations"]
 
@@ -54,7 +62,9 @@ extension Policy {
             body = inner
             path = wrapperKey
         }
-        guard let top = YAMLMapping(body, path: path, known: sectionKeys, log: log) else { return (nil, log.diagnostics) }
+        // At the top of a bare document the wrapper is listed too, so `sandbox_policy:` gets a suggestion.
+        let known = path.isEmpty ? sectionKeys + [wrapperKey] : sectionKeys
+        guard let top = YAMLMapping(body, path: path, known: known, log: log) else { return (nil, log.diagnostics) }
         var policy = Policy()
         policy.summary = top.value("description", YAMLValue.string)
         policy.readNetwork(top)
