@@ -45,7 +45,15 @@ public struct HostRootImage: Sendable {
     static func prepare(cache: BuildCache, log: (String) -> Void) throws(GuestMachineError) -> HostRootImage {
         do {
             let busybox = try readStaticBusybox()
-            let kernel = try DebianKernelPackage.resolve()
+            let kernel: DebianKernelPackage
+            do {
+                kernel = try DebianKernelPackage.resolve()
+            } catch where getuid() == 0 {
+                // A machine whose packages were installed from an image may have empty apt lists.
+                log("guest: \(error); running apt-get update once and retrying")
+                try HostTool.run(["apt-get", "update", "-qq"], package: "apt")
+                kernel = try DebianKernelPackage.resolve()
+            }
             let initScript = HostRootInit.script
             let key = cacheKey(kernel: kernel, busybox: busybox, initScript: initScript)
             let (directory, built) = try cache.directory(kind: "test-image", key: key) { (scratch) throws(QEMUGuestError) in
