@@ -10,10 +10,13 @@ import QEMUGuest
 public struct HostRootImage: Sendable {
     /// `<cache>/test-image/<key>`.
     public var directory: String
+    /// The kernel QEMU boots.
     public var kernelPath: String { directory + "/vmlinuz" }
+    /// The initramfs without the per-run job archive.
     public var initramfsPath: String { directory + "/initramfs.cpio" }
     /// The content hash of every input (see `HostRootImage.cacheKey`).
     public var key: String
+    /// The Debian package the kernel and modules came from.
     public var kernelPackage: DebianKernelPackage
     /// True when this process built it; false when it came from the cache.
     public var wasBuilt: Bool
