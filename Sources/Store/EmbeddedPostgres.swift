@@ -34,6 +34,8 @@ public struct EmbeddedPostgres: Sendable {
         public var startTimeoutSeconds: Int
         /// Pool size put into the returned settings.
         public var poolSize: Int
+        /// Extra `initdb` arguments (the tests pass `--no-sync`).
+        public var initdbArguments: [String]
 
         public init(
             directory: String = "/var/lib/sandboxd/postgres",
@@ -45,7 +47,8 @@ public struct EmbeddedPostgres: Sendable {
             port: Int = 5432,
             serverSettings: [String: String] = [:],
             startTimeoutSeconds: Int = 60,
-            poolSize: Int = 8
+            poolSize: Int = 8,
+            initdbArguments: [String] = []
         ) {
             self.directory = directory
             self.systemUser = systemUser
@@ -57,6 +60,7 @@ public struct EmbeddedPostgres: Sendable {
             self.serverSettings = serverSettings
             self.startTimeoutSeconds = startTimeoutSeconds
             self.poolSize = poolSize
+            self.initdbArguments = initdbArguments
         }
     }
 
@@ -226,7 +230,7 @@ public struct EmbeddedPostgres: Sendable {
         let outcome = try ChildProcess.run(
             configuration.binDirectory + "/initdb",
             ["-D", dataDirectory, "--username=\(Self.superuser)", "--auth=scram-sha-256", "--pwfile=\(superuserPasswordFile)",
-             "--encoding=UTF8", "--no-locale", "--no-instructions"],
+             "--encoding=UTF8", "--no-locale", "--no-instructions"] + configuration.initdbArguments,
             asUser: configuration.systemUser, workingDirectory: configuration.directory)
         guard outcome.succeeded else {
             throw failure("initdb -D \(dataDirectory) exited with \(outcome.exitStatus): \(outcome.output)")
@@ -277,8 +281,8 @@ public struct EmbeddedPostgres: Sendable {
         // Utility statements take no parameters; format() on the server does the quoting (%I, %L),
         // so no value is ever spliced into SQL text here.
         func run(formatted format: String, _ arguments: [String]) throws {
-            let placeholders = arguments.indices.map { "$\($0 + 1)::text" }.joined(separator: ", ")
-            let built = try connection.query("SELECT format('\(format)', \(placeholders))", arguments)
+            let placeholders = arguments.indices.map { "$\($0 + 2)::text" }.joined(separator: ", ")
+            let built = try connection.query("SELECT format($1::text, \(placeholders))", [format] + arguments)
             guard let sql = built.rows.first?.first ?? nil else { throw failure("format() returned nothing") }
             try connection.execute(sql)
         }

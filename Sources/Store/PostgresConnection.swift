@@ -325,3 +325,21 @@ extension String {
         return output
     }
 }
+
+// MARK: - JSONB as Codable values
+
+extension PostgresConnection {
+    /// `value` as JSON text for a `$n::jsonb` parameter.
+    public static func jsonb<T: Encodable>(_ value: T) throws -> String {
+        try Parameter.json(encoding: value)
+    }
+}
+
+extension QueryResult {
+    /// Decodes the JSON(B) in `column` of row `row` as `T`; `nil` when the value is NULL.
+    public func decodeJSON<T: Decodable>(_ type: T.Type, row: Int, column: String) throws -> T? {
+        guard columns.contains(column) else { throw StoreError(.decodingFailed, "no column \(column) in the result") }
+        guard let text = value(row, column) else { return nil }
+        return try Decode.json(T.self, text, column)
+    }
+}
