@@ -49,8 +49,21 @@ struct ChildProcess {
             for pointer in cArgv { free(pointer) }
             for pointer in cEnvironment { free(pointer) }
         }
+        // The calling thread (a Dispatch worker) blocks most signals and the mask is inherited
+        // through exec: without a reset, pg_ctl or the server could not be stopped by signals.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
         var pid: pid_t = 0
-        let spawnResult = posix_spawn(&pid, path, &actions, nil, cArgv, cEnvironment)
+        let spawnResult = posix_spawn(&pid, path, &actions, &attributes, cArgv, cEnvironment)
         guard spawnResult == 0 else { throw spawnError(argv, "posix_spawn(\(path))", spawnResult) }
 
         var status: Int32 = 0
