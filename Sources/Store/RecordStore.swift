@@ -24,8 +24,18 @@ public struct ExecutionFilter: Sendable, Hashable {
 /// pool may retry it once on a new connection after a server restart.
 public struct RecordStore: Sendable {
     public let pool: ConnectionPool
-    /// Records per pipeline sync in `insert(_:[ExecutionRecord])`: one transaction and one round trip each.
+    /// Records per round trip and transaction in `insert(_:[ExecutionRecord])`.
     public var batchChunkSize = 500
+    /// How `insert(_:[ExecutionRecord])` sends a chunk.
+    public var batchMethod = BatchMethod.pipeline
+
+    /// Two ways to write many records in one round trip; `make bench` measures both.
+    public enum BatchMethod: String, Sendable, CaseIterable {
+        /// One prepared INSERT per record, all sent in a libpq pipeline with a single sync.
+        case pipeline
+        /// One INSERT … SELECT FROM jsonb_to_recordset($1) per chunk: the chunk travels as one JSONB parameter.
+        case jsonRecordset
+    }
 
     public init(pool: ConnectionPool) {
         self.pool = pool
@@ -59,11 +69,17 @@ public struct RecordStore: Sendable {
         while start < records.endIndex {
             let end = min(start + max(batchChunkSize, 1), records.endIndex)
             var items: [(PreparedStatement, [String?])] = []
-            items.reserveCapacity((end - start) * 2)
             var agentRows: [Int] = []
-            for record in records[start..<end] {
-                agentRows.append(items.count)
-                items += try Self.statements(for: record, upsert: false)
+            switch batchMethod {
+            case .pipeline:
+                items.reserveCapacity((end - start) * 2)
+                for record in records[start..<end] {
+                    agentRows.append(items.count)
+                    items += try Self.statements(for: record, upsert: false)
+                }
+            case .jsonRecordset:
+                items = try Self.recordsetStatements(for: records[start..<end])
+                agentRows = [0]
             }
             let counts = try await pool.withConnection { [items] in try $0.pipeline(items) }
             written += agentRows.reduce(0) { $0 + counts[$1] }
@@ -188,6 +204,83 @@ public struct RecordStore: Sendable {
         return items
     }
 
+    /// The chunk as one JSONB array for the agent rows (and one for the code rows, if any).
+    static func recordsetStatements(for records: ArraySlice<ExecutionRecord>) throws -> [(PreparedStatement, [String?])] {
+        var agentRows: [AgentRow] = []
+        var codeRows: [CodeRow] = []
+        agentRows.reserveCapacity(records.count)
+        for record in records {
+            try validate(record)
+            for (value, column) in [(record.executionTime, "execution_time"), (record.startedAt?.timeIntervalSince1970, "started_at"),
+                                    (record.finishedAt?.timeIntervalSince1970, "finished_at")] {
+                if let value, !value.isFinite { throw StoreError(.invalidRecord, "\(column) is \(value); only finite numbers are stored") }
+            }
+            agentRows.append(AgentRow(record))
+            if let code = record.code {
+                codeRows.append(CodeRow(
+                    id: Parameter.uuid(record.id), session_id: record.sessionID.map(Parameter.uuid), code: code.code,
+                    language: code.language, result: code.result.map { [$0] }, execution_time: record.executionTime))
+            }
+        }
+        var items = [(Statements.insertAgentRecordset, [try Parameter.json(encoding: agentRows)] as [String?])]
+        if !codeRows.isEmpty { items.append((Statements.insertCodeRecordset, [try Parameter.json(encoding: codeRows)])) }
+        return items
+    }
+
+    /// One `agent_executions` row as a JSON object for jsonb_to_recordset (nil fields are left out → NULL).
+    struct AgentRow: Encodable {
+        var id: String
+        var session_id: String?
+        var agent_type: String
+        // JSON values travel wrapped in a one-element array (unwrapped by `-> 0`), so that a JSON
+        // null stays a JSON null instead of becoming SQL NULL.
+        var input_data: [JSONValue]?
+        var output_data: [JSONValue]?
+        var execution_time: Double?
+        var sandbox_id: String?
+        var status: String
+        var isolation_level: Int?
+        var policy: String?
+        var exit_code: Int32?
+        var signal: Int32?
+        var started_at: Double?
+        var finished_at: Double?
+        var cpu_usec: UInt64?
+        var memory_peak_bytes: UInt64?
+        var limits_enforced: Bool?
+        var owner_uid: UInt32?
+
+        init(_ record: ExecutionRecord) {
+            id = Parameter.uuid(record.id)
+            session_id = record.sessionID.map(Parameter.uuid)
+            agent_type = record.agentType
+            input_data = record.inputData.map { [$0] }
+            output_data = record.outputData.map { [$0] }
+            execution_time = record.executionTime
+            sandbox_id = record.sandboxID
+            status = record.status.rawValue
+            isolation_level = record.isolationLevel?.rawValue
+            policy = record.policy
+            exit_code = record.exitCode
+            signal = record.signal
+            started_at = record.startedAt?.timeIntervalSince1970
+            finished_at = record.finishedAt?.timeIntervalSince1970
+            cpu_usec = record.usage.cpuMicroseconds
+            memory_peak_bytes = record.usage.memoryPeakBytes
+            limits_enforced = record.limitsEnforced
+            owner_uid = record.ownerUID
+        }
+    }
+
+    struct CodeRow: Encodable {
+        var id: String
+        var session_id: String?
+        var code: String
+        var language: String
+        var result: [JSONValue]?
+        var execution_time: Double?
+    }
+
     /// Checks what the columns would reject, so the error names the field instead of a SQLSTATE.
     static func validate(_ record: ExecutionRecord) throws {
         try checkLength(record.agentType, column: "agent_executions.agent_type", limit: 50)
@@ -304,6 +397,31 @@ enum Statements {
                 session_id = EXCLUDED.session_id, code = EXCLUDED.code, language = EXCLUDED.language,
                 result = EXCLUDED.result, execution_time = EXCLUDED.execution_time,
                 agent_execution_id = EXCLUDED.agent_execution_id
+            """)
+
+    static let insertAgentRecordset = PreparedStatement(
+        name: "sandboxd_insert_agent_executions_recordset",
+        sql: """
+            INSERT INTO agent_executions (\(RecordStore.recordColumns))
+            SELECT r.id, r.session_id, r.agent_type, r.input_data -> 0, r.output_data -> 0, r.execution_time, r.sandbox_id, r.status,
+                   r.isolation_level, r.policy, r.exit_code, r.signal, to_timestamp(r.started_at), to_timestamp(r.finished_at),
+                   r.cpu_usec, r.memory_peak_bytes, r.limits_enforced, r.owner_uid
+            FROM jsonb_to_recordset($1::jsonb) AS r(
+                id uuid, session_id uuid, agent_type text, input_data jsonb, output_data jsonb, execution_time float8,
+                sandbox_id text, status text, isolation_level smallint, policy text, exit_code int, signal int,
+                started_at float8, finished_at float8, cpu_usec bigint, memory_peak_bytes bigint, limits_enforced boolean,
+                owner_uid bigint)
+            ON CONFLICT (id) DO NOTHING
+            """)
+
+    static let insertCodeRecordset = PreparedStatement(
+        name: "sandboxd_insert_code_executions_recordset",
+        sql: """
+            INSERT INTO code_executions (id, session_id, code, language, execution_mode, result, execution_time, agent_execution_id)
+            SELECT r.id, r.session_id, r.code, r.language, 'sandbox', r.result -> 0, r.execution_time, r.id
+            FROM jsonb_to_recordset($1::jsonb) AS r(
+                id uuid, session_id uuid, code text, language text, result jsonb, execution_time float8)
+            ON CONFLICT (id) DO NOTHING
             """)
 
     private static let select = """

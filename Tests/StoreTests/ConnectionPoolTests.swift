@@ -15,17 +15,22 @@ struct ConnectionPoolTests {
             }
             let tasks = 64
             let peak = PeakCounter()
+            var recordsetStore = store  // same pool, the other batch method
+            recordsetStore.batchMethod = .jsonRecordset
+            let batchStores = [store, recordsetStore]
             let written = try await withThrowingTaskGroup(of: Int.self) { group in
                 for task in 0..<tasks {
                     let mine = stride(from: task, to: records.count, by: tasks).map { records[$0] }
                     group.addTask {
                         var count = 0
-                        // Half the tasks write one record per call, half in small batches: both paths share the pool.
+                        // Half the tasks write one record per call, half in small batches (both batch
+                        // methods): every path shares the pool.
                         if task % 2 == 0 {
                             for record in mine where try await store.insert(record) { count += 1 }
                         } else {
+                            let writer = batchStores[(task / 2) % 2]
                             for chunk in stride(from: 0, to: mine.count, by: 25) {
-                                count += try await store.insert(Array(mine[chunk..<min(chunk + 25, mine.count)]))
+                                count += try await writer.insert(Array(mine[chunk..<min(chunk + 25, mine.count)]))
                             }
                         }
                         await peak.observe(await store.pool.openConnectionCount)

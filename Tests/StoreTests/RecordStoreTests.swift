@@ -192,3 +192,47 @@ struct RecordStoreTests {
         }
     }
 }
+
+struct BatchMethodTests {
+    @Test("both batch methods store exactly what a single insert stores", arguments: RecordStore.BatchMethod.allCases)
+    func batchMethodsAgree(method: RecordStore.BatchMethod) async throws {
+        try await TestPostgres.with { server in
+            var store = try await server.makeStore(poolSize: 2)
+            store.batchMethod = method
+            store.batchChunkSize = 3  // several chunks
+            let user = try await store.ensureUser(unixUID: 77, username: "u77")
+            let session = try await store.createSession(userID: user, name: "batch")
+            var samples: [ExecutionRecord] = [
+                RecordStoreTests.finishedRecord(session: session.id),
+                ExecutionRecord(agentType: "minimal"),
+                ExecutionRecord(agentType: "json-null", inputData: .null, outputData: [nil, ["k": nil]], status: .error),
+                ExecutionRecord(
+                    agentType: "code", inputData: "한국어 🚀", sandboxID: "sbx", status: .timeout, isolationLevel: .virtualMachine,
+                    signal: 9, code: CodeRun(code: "while True: pass", language: "python", result: .null)),
+                ExecutionRecord(agentType: "code-no-result", executionTime: 1.5, code: CodeRun(code: "ls", language: "sh")),
+            ]
+            samples[0].code = CodeRun(code: "print('x')", language: "python", result: ["stdout": "x\n"])
+            samples.append(contentsOf: (0..<6).map { RecordStoreTests.finishedRecord(sandbox: "bulk-\($0)") })
+
+            #expect(try await store.insert(samples) == samples.count)
+            #expect(try await store.insert(samples) == 0)  // idempotent
+            for sample in samples {
+                var fetched = try #require(try await store.record(id: sample.id))
+                #expect(fetched.createdAt != nil)
+                fetched.createdAt = nil
+                if let started = sample.startedAt {
+                    #expect(abs(fetched.startedAt!.timeIntervalSince(started)) < 0.000_001)
+                    fetched.startedAt = started
+                }
+                if let finished = sample.finishedAt {
+                    #expect(abs(fetched.finishedAt!.timeIntervalSince(finished)) < 0.000_001)
+                    fetched.finishedAt = finished
+                }
+                #expect(fetched == sample)
+            }
+            let codeRows = try await store.pool.withConnection { try $0.query("SELECT count(*) FROM code_executions WHERE execution_mode = 'sandbox'") }
+            #expect(codeRows.rows == [["3"]])
+            await store.pool.close()
+        }
+    }
+}
