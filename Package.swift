@@ -42,6 +42,12 @@ let package = Package(
         // The QEMU test guest (host root over 9p, real cgroup2): GuestMachine.run(...). Test-only.
         .target(name: "GuestSupport", dependencies: ["QEMUGuest"], path: "Tests/guest/GuestSupport"),
 
+        // Store insert rates against pgbench (make bench; Benchmarks/run).
+        .executableTarget(name: "StoreBenchmark", dependencies: [
+            "Store", "SandboxCore",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/StoreBenchmark"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
