@@ -56,7 +56,10 @@ public struct RecordStore: Sendable {
     @discardableResult
     public func insert(_ record: ExecutionRecord) async throws -> Bool {
         let items = try Self.statements(for: record, upsert: false)
-        let counts = try await pool.withConnection { try $0.pipeline(items) }
+        let counts = try await pool.withConnection { connection in
+            // Without a code part one statement suffices; with one, the pipeline keeps both rows in one transaction.
+            items.count == 1 ? [try connection.execute(items[0].0, items[0].1).affectedRows] : try connection.pipeline(items)
+        }
         return counts.first == 1
     }
 
@@ -206,79 +209,56 @@ public struct RecordStore: Sendable {
 
     /// The chunk as one JSONB array for the agent rows (and one for the code rows, if any).
     static func recordsetStatements(for records: ArraySlice<ExecutionRecord>) throws -> [(PreparedStatement, [String?])] {
-        var agentRows: [AgentRow] = []
-        var codeRows: [CodeRow] = []
-        agentRows.reserveCapacity(records.count)
+        var agentRows = "["
+        var codeRows = "["
+        agentRows.reserveCapacity(records.count * 400)
         for record in records {
             try validate(record)
-            for (value, column) in [(record.executionTime, "execution_time"), (record.startedAt?.timeIntervalSince1970, "started_at"),
-                                    (record.finishedAt?.timeIntervalSince1970, "finished_at")] {
-                if let value, !value.isFinite { throw StoreError(.invalidRecord, "\(column) is \(value); only finite numbers are stored") }
-            }
-            agentRows.append(AgentRow(record))
+            if agentRows.count > 1 { agentRows += "," }
+            agentRows += try agentRow(record)
             if let code = record.code {
-                codeRows.append(CodeRow(
-                    id: Parameter.uuid(record.id), session_id: record.sessionID.map(Parameter.uuid), code: code.code,
-                    language: code.language, result: code.result.map { [$0] }, execution_time: record.executionTime))
+                var row = JSONWriter.Object()
+                row.string("id", Parameter.uuid(record.id))
+                row.string("session_id", record.sessionID.map(Parameter.uuid))
+                row.string("code", code.code)
+                row.string("language", code.language)
+                try row.wrapped("result", code.result)
+                try row.number("execution_time", record.executionTime)
+                if codeRows.count > 1 { codeRows += "," }
+                codeRows += row.close()
             }
         }
-        var items = [(Statements.insertAgentRecordset, [try Parameter.json(encoding: agentRows)] as [String?])]
-        if !codeRows.isEmpty { items.append((Statements.insertCodeRecordset, [try Parameter.json(encoding: codeRows)])) }
+        agentRows += "]"
+        codeRows += "]"
+        var items: [(PreparedStatement, [String?])] = [(Statements.insertAgentRecordset, [agentRows])]
+        if codeRows != "[]" { items.append((Statements.insertCodeRecordset, [codeRows])) }
         return items
     }
 
-    /// One `agent_executions` row as a JSON object for jsonb_to_recordset (nil fields are left out → NULL).
-    struct AgentRow: Encodable {
-        var id: String
-        var session_id: String?
-        var agent_type: String
-        // JSON values travel wrapped in a one-element array (unwrapped by `-> 0`), so that a JSON
-        // null stays a JSON null instead of becoming SQL NULL.
-        var input_data: [JSONValue]?
-        var output_data: [JSONValue]?
-        var execution_time: Double?
-        var sandbox_id: String?
-        var status: String
-        var isolation_level: Int?
-        var policy: String?
-        var exit_code: Int32?
-        var signal: Int32?
-        var started_at: Double?
-        var finished_at: Double?
-        var cpu_usec: UInt64?
-        var memory_peak_bytes: UInt64?
-        var limits_enforced: Bool?
-        var owner_uid: UInt32?
-
-        init(_ record: ExecutionRecord) {
-            id = Parameter.uuid(record.id)
-            session_id = record.sessionID.map(Parameter.uuid)
-            agent_type = record.agentType
-            input_data = record.inputData.map { [$0] }
-            output_data = record.outputData.map { [$0] }
-            execution_time = record.executionTime
-            sandbox_id = record.sandboxID
-            status = record.status.rawValue
-            isolation_level = record.isolationLevel?.rawValue
-            policy = record.policy
-            exit_code = record.exitCode
-            signal = record.signal
-            started_at = record.startedAt?.timeIntervalSince1970
-            finished_at = record.finishedAt?.timeIntervalSince1970
-            cpu_usec = record.usage.cpuMicroseconds
-            memory_peak_bytes = record.usage.memoryPeakBytes
-            limits_enforced = record.limitsEnforced
-            owner_uid = record.ownerUID
-        }
-    }
-
-    struct CodeRow: Encodable {
-        var id: String
-        var session_id: String?
-        var code: String
-        var language: String
-        var result: [JSONValue]?
-        var execution_time: Double?
+    /// One `agent_executions` row as a JSON object for jsonb_to_recordset (nil fields left out → NULL).
+    /// JSON values travel wrapped in a one-element array (unwrapped by `-> 0`) so that a JSON null
+    /// stays a JSON null instead of becoming SQL NULL.
+    static func agentRow(_ record: ExecutionRecord) throws -> String {
+        var row = JSONWriter.Object()
+        row.string("id", Parameter.uuid(record.id))
+        row.string("session_id", record.sessionID.map(Parameter.uuid))
+        row.string("agent_type", record.agentType)
+        try row.wrapped("input_data", record.inputData)
+        try row.wrapped("output_data", record.outputData)
+        try row.number("execution_time", record.executionTime)
+        row.string("sandbox_id", record.sandboxID)
+        row.string("status", record.status.rawValue)
+        row.integer("isolation_level", record.isolationLevel?.rawValue)
+        row.string("policy", record.policy)
+        row.integer("exit_code", record.exitCode)
+        row.integer("signal", record.signal)
+        try row.number("started_at", record.startedAt?.timeIntervalSince1970)
+        try row.number("finished_at", record.finishedAt?.timeIntervalSince1970)
+        row.integer("cpu_usec", record.usage.cpuMicroseconds)
+        row.integer("memory_peak_bytes", record.usage.memoryPeakBytes)
+        row.bool("limits_enforced", record.limitsEnforced)
+        row.integer("owner_uid", record.ownerUID)
+        return row.close()
     }
 
     /// Checks what the columns would reject, so the error names the field instead of a SQLSTATE.
@@ -472,13 +452,7 @@ enum Parameter {
     static func uuid(_ value: UUID) -> String { value.uuidString.lowercased() }
 
     static func json(_ value: JSONValue) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        do {
-            return String(decoding: try encoder.encode(value), as: UTF8.self)
-        } catch {
-            throw StoreError(.encodingFailed, "cannot encode a JSON value: \(error)")
-        }
+        try JSONWriter.text(value)
     }
 
     /// Any Encodable as a JSONB parameter.
