@@ -211,10 +211,11 @@ public struct RecordStore: Sendable {
     static func recordsetStatements(for records: ArraySlice<ExecutionRecord>) throws -> [(PreparedStatement, [String?])] {
         var agentRows = "["
         var codeRows = "["
+        var hasCodeRows = false
         agentRows.reserveCapacity(records.count * 400)
-        for record in records {
+        for (index, record) in records.enumerated() {
             try validate(record)
-            if agentRows.count > 1 { agentRows += "," }
+            if index > 0 { agentRows += "," }
             agentRows += try agentRow(record)
             if let code = record.code {
                 var row = JSONWriter.Object()
@@ -224,14 +225,15 @@ public struct RecordStore: Sendable {
                 row.string("language", code.language)
                 try row.wrapped("result", code.result)
                 try row.number("execution_time", record.executionTime)
-                if codeRows.count > 1 { codeRows += "," }
+                if hasCodeRows { codeRows += "," }  // (String.count would be O(n) here)
+                hasCodeRows = true
                 codeRows += row.close()
             }
         }
         agentRows += "]"
         codeRows += "]"
         var items: [(PreparedStatement, [String?])] = [(Statements.insertAgentRecordset, [agentRows])]
-        if codeRows != "[]" { items.append((Statements.insertCodeRecordset, [codeRows])) }
+        if hasCodeRows { items.append((Statements.insertCodeRecordset, [codeRows])) }
         return items
     }
 
