@@ -108,6 +108,13 @@ public final class PostgresConnection: @unchecked Sendable {
         ]
         if let password = settings.password { parameters.append(("password", password)) }
         if let sslMode = settings.sslMode { parameters.append(("sslmode", sslMode)) }
+        for (key, value) in settings.libpqParameters.sorted(by: { $0.key < $1.key }) {
+            if key == "options" {
+                parameters[parameters.firstIndex { $0.0 == "options" }!].1 += " " + value
+            } else if !parameters.contains(where: { $0.0 == key }) {
+                parameters.append((key, value))
+            }
+        }
 
         let handle: OpaquePointer? = withCStringArray(parameters.map(\.0)) { keywords in
             withCStringArray(parameters.map(\.1)) { values in
