@@ -108,6 +108,12 @@ public final class PostgresConnection: @unchecked Sendable {
         ]
         if let password = settings.password { parameters.append(("password", password)) }
         if let sslMode = settings.sslMode { parameters.append(("sslmode", sslMode)) }
+        if !settings.isUnixSocket {
+            // A peer that vanishes without closing (host down, network cut) would otherwise hold a
+            // connection thread in a blocking read for hours; keepalives notice within about a minute.
+            let keepalives = [("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3")]
+            for (key, value) in keepalives where settings.libpqParameters[key] == nil { parameters.append((key, value)) }
+        }
         for (key, value) in settings.libpqParameters.sorted(by: { $0.key < $1.key }) {
             if key == "options" {
                 parameters[parameters.firstIndex { $0.0 == "options" }!].1 += " " + value
