@@ -236,6 +236,15 @@ struct ConnectionPoolTests {
         #expect(error.message.contains("port 5999"))
         #expect(!error.message.contains("hunter2"))
         await pool.close()
+
+        // Over TCP (nothing listens on port 1): refused, retryable, naming host and port.
+        let tcp = try ConnectionPool(settings: DatabaseSettings(host: "127.0.0.1", port: 1, database: "d", user: "u", password: "hunter2hunter2"))
+        let refused = try await #require(throws: StoreError.self) { try await tcp.withConnection { try $0.query("SELECT 1") } }
+        #expect(refused.code == .connectionFailed)
+        #expect(refused.message.contains("host 127.0.0.1 port 1"))
+        #expect(!refused.message.contains("invalid connection option"))
+        #expect(!refused.message.contains("hunter2"))
+        await tcp.close()
     }
 }
 
