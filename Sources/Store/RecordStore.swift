@@ -111,11 +111,12 @@ public struct RecordStore: Sendable {
     /// Records matching `filter`, newest first.
     public func list(_ filter: ExecutionFilter = ExecutionFilter()) async throws -> [ExecutionRecord] {
         guard filter.limit >= 0 else { throw StoreError(.invalidRecord, "list limit \(filter.limit) is negative") }
-        let parameters: [String?] = [
-            filter.sandboxID, filter.sessionID.map(Parameter.uuid), filter.ownerUID.map { String($0) }, String(filter.limit),
-        ]
+        let statement = Statements.list(sandbox: filter.sandboxID != nil, session: filter.sessionID != nil, owner: filter.ownerUID != nil)
+        let filters: [String] = [filter.sandboxID, filter.sessionID.map(Parameter.uuid), filter.ownerUID.map { String($0) }]
+            .compactMap { $0 }
+        let parameters: [String?] = filters + [String(filter.limit)]
         let result = try await pool.withConnection { connection in
-            try connection.execute(Statements.list, parameters)
+            try connection.execute(statement, parameters)
         }
         return try result.rows.map(Self.decodeRecord)
     }
@@ -417,16 +418,25 @@ enum Statements {
 
     static let fetch = PreparedStatement(name: "sandboxd_fetch_execution", sql: "\(select) WHERE a.id = $1::uuid")
 
-    static let list = PreparedStatement(
-        name: "sandboxd_list_executions",
-        sql: """
-            \(select)
-            WHERE ($1::text IS NULL OR a.sandbox_id = $1::text)
-              AND ($2::uuid IS NULL OR a.session_id = $2::uuid)
-              AND ($3::bigint IS NULL OR a.owner_uid = $3::bigint)
-            ORDER BY a.created_at DESC, a.started_at DESC NULLS LAST, a.id
-            LIMIT $4::bigint
-            """)
+    /// One prepared statement per combination of filters, so that each gets a plan using its
+    /// index (a single statement with `$1 IS NULL OR …` would settle on a generic plan that
+    /// scans the whole table). Only fixed SQL fragments are combined; values stay parameters.
+    static func list(sandbox: Bool, session: Bool, owner: Bool) -> PreparedStatement {
+        var clauses: [String] = []
+        var next = 1
+        if sandbox { clauses.append("a.sandbox_id = $\(next)::text"); next += 1 }
+        if session { clauses.append("a.session_id = $\(next)::uuid"); next += 1 }
+        if owner { clauses.append("a.owner_uid = $\(next)::bigint"); next += 1 }
+        let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        return PreparedStatement(
+            name: "sandboxd_list_executions_\(sandbox ? "s" : "")\(session ? "e" : "")\(owner ? "o" : "")",
+            sql: """
+                \(select)
+                \(whereClause)
+                ORDER BY a.created_at DESC, a.started_at DESC NULLS LAST, a.id
+                LIMIT $\(next)::bigint
+                """)
+    }
 
     static let markAborted = PreparedStatement(
         name: "sandboxd_mark_running_aborted",
