@@ -101,7 +101,8 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         case .connecting:
             emit(decision: .failed, reason: "client closed before the upstream connected", status: nil)
         case .awaitingHead:
-            if !eventSent, admitted, counters.up > 0 {
+            if !eventSent, admitted, let seen = limiter?.seen, seen > 0 {
+                counters.up = seen
                 emit(decision: .denied, reason: "client closed before a complete request head", status: nil)
             }
         case .finished:
@@ -126,6 +127,8 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch state {
         case .awaitingHead:
+            // What a refused head cost: the bytes read before the refusal (bounded by the limiter).
+            counters.up = limiter?.seen ?? counters.up
             if error is HeadTooLarge || (error as? HTTPParserError) == .headerOverflow {
                 respond(context: context, status: 431, reason: "request head larger than \(limits.maxHeaderBytes) bytes")
             } else {
