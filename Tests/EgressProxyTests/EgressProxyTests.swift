@@ -149,7 +149,7 @@ struct EgressProxyEndToEndTests {
                 ("http://loop.allowed.test/", "address 127.0.0.1 is loopback"),
                 ("http://loop6.allowed.test/", "address ::1 is loopback"),
                 ("http://mapped.allowed.test/", "address ::ffff:127.0.0.1 is loopback"),
-                ("http://meta.allowed.test/latest/meta-data/", "address 169.254.169.254 is link-local"),
+                ("http://meta.allowed.test/latest/meta-data/", "address \(lab.serverLinkLocal) is link-local"),
                 ("http://self.allowed.test:\(lab.hostOwnPort)/", "address \(lab.hostAddress) is one of this host's own addresses"),
                 ("http://zero.test/", "address 0.0.0.0 is unspecified"),
             ]
@@ -158,7 +158,7 @@ struct EgressProxyEndToEndTests {
                 #expect(status == 403, "\(url)")
                 #expect(body == reason + "\n", "\(url)")
             }
-            #expect(log.all.filter { $0.decision == .denied }.map(\.address) == ["127.0.0.1", "::1", "::ffff:127.0.0.1", "169.254.169.254", lab.hostAddress, "0.0.0.0"])
+            #expect(log.all.filter { $0.decision == .denied }.map(\.address) == ["127.0.0.1", "::1", "::ffff:127.0.0.1", lab.serverLinkLocal, lab.hostAddress, "0.0.0.0"])
         }
     }
 

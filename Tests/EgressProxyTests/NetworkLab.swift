@@ -26,6 +26,9 @@ final class NetworkLab: @unchecked Sendable {
     let peerInterface: String
     let hostAddress: String
     let serverAddress: String
+    /// A link-local address of the lab's server, routed only through the lab's veth: if the
+    /// link-local check ever broke, the proxy would reach the lab, never a real metadata service.
+    let serverLinkLocal: String
     private(set) var netFD: Int32 = -1
     private(set) var sbxFD: Int32 = -1
     private var channels: [any Channel] = []
@@ -48,6 +51,7 @@ final class NetworkLab: @unchecked Sendable {
         let prefix = "10.\(100 + pid % 100).\(n % 250)"
         hostAddress = prefix + ".1"
         serverAddress = prefix + ".2"
+        serverLinkLocal = "169.254.\(n % 250 + 1).2"
     }
 
     /// Runs `body` with a fresh lab and destroys it afterwards, also when `body` throws.
@@ -73,6 +77,8 @@ final class NetworkLab: @unchecked Sendable {
         try await Command.check([Self.ip, "-n", net, "addr", "add", serverAddress + "/24", "dev", peerInterface])
         try await Command.check([Self.ip, "-n", net, "link", "set", peerInterface, "up"])
         try await Command.check([Self.ip, "-n", net, "link", "set", "lo", "up"])
+        try await Command.check([Self.ip, "-n", net, "addr", "add", serverLinkLocal + "/24", "dev", peerInterface])
+        try await Command.check([Self.ip, "route", "add", serverLinkLocal, "dev", hostInterface])
         // `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf: both
         // namespaces get a resolver that exists (in `net`), so only reachability differs.
         createdEtcNetns = !FileManager.default.fileExists(atPath: "/etc/netns")
@@ -131,7 +137,7 @@ final class NetworkLab: @unchecked Sendable {
             "loop.allowed.test": ["127.0.0.1"],
             "loop6.allowed.test": ["::1"],
             "mapped.allowed.test": ["::ffff:127.0.0.1"],
-            "meta.allowed.test": ["169.254.169.254"],
+            "meta.allowed.test": [serverLinkLocal],
             "self.allowed.test": [hostAddress],
             "rebind.allowed.test": ["127.0.0.1", serverAddress],
             "hostdb.test": ["127.0.0.1"],
