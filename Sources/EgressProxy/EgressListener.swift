@@ -15,6 +15,17 @@ public enum EgressListener {
     /// The port announced to sandboxes in `HTTP_PROXY` (Squid's customary port).
     public static let defaultPort: UInt16 = 3128
 
+    /// The variables a sandbox served by a proxy on `port` gets (all in
+    /// `Policy.daemonSetVariables`, so no request can override them). Both spellings, because
+    /// curl reads only lower-case `http_proxy` and most other clients read either. Loopback stays
+    /// direct: it is the sandbox's own loopback, where the proxy would refuse it anyway.
+    public static func sandboxEnvironment(port: UInt16 = defaultPort) -> [String: String] {
+        let url = "http://127.0.0.1:\(port)"
+        let direct = "localhost,127.0.0.1,::1"
+        return ["HTTP_PROXY": url, "HTTPS_PROXY": url, "http_proxy": url, "https_proxy": url,
+                "NO_PROXY": direct, "no_proxy": direct]
+    }
+
     /// A listening TCP socket on `127.0.0.1:port` inside the network namespace of `pid`.
     /// - Returns: the fd (close-on-exec, non-blocking); the caller owns it (``EgressProxy`` closes
     ///   it when it stops).

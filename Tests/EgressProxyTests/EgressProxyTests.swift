@@ -37,6 +37,12 @@ struct EgressProxyEndToEndTests {
             #expect(event.reason == "allowed by web.test")
             #expect(event.bytesUp > 0 && event.bytesDown > body.utf8.count)
             #expect(event.sandboxID == "lab-\(lab.sbx)")
+
+            // Request bodies pass, with either framing.
+            let posted = split(try await lab.curl(["--data-binary", "field=value", "http://web.test/form"]))
+            #expect(posted.status == 200 && posted.body.contains("POST /form HTTP/1.1") && posted.body.contains("body: field=value"), "\(posted)")
+            let chunked = split(try await lab.curl(["-H", "Transfer-Encoding: chunked", "--data-binary", "streamed", "http://web.test/upload"]))
+            #expect(chunked.status == 200 && chunked.body.contains("body: streamed"), "\(chunked)")
         }
     }
 
@@ -101,13 +107,19 @@ struct EgressProxyEndToEndTests {
         try await NetworkLab.with { lab in
             let log = try await lab.startProxy(network: try NetworkLab.network())
             for url in ["http://\(lab.serverAddress)/", "http://2130706433/", "http://0x7f.1/", "http://[::1]/"] {
-                let (body, status) = split(try await lab.curl(["-g", url]))
+                // --noproxy "": send even loopback spellings to the proxy (NO_PROXY would keep them
+                // on the sandbox's own loopback, which is harmless but not what this test is about).
+                let (body, status) = split(try await lab.curl(["-g", "--noproxy", "", url]))
                 #expect(status == 403, "\(url)")
                 #expect(body.hasPrefix("IP addresses are not allowed"), "\(url): \(body)")
             }
-            let raw = await RawClient.exchange(namespaceFD: lab.sbxFD, head: Array("CONNECT \(lab.serverAddress):80 HTTP/1.1\r\n\r\n".utf8))
-            #expect(raw.response.hasPrefix("HTTP/1.1 403"))
-            #expect(log.all.count == 5 && log.all.allSatisfy { $0.decision == .denied })
+            // Spellings sent as they are (curl rewrites some of them before the proxy sees them).
+            for target in ["\(lab.serverAddress):80", "0x7f.1:80", "2130706433:80", "127.1:80", "[::1]:80", "[::ffff:7f00:1]:80"] {
+                let raw = await RawClient.exchange(namespaceFD: lab.sbxFD, head: Array("CONNECT \(target) HTTP/1.1\r\n\r\n".utf8))
+                #expect(raw.response.hasPrefix("HTTP/1.1 403"), "\(target): \(raw.response)")
+                #expect(raw.response.contains("IP addresses are not allowed"), "\(target)")
+            }
+            #expect(log.all.count == 10 && log.all.allSatisfy { $0.decision == .denied && $0.address == nil })
         }
     }
 

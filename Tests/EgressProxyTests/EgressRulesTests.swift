@@ -141,3 +141,12 @@ struct RequestTargetTests {
         }
     }
 }
+
+struct SandboxEnvironmentTests {
+    @Test("the proxy variables are daemon-set, so a request can never override them")
+    func variablesAreDaemonSet() {
+        let environment = EgressListener.sandboxEnvironment()
+        #expect(environment["http_proxy"] == "http://127.0.0.1:3128" && environment["HTTPS_PROXY"] == "http://127.0.0.1:3128")
+        #expect(Set(environment.keys).isSubset(of: Policy.daemonSetVariables))
+    }
+}

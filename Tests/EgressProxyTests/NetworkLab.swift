@@ -170,10 +170,8 @@ final class NetworkLab: @unchecked Sendable {
     /// curl inside the sandbox namespace, with exactly the proxy environment the daemon sets.
     /// Prints the body, then a last line with the HTTP status curl saw.
     func curl(_ arguments: [String]) async throws -> CommandResult {
-        let proxy = "http://127.0.0.1:\(EgressListener.defaultPort)"
-        return try await Command.run([Self.ip, "netns", "exec", sbx, "/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-                                      "HTTP_PROXY=\(proxy)", "HTTPS_PROXY=\(proxy)", "http_proxy=\(proxy)", "https_proxy=\(proxy)",
-                                      "NO_PROXY=", "no_proxy=",
+        let environment = EgressListener.sandboxEnvironment().sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return try await Command.run([Self.ip, "netns", "exec", sbx, "/usr/bin/env", "-i", "PATH=/usr/bin:/bin"] + environment + [
                                       "/usr/bin/curl", "-sS", "--max-time", "10", "-w", "\\n%{http_code}"] + arguments)
     }
 
