@@ -78,7 +78,8 @@ public final class EgressProxy: Sendable {
         let limits = configuration.limits
         let bootstrap = ServerBootstrap(group: group)
             .childChannelOption(.autoRead, value: true)
-            .childChannelOption(.allowRemoteHalfClosure, value: false)
+            // Half-closure is seen (ChannelEvent.inputClosed) so tunnels can pass it on.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 let admitted = shared.connections.withLock { open -> Bool in
                     guard open.count < limits.maxConnections else { return false }

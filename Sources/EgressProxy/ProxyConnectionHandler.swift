@@ -113,6 +113,17 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            switch state {
+            case .tunnel:
+                context.fireUserInboundEventTriggered(event) // to the RelayHandler: half-close the upstream
+            case .awaitingHead:
+                context.close(promise: nil) // no (complete) request will come
+            case .connecting, .forwarding, .finished:
+                break // the request is complete; the response still goes out on our open output
+            }
+            return
+        }
         if event is IdleStateHandler.IdleStateEvent {
             if case .awaitingHead = state {
                 respond(context: context, status: 408, reason: "idle for \(limits.idleTimeout.nanoseconds / 1_000_000_000) s")
@@ -258,7 +269,7 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(limits.connectTimeout)
             .channelOption(ChannelOptions.autoRead, value: false)
-            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: false)
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: target.isConnect)
             .connect(to: candidate)
             .hop(to: context.eventLoop)
             .assumeIsolated()
@@ -289,7 +300,7 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private func startForwarding(upstream: any Channel, context: ChannelHandlerContext) throws {
         let sync = upstream.pipeline.syncOperations
         try sync.addHandler(HTTPRequestEncoder())
-        try sync.addHandler(RelayHandler(partner: context.channel, counters: counters, direction: .down))
+        try sync.addHandler(RelayHandler(partner: context.channel, counters: counters, direction: .down, passesHalfClose: false))
         state = .forwarding(upstream: upstream)
         for part in pending {
             if case .head(let head) = part { counters.up += Self.approximateSize(of: head) }
@@ -302,9 +313,9 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private func startTunnel(upstream: any Channel, context: ChannelHandlerContext) throws {
-        try upstream.pipeline.syncOperations.addHandler(RelayHandler(partner: context.channel, counters: counters, direction: .down))
+        try upstream.pipeline.syncOperations.addHandler(RelayHandler(partner: context.channel, counters: counters, direction: .down, passesHalfClose: true))
         let sync = context.pipeline.syncOperations
-        try sync.addHandler(RelayHandler(partner: upstream, counters: counters, direction: .up))
+        try sync.addHandler(RelayHandler(partner: upstream, counters: counters, direction: .up, passesHalfClose: true))
         state = .tunnel(upstream: upstream)
         var established = context.channel.allocator.buffer(capacity: 64)
         established.writeString("HTTP/1.1 200 Connection Established\r\n\r\n")

@@ -10,12 +10,16 @@ final class RelayHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let partner: any Channel
     private let counters: ByteCounters
     private let direction: Direction
+    /// Tunnels pass a half-close on (the client's FIN becomes the upstream's FIN); forwarded HTTP
+    /// responses end the whole connection (one request per connection).
+    private let passesHalfClose: Bool
     private var lastWrite: EventLoopFuture<Void>?
 
-    init(partner: any Channel, counters: ByteCounters, direction: Direction) {
+    init(partner: any Channel, counters: ByteCounters, direction: Direction, passesHalfClose: Bool) {
         self.partner = partner
         self.counters = counters
         self.direction = direction
+        self.passesHalfClose = passesHalfClose
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -48,6 +52,28 @@ final class RelayHandler: ChannelInboundHandler, RemovableChannelHandler {
             partner.close(promise: nil)
         }
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case .some(.inputClosed) = event as? ChannelEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // This side sent its last byte: once that byte is written to the partner, shut the
+        // partner's output (tunnel) or end both (forwarded response). When both directions are
+        // shut, NIO closes the channels fully.
+        let partner = self.partner
+        let channel = context.channel
+        let passesHalfClose = self.passesHalfClose
+        partner.flush()
+        (lastWrite ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in
+            if passesHalfClose {
+                partner.close(mode: .output, promise: nil)
+            } else {
+                partner.close(promise: nil)
+                channel.close(promise: nil)
+            }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

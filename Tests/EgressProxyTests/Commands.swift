@@ -84,12 +84,13 @@ enum RawClient {
 
     /// Connects to `127.0.0.1:port` inside `namespaceFD`, sends `head`, then `payload` once the
     /// first response bytes are in (tunnels), and reads until close or `timeout` seconds of silence.
+    /// With `halfClose`, shuts the write side after the payload and reads until the proxy closes.
     static func exchange(namespaceFD: Int32, port: UInt16 = 3128, head: [UInt8], payload: [UInt8] = [],
-                         timeout: Int = 5) async -> Exchange {
+                         halfClose: Bool = false, timeout: Int = 5) async -> Exchange {
         await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 let result = (try? NetworkNamespace.run(in: namespaceFD, describedAs: "client netns") { () throws(EgressProxyError) -> Exchange in
-                    exchangeHere(port: port, head: head, payload: payload, timeout: timeout)
+                    exchangeHere(port: port, head: head, payload: payload, halfClose: halfClose, timeout: timeout)
                 }) ?? Exchange(response: "", bytesSentBeforeResponse: 0, connectError: "setns failed")
                 continuation.resume(returning: result)
             }
@@ -108,7 +109,7 @@ enum RawClient {
                         held.append(fd)
                         usleep(50_000) // let the proxy accept and admit it before the next
                     }
-                    return exchangeHere(port: port, head: Array("GET http://web.test/ HTTP/1.1\r\n\r\n".utf8), payload: [], timeout: 5)
+                    return exchangeHere(port: port, head: Array("GET http://web.test/ HTTP/1.1\r\n\r\n".utf8), payload: [], halfClose: false, timeout: 5)
                 }) ?? Exchange(response: "", bytesSentBeforeResponse: 0, connectError: "setns failed")
                 continuation.resume(returning: result)
             }
@@ -129,7 +130,7 @@ enum RawClient {
         return fd
     }
 
-    private static func exchangeHere(port: UInt16, head: [UInt8], payload: [UInt8], timeout: Int) -> Exchange {
+    private static func exchangeHere(port: UInt16, head: [UInt8], payload: [UInt8], halfClose: Bool, timeout: Int) -> Exchange {
         guard let fd = connectLoopback(port: port) else {
             return Exchange(response: "", bytesSentBeforeResponse: 0, connectError: String(cString: strerror(errno)))
         }
@@ -163,6 +164,18 @@ enum RawClient {
                 received += chunk[0..<got]
             }
             _ = payload.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if halfClose {
+                shutdown(fd, Int32(SHUT_WR))
+                var sawEOF = false
+                while true {
+                    let got = recv(fd, &chunk, chunk.count, 0)
+                    if got == 0 { sawEOF = true }
+                    if got <= 0 { break }
+                    received += chunk[0..<got]
+                }
+                return Exchange(response: String(decoding: received, as: UTF8.self) + (sawEOF ? "<EOF>" : "<TIMEOUT>"),
+                                bytesSentBeforeResponse: sent, connectError: nil)
+            }
             // Read until the echo is back; closing earlier would drop it in flight.
             while let end = received.firstRange(of: Array("\r\n\r\n".utf8))?.upperBound, received.count - end < payload.count {
                 let got = recv(fd, &chunk, chunk.count, 0)

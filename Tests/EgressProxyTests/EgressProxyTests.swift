@@ -64,6 +64,11 @@ struct EgressProxyEndToEndTests {
             let event = try #require(await log.wait { $0.host == "echo.test" })
             #expect(event.decision == .allowed && event.port == 7)
             #expect(event.bytesUp == payload.count && event.bytesDown == payload.count)
+
+            // A client that half-closes after sending still gets the whole answer, then EOF.
+            let halfClosed = await RawClient.exchange(namespaceFD: lab.sbxFD, head: Array("CONNECT echo.test:7 HTTP/1.1\r\n\r\n".utf8),
+                                                      payload: Array("last words\n".utf8), halfClose: true)
+            #expect(halfClosed.response == "HTTP/1.1 200 Connection Established\r\n\r\nlast words\n<EOF>", "\(halfClosed.response)")
         }
     }
 
