@@ -102,7 +102,17 @@ final class NetworkLab: @unchecked Sendable {
     }
 
     func tearDown() async {
-        for proxy in proxies { await proxy.close() }
+        // Every client is done by now: the proxy must have closed every connection by itself
+        // (client and upstream sockets alike), without waiting for close().
+        for proxy in proxies {
+            var open = proxy.openConnections
+            for _ in 0..<40 where open > 0 {
+                try? await Task.sleep(for: .milliseconds(50))
+                open = proxy.openConnections
+            }
+            #expect(open == 0, "proxy still holds \(open) connections after its clients left")
+            await proxy.close()
+        }
         proxies = []
         for channel in channels { try? await channel.close() }
         channels = []
