@@ -221,6 +221,9 @@ struct EgressProxyEndToEndTests {
                 "GET https://web.test/ HTTP/1.1\r\n\r\n",
                 "GET http://web.test/ HTTP/2.0\r\n\r\n",
                 "GET http://web.test/ HTTP/1.1\r\nBad Header\r\n\r\n",
+                // Request smuggling shapes: conflicting framing must not reach an upstream.
+                "POST http://web.test/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "POST http://web.test/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
             ]
             for head in heads {
                 let exchange = await RawClient.exchange(namespaceFD: lab.sbxFD, head: Array(head.utf8))
