@@ -86,11 +86,11 @@ enum RawClient {
     /// first response bytes are in (tunnels), and reads until close or `timeout` seconds of silence.
     /// With `halfClose`, shuts the write side after the payload and reads until the proxy closes.
     static func exchange(namespaceFD: Int32, port: UInt16 = 3128, head: [UInt8], payload: [UInt8] = [],
-                         halfClose: Bool = false, timeout: Int = 5) async -> Exchange {
+                         halfClose: Bool = false, stallAfterHead: UInt32 = 0, timeout: Int = 5) async -> Exchange {
         await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 let result = (try? NetworkNamespace.run(in: namespaceFD, describedAs: "client netns") { () throws(EgressProxyError) -> Exchange in
-                    exchangeHere(port: port, head: head, payload: payload, halfClose: halfClose, timeout: timeout)
+                    exchangeHere(port: port, head: head, payload: payload, halfClose: halfClose, stallAfterHead: stallAfterHead, timeout: timeout)
                 }) ?? Exchange(response: "", bytesSentBeforeResponse: 0, connectError: "setns failed")
                 continuation.resume(returning: result)
             }
@@ -109,7 +109,7 @@ enum RawClient {
                         held.append(fd)
                         usleep(50_000) // let the proxy accept and admit it before the next
                     }
-                    return exchangeHere(port: port, head: Array("GET http://web.test/ HTTP/1.1\r\n\r\n".utf8), payload: [], halfClose: false, timeout: 5)
+                    return exchangeHere(port: port, head: Array("GET http://web.test/ HTTP/1.1\r\n\r\n".utf8), payload: [], halfClose: false, stallAfterHead: 0, timeout: 5)
                 }) ?? Exchange(response: "", bytesSentBeforeResponse: 0, connectError: "setns failed")
                 continuation.resume(returning: result)
             }
@@ -130,7 +130,8 @@ enum RawClient {
         return fd
     }
 
-    private static func exchangeHere(port: UInt16, head: [UInt8], payload: [UInt8], halfClose: Bool, timeout: Int) -> Exchange {
+    private static func exchangeHere(port: UInt16, head: [UInt8], payload: [UInt8], halfClose: Bool, stallAfterHead: UInt32,
+                                     timeout: Int) -> Exchange {
         guard let fd = connectLoopback(port: port) else {
             return Exchange(response: "", bytesSentBeforeResponse: 0, connectError: String(cString: strerror(errno)))
         }
@@ -156,6 +157,16 @@ enum RawClient {
             if got == 0 { break }
         }
         if sentBeforeResponse < 0 { sentBeforeResponse = sent }
+        if stallAfterHead > 0 {
+            // Read only the response head (a few bytes at a time), then stop reading: a slow consumer.
+            var byte = [UInt8](repeating: 0, count: 1)
+            while !String(decoding: received, as: UTF8.self).contains("\r\n\r\n") {
+                guard recv(fd, &byte, 1, 0) == 1 else { break }
+                received += byte
+            }
+            sleep(stallAfterHead)
+            return Exchange(response: String(decoding: received, as: UTF8.self), bytesSentBeforeResponse: sent, connectError: nil)
+        }
         if !payload.isEmpty {
             // Tunnels: wait for the 200, then send the payload and give the echo a moment.
             while !String(decoding: received, as: UTF8.self).contains("\r\n\r\n") {

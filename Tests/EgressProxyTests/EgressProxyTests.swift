@@ -271,6 +271,22 @@ struct EgressProxyEndToEndTests {
         }
     }
 
+    @Test("a sandbox that stops reading stops the upstream too: the proxy does not buffer a download")
+    func backpressure() async throws {
+        try await NetworkLab.with { lab in
+            let log = try await lab.startProxy(network: try NetworkLab.network())
+            // The client reads the 200 head byte by byte (so no tunnel data with it), then nothing for 2 s.
+            let exchange = await RawClient.exchange(namespaceFD: lab.sbxFD, head: Array("CONNECT chargen.test:19 HTTP/1.1\r\n\r\n".utf8), stallAfterHead: 2)
+            #expect(exchange.response.hasPrefix("HTTP/1.1 200"), "\(exchange.response.prefix(100))")
+            let pushed = lab.chargenWritten.get()
+            // Socket buffers along the way (client, proxy both sides, server) hold a few MiB at most;
+            // without backpressure the proxy would have taken all 256 MiB the server offers.
+            #expect(pushed > 0 && pushed < 64 << 20, "the server got \(pushed) bytes into a connection nobody read")
+            let event = try #require(await log.wait { $0.host == "chargen.test" })
+            #expect(event.bytesDown <= pushed)
+        }
+    }
+
     @Test("an idle tunnel is closed after the idle timeout")
     func idleTunnel() async throws {
         try await NetworkLab.with { lab in

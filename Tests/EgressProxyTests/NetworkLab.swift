@@ -34,6 +34,8 @@ final class NetworkLab: @unchecked Sendable {
     private var channels: [any Channel] = []
     private var proxies: [EgressProxy] = []
     private var createdEtcNetns = false
+    /// Bytes the chargen server (port 19) got into its socket so far.
+    let chargenWritten = Mutexed(0)
     /// Port of an HTTP server on the host's own 127.0.0.1 (what a sandbox must not reach by default).
     private(set) var hostLoopbackPort = 0
     /// Port of an HTTP server on the host's veth address (one of "this host's own addresses").
@@ -93,6 +95,7 @@ final class NetworkLab: @unchecked Sendable {
         channels.append(try await TestServers.http(listeningSocket: try TestServers.tcpListener(namespaceFD: netFD, address: serverAddress, port: 80)))
         channels.append(try await TestServers.echo(listeningSocket: try TestServers.tcpListener(namespaceFD: netFD, address: serverAddress, port: 7)))
         channels.append(try await TestServers.echo(listeningSocket: try TestServers.tcpListener(namespaceFD: netFD, address: serverAddress, port: 22)))
+        channels.append(try await TestServers.chargen(listeningSocket: try TestServers.tcpListener(namespaceFD: netFD, address: serverAddress, port: 19), written: chargenWritten))
         channels.append(try await TestServers.dns(socket: try TestServers.udpSocket(namespaceFD: netFD, address: serverAddress, port: 53), answering: serverAddress))
         // Servers in the host's own namespace: on loopback, and on the host's veth address.
         let loopbackServer = try await TestServers.http(bindingTo: "127.0.0.1", port: 0)
@@ -154,13 +157,14 @@ final class NetworkLab: @unchecked Sendable {
             "hostown.test": [hostAddress],
             "zero.test": ["0.0.0.0"],
             "closed.test": [serverAddress],
+            "chargen.test": [serverAddress],
         ])
     }
 
     /// The policy the end-to-end tests use.
     static func network(allowedPorts: [Int] = []) throws -> Policy.Network {
         Policy.Network(
-            allowedHosts: try ["web.test", "echo.test", "*.allowed.test", "hostdb.test", "hostown.test", "zero.test", "closed.test"]
+            allowedHosts: try ["web.test", "echo.test", "*.allowed.test", "hostdb.test", "hostown.test", "zero.test", "closed.test", "chargen.test"]
                 .map { name throws(SandboxCoreError) in try HostPattern(parsing: name) },
             blockedPorts: [22], allowedPorts: allowedPorts)
     }

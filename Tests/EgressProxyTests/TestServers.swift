@@ -42,6 +42,15 @@ enum TestServers {
             .withBoundSocket(fd).get()
     }
 
+    /// Sends bytes as fast as the connection takes them (up to 256 MiB), counting what the kernel accepted.
+    static func chargen(listeningSocket fd: Int32, written: Mutexed<Int>) async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Chargen(written: written)) }
+            }
+            .withBoundSocket(fd).get()
+    }
+
     /// Answers A queries for any name with `address` (AAAA and others: no answer).
     static func dns(socket fd: Int32, answering address: String) async throws -> any Channel {
         var bytes = in_addr()
@@ -96,6 +105,28 @@ private final class RequestMirror: ChannelInboundHandler {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: received)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
+
+private final class Chargen: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let written: Mutexed<Int>
+    private var queued = 0
+    init(written: Mutexed<Int>) { self.written = written }
+
+    func channelActive(context: ChannelHandlerContext) { pump(context: context) }
+    func channelWritabilityChanged(context: ChannelHandlerContext) { pump(context: context) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    private func pump(context: ChannelHandlerContext) {
+        let written = self.written
+        while context.channel.isActive, context.channel.isWritable, queued < 256 << 20 {
+            queued += 65536
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(repeating: 0x61, count: 65536))).whenSuccess {
+                written.update { $0 += 65536 }
+            }
         }
     }
 }
