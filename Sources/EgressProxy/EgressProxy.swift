@@ -102,6 +102,20 @@ public final class EgressProxy: Sendable {
         return EgressProxy(shared: shared, serverChannel: server)
     }
 
+    /// Creates the listener inside the network namespace of `pid` (``EgressListener``, on a
+    /// thread-pool thread, not the caller's) and starts serving it: the one call a supervisor needs
+    /// per sandbox, after the sandbox's network namespace exists and before its workload starts.
+    public static func start(inNetworkNamespaceOf pid: pid_t, port: UInt16 = EgressListener.defaultPort,
+                             configuration: Configuration,
+                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                             logger: Logger = Logger(label: "sandboxd.egress"),
+                             onEvent: @escaping @Sendable (EgressEvent) -> Void) async throws -> EgressProxy {
+        let fd = try await NIOThreadPool.singleton.runIfActive {
+            try EgressListener.make(inNetworkNamespaceOf: pid, port: port)
+        }
+        return try await start(listeningSocket: fd, configuration: configuration, group: group, logger: logger, onEvent: onEvent)
+    }
+
     private init(shared: ConnectionShared, serverChannel: any Channel) {
         self.shared = shared
         self.serverChannel = serverChannel

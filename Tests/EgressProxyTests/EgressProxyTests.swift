@@ -315,10 +315,10 @@ struct EgressProxyEndToEndTests {
                 if !inode.isEmpty, inode != own { break }
                 try await Task.sleep(for: .milliseconds(20))
             }
-            let fd = try EgressListener.make(inNetworkNamespaceOf: sleeper.processIdentifier, port: 3130)
             let log = EventLog()
             let proxy = try await EgressProxy.start(
-                listeningSocket: fd, configuration: .init(sandboxID: "by-pid", network: try NetworkLab.network(), resolver: lab.resolver),
+                inNetworkNamespaceOf: sleeper.processIdentifier, port: 3130,
+                configuration: .init(sandboxID: "by-pid", network: try NetworkLab.network(), resolver: lab.resolver),
                 onEvent: { log.append($0) })
             #expect(RawClient.connectLoopback(port: 3130).map { close($0) } == nil, "listener reachable from the host's 127.0.0.1")
             let inside = await RawClient.exchange(namespaceFD: lab.sbxFD, port: 3130, head: Array("GET http://unlisted.test/ HTTP/1.1\r\n\r\n".utf8))
@@ -327,6 +327,32 @@ struct EgressProxyEndToEndTests {
             await proxy.close()
             let after = await RawClient.exchange(namespaceFD: lab.sbxFD, port: 3130, head: Array("GET http://web.test/ HTTP/1.1\r\n\r\n".utf8))
             #expect(after.connectError != nil, "listener still open after close()")
+        }
+    }
+
+    @Test("a sandbox with its own user namespace (lo still down) gets a working listener")
+    func listenerInUserNamespace() async throws {
+        try await NetworkLab.with { lab in
+            let sandbox = Process()
+            sandbox.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            sandbox.arguments = ["--user", "--map-root-user", "--net", "/bin/sleep", "30"]
+            try sandbox.run()
+            defer { if sandbox.isRunning { kill(sandbox.processIdentifier, SIGKILL); sandbox.waitUntilExit() } }
+            let own = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+            for _ in 0..<100 where ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(sandbox.processIdentifier)/ns/net")) ?? own) == own {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let namespace = open("/proc/\(sandbox.processIdentifier)/ns/net", O_RDONLY | O_CLOEXEC)
+            try #require(namespace >= 0)
+            defer { close(namespace) }
+            let proxy = try await EgressProxy.start(
+                inNetworkNamespaceOf: sandbox.processIdentifier,
+                configuration: .init(sandboxID: "userns", network: try NetworkLab.network(), resolver: lab.resolver),
+                onEvent: { _ in })
+            let exchange = await RawClient.exchange(namespaceFD: namespace, head: Array("GET http://web.test/userns HTTP/1.1\r\n\r\n".utf8))
+            await proxy.close() // the listener fd would keep the sandbox's namespace alive
+            #expect(exchange.response.hasPrefix("HTTP/1.1 200"), "\(exchange)")
+            #expect(exchange.response.contains("GET /userns HTTP/1.1"))
         }
     }
 
