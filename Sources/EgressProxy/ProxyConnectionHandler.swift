@@ -137,6 +137,8 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch state {
+        case .awaitingHead where error is IOError:
+            context.close(promise: nil) // the client's socket failed (reset): nobody to answer
         case .awaitingHead:
             // What a refused head cost: the bytes read before the refusal (bounded by the limiter).
             counters.up = limiter?.seen ?? counters.up
@@ -153,9 +155,14 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     // MARK: Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .tunnel = state {
+        switch state {
+        case .tunnel:
             context.fireChannelRead(data) // raw bytes left in the decoder, on their way to the RelayHandler
             return
+        case .finished:
+            return // answered and closing; on a refused (503) connection these are raw bytes, not parts
+        default:
+            break
         }
         let part = unwrapInboundIn(data)
         switch (state, part) {
