@@ -246,7 +246,9 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                     let message = (error as? EgressProxyError)?.message ?? "cannot resolve \(target.host): \(error)"
                     self.respond(context: context, status: 502, reason: message, decision: .failed)
                 case .success(let addresses):
-                    let own = AddressCheck.hostAddresses()
+                    // Fresh every time (a netlink dump): interfaces change. Not needed when the
+                    // name is listed literally, which may reach the host's addresses anyway.
+                    let own = listedExactly ? [] : AddressCheck.hostAddresses()
                     var firstRefusal: (String, String)?
                     let usable = addresses.filter { address in
                         guard let refusal = AddressCheck.refusal(for: address, listedExactly: listedExactly, hostAddresses: own) else { return true }
