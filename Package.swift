@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
         // Value types, configuration and policy parsing. No I/O.
@@ -24,6 +25,15 @@ let package = Package(
         // Connection pool, migrations, execution records, embedded PostgreSQL.
         .target(name: "Store", dependencies: [
             "SandboxCore", "CLibPQ",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Egress allowlist proxy: serves a listener created inside a sandbox's network namespace.
+        .target(name: "EgressProxy", dependencies: [
+            "SandboxCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -40,7 +50,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
 
+        // Egress proxy cost against direct connections (make bench; Benchmarks/run).
+        .executableTarget(name: "EgressBenchmark", dependencies: [
+            "EgressProxy", "SandboxCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], path: "Benchmarks/EgressBenchmark"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
+        .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
     ],
     swiftLanguageModes: [.v6]
