@@ -143,7 +143,10 @@ struct ReadOnlyAccessTests {
                 ("ALTER TABLE public.documents ADD COLUMN evil int", "42501"),
                 ("DROP TABLE public.documents", "42501"),
                 ("GRANT SELECT ON public.chat_messages TO PUBLIC", "42501"),
-                ("ALTER ROLE \(grant.role) SET default_transaction_read_only = off", "42501"),
+                // PostgreSQL lets a role change its own session defaults (which it could SET anyway),
+                // but not superuser-only settings, nor store arbitrary placeholder settings.
+                ("ALTER ROLE \(grant.role) SET temp_file_limit = -1", "42501"),
+                ("ALTER ROLE \(grant.role) SET sandbox.filler = 'evil'", "42501"),
                 ("ALTER ROLE \(grant.role) CONNECTION LIMIT 100", "42501"),
                 ("CREATE ROLE evil", "42501"),
                 ("SET temp_file_limit = -1", "42501"),
