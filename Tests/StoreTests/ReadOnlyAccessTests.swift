@@ -184,8 +184,9 @@ struct ReadOnlyAccessTests {
         try await Self.withFixture { fixture in
             let grant = try await fixture.access.grant(Self.documentsOnly, sandboxID: "sbx-psql")
             #expect(grant.environment["PGHOST"] == "/run/postgresql")
-            // What the sandbox gets: a private mount namespace where the socket directory is the
-            // only thing at /run/postgresql (read-only), an unprivileged uid, and the environment.
+            // What the sandbox gets: private mount and network namespaces (a pathname socket does
+            // not need the network), the socket directory alone at /run/postgresql (read-only), an
+            // unprivileged uid, and the environment.
             let script = """
                 mount -t tmpfs -o size=1m,mode=0755 sandboxd-test /run && mkdir /run/postgresql \
                 && mount --bind "$SOCKET_SOURCE" /run/postgresql && mount -o remount,bind,ro /run/postgresql \
@@ -196,7 +197,7 @@ struct ReadOnlyAccessTests {
                 environment["PATH"] = "/usr/bin:/bin:/usr/sbin:/sbin"
                 environment["SOCKET_SOURCE"] = grant.hostSocketDirectory
                 return try await ProcessOutcome.run(
-                    "/usr/bin/unshare", ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
+                    "/usr/bin/unshare", ["--mount", "--net", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
                                          "/usr/bin/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                     environment: environment)
             }
@@ -258,6 +259,13 @@ struct ReadOnlyAccessTests {
             #expect(stored?.hasPrefix("SCRAM-SHA-256$") == true)
             #expect(stored?.contains(grant.password.revealed) == false)
             #expect(!"\(grant)".contains(grant.password.revealed))
+
+            // CONNECTION LIMIT 4: a fifth simultaneous session is refused.
+            var open: [PostgresConnection] = []
+            for _ in 0..<4 { open.append(try await PostgresConnection.open(grant.hostSettings())) }
+            let fifth = try await #require(throws: StoreError.self) { try await PostgresConnection.open(grant.hostSettings()) }
+            #expect(fifth.message.contains("too many connections for role"), "\(fifth)")
+            for connection in open { connection.closeInBackground() }
         }
     }
 
