@@ -84,6 +84,9 @@ public struct ReadOnlyDatabaseAccess: Sendable {
     /// Start of the comment put on every role this tool creates; only roles carrying it (for this
     /// database) are ever altered or dropped.
     static let commentPrefix = "sandboxd read-only database tool; database="
+
+    /// How the comment of a role made for `database` starts (up to the sandbox id).
+    static func ownershipMark(database: String) -> String { commentPrefix + database + "; sandbox=" }
     /// Key of the transaction-scoped advisory lock serialising grants and drops ("sbx_ro" in ASCII).
     static let lockKey: Int64 = 0x7362_785f_726f
     /// Functions a role with no grants could use to write or to reach the server's files, were
@@ -243,7 +246,7 @@ public struct ReadOnlyDatabaseAccess: Sendable {
         }
         let isSuperuser = row[1] == "t"
         let verifier = try connection.scramVerifier(password: password, user: role)
-        let comment = commentPrefix + database + "; sandbox=" + sandboxID
+        let comment = ownershipMark(database: database) + sandboxID
 
         try connection.execute("BEGIN")
         do {
@@ -254,7 +257,7 @@ public struct ReadOnlyDatabaseAccess: Sendable {
                 "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1", [role])
             let attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %s PASSWORD %L"
             if let existingComment = existing.rows.first?.first ?? nil {
-                guard existingComment.hasPrefix(commentPrefix + database + ";") else {
+                guard existingComment.hasPrefix(ownershipMark(database: database)) else {
                     throw StoreError(.databaseAccessRefused,
                                      "database tool: a role named \(role) exists but was not made by sandboxd for database \(database); it is left alone")
                 }
@@ -411,6 +414,17 @@ public struct ReadOnlyDatabaseAccess: Sendable {
         for name in readable where relations.rows.first(where: { $0[0] == name })?[2] != "t" {
             problems.append("it cannot read \(name) after the grant")
         }
+        // A SECURITY DEFINER function runs with its owner's rights: callable, it would lend them.
+        let definers = try connection.query(
+            """
+            SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.prosecdef AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+              AND has_schema_privilege($1::name, n.oid, 'USAGE') AND has_function_privilege($1::name, p.oid, 'EXECUTE')
+            ORDER BY 1
+            """, [role])
+        for function in definers.rows.compactMap({ $0.first ?? nil }) {
+            problems.append("it could call \(function), a SECURITY DEFINER function running with its owner's rights")
+        }
         let functions = dangerousFunctions.map { "has_function_privilege($1::name, '\($0)', 'EXECUTE')" }.joined(separator: ", ")
         let executable = try connection.query("SELECT \(functions)", [role])
         for (index, value) in (executable.rows.first ?? []).enumerated() where value == "t" {
@@ -447,7 +461,8 @@ public struct ReadOnlyDatabaseAccess: Sendable {
             let roles = try connection.query(
                 """
                 SELECT rolname FROM pg_roles
-                WHERE starts_with(rolname, $1) AND starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), $2 || current_database() || ';')
+                WHERE starts_with(rolname, $1)
+                  AND starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), $2 || current_database() || '; sandbox=')
                 ORDER BY 1
                 """, [Self.rolePrefix, Self.commentPrefix])
             var dropped: [String] = []
@@ -464,7 +479,7 @@ public struct ReadOnlyDatabaseAccess: Sendable {
         func ours() throws -> Bool? {
             let found = try connection.query(
                 """
-                SELECT starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), $2 || current_database() || ';')
+                SELECT starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), $2 || current_database() || '; sandbox=')
                 FROM pg_roles WHERE rolname = $1
                 """, [role, commentPrefix])
             guard let row = found.rows.first else { return nil }

@@ -309,13 +309,20 @@ struct ReadOnlyAccessTests {
             #expect(system.message.contains("system schema"))
 
             // Someone granted PUBLIC more than the policy says: the check after granting sees it.
-            try await fixture.admin.withConnection { try $0.execute("GRANT SELECT ON chat_messages TO PUBLIC; GRANT INSERT ON index_stats TO PUBLIC") }
+            try await fixture.admin.withConnection { connection in
+                try connection.execute("""
+                    GRANT SELECT ON chat_messages TO PUBLIC;
+                    GRANT INSERT ON index_stats TO PUBLIC;
+                    CREATE FUNCTION public.lend_rights() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1';
+                    """)
+            }
             let excess = try await #require(throws: StoreError.self) {
                 try await fixture.access.grant(Self.documentsOnly, sandboxID: "sbx-refused")
             }
             #expect(excess.code == .databaseAccessRefused)
             #expect(excess.message.contains("it could read public.chat_messages"), "\(excess)")
             #expect(excess.message.contains("it could write to public.index_stats"), "\(excess)")
+            #expect(excess.message.contains("it could call lend_rights(), a SECURITY DEFINER function"), "\(excess)")
 
             let role = ReadOnlyDatabaseAccess.roleName(forSandbox: "sbx-refused")
             let exists = try await fixture.admin.withConnection {
@@ -367,6 +374,31 @@ struct ReadOnlyAccessTests {
             let reuse = try await #require(throws: StoreError.self) { try await fixture.access.grant(Self.documentsOnly, sandboxID: "sbx-squat") }
             #expect(reuse.message.contains("not made by sandboxd"))
             await #expect(throws: StoreError.self) { try await fixture.access.revoke(sandboxID: "sbx-squat") }
+        }
+    }
+
+    @Test("sandboxes created and destroyed at the same time all get and lose their own roles")
+    func concurrentGrants() async throws {
+        try await Self.withFixture { fixture in
+            let access = fixture.access
+            let ids = (0..<6).map { "sbx-parallel-\($0)" }
+            let grants = try await withThrowingTaskGroup(of: SandboxDatabaseConnection.self) { group in
+                for id in ids { group.addTask { try await access.grant(Self.documentsOnly, sandboxID: id) } }
+                var all: [SandboxDatabaseConnection] = []
+                for try await grant in group { all.append(grant) }
+                return all
+            }
+            #expect(Set(grants.map(\.role)) == Set(ids.map(ReadOnlyDatabaseAccess.roleName(forSandbox:))))
+            for grant in grants {
+                let outcome = try await Self.outcomes(grant, ["SELECT * FROM public.documents"])
+                #expect(outcome["SELECT * FROM public.documents"] == .some(nil), "\(grant.role)")
+            }
+            let dropped = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for id in ids { group.addTask { try await access.revoke(sandboxID: id) } }
+                return try await group.reduce(into: 0) { $0 += $1 ? 1 : 0 }
+            }
+            #expect(dropped == ids.count)
+            #expect(try await access.sweep() == [])
         }
     }
 
