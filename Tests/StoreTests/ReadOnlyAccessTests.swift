@@ -198,7 +198,7 @@ struct ReadOnlyAccessTests {
                 environment["SOCKET_SOURCE"] = grant.hostSocketDirectory
                 return try await ProcessOutcome.run(
                     "/usr/bin/unshare", ["--mount", "--net", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
-                                         "/usr/bin/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                                         fixture.server.embedded.configuration.binDirectory + "/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                     environment: environment)
             }
             let whoAmI = try await psql("SELECT current_user, session_user", environment: grant.environment)
