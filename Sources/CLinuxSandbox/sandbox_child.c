@@ -435,3 +435,6 @@ int sbx_memfd(const char *name) {
 int sbx_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
 }
+
+int sbx_setfsuid(unsigned int uid) { return (int)syscall(SYS_setfsuid, uid); }
+int sbx_setfsgid(unsigned int gid) { return (int)syscall(SYS_setfsgid, gid); }

@@ -174,6 +174,10 @@ int sbx_memfd(const char *name);
 /// `pipe2(fds, O_CLOEXEC)`, or -errno.
 int sbx_pipe_cloexec(int fds[2]);
 
+/// `setfsuid`/`setfsgid` of the calling thread only (raw syscalls); return the previous id.
+int sbx_setfsuid(unsigned int uid);
+int sbx_setfsgid(unsigned int gid);
+
 /// `pidfd_open` (close-on-exec by default).
 int sbx_pidfd_open(int pid);
 
