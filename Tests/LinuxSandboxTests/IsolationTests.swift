@@ -146,9 +146,14 @@ extension LinuxSandboxTests {
         @Test("no descriptors beyond stdio are inherited")
         func onlyStdio() async throws {
             guard Host.canRunSandboxes else { return }
-            // $$ is the shell itself: its fd table is what the sandbox handed over.
-            let (r, t) = try await sh("ls /proc/$$/fd > /tmp/fds; tr '\\n' ' ' < /tmp/fds")
-            #expect(r.out == "0 1 2 ")
+            // readlink holds nothing but what it inherited: any fd above 2 would resolve.
+            let t = try TestEngine()
+            let probe = (3...40).map { "/proc/self/fd/\($0)" }
+            let r = try await t.engine.run(TestEngine.spec(), ExecRequest(["/usr/bin/readlink"] + probe))
+            #expect(r.out == "")
+            #expect(r.exitCode == 1)
+            let stdio = try await t.engine.run(TestEngine.spec(), ExecRequest(["/usr/bin/readlink", "/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"]))
+            #expect(stdio.out.split(separator: "\n").count == 3)
             #expect(await t.finish())
         }
 
