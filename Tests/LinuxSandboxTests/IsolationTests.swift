@@ -36,7 +36,8 @@ extension LinuxSandboxTests {
             let r = try await sandbox.exec(ExecRequest(["/bin/sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; id -G"]))
             let lines = r.out.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
             #expect(lines == ["0", "0", "0 \(sandbox.hostID) 1", "0 \(sandbox.hostID) 1", "0"])
-            #expect(sandbox.hostID >= 200_000 && sandbox.hostID < 200_000 + 65_536)
+            let config = t.engine.configuration
+            #expect(sandbox.hostID >= config.idBase && sandbox.hostID < config.idBase + config.idCount)
             // The host sees the sandbox's processes under that uid.
             let status = try String(decoding: readAll("/proc/\(sandbox.initPID)/status"), as: UTF8.self)
             #expect(status.contains("Uid:\t\(sandbox.hostID)\t\(sandbox.hostID)\t\(sandbox.hostID)\t\(sandbox.hostID)"))
