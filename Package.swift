@@ -6,7 +6,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sandboxd", targets: ["sandboxd"]),
-        .executable(name: "sandboxd-init", targets: ["sandboxd-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -33,10 +32,6 @@ let package = Package(
 
         // The only code between clone and exec (async-signal-safe, no allocation).
         .target(name: "CLinuxSandbox"),
-
-        // PID 1 of every sandbox: blocks all signals and reaps orphans. Tiny C, no Swift runtime.
-        // Linked fully static: it runs inside the sandbox's root, which has no Swift runtime.
-        .executableTarget(name: "sandboxd-init", linkerSettings: [.unsafeFlags(["-static-executable"])]),
 
         // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
         .target(name: "LinuxSandbox", dependencies: [
