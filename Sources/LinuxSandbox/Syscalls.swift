@@ -141,3 +141,4 @@ private final class Box: @unchecked Sendable {
     init(_ run: @escaping () -> Void) { self.run = run }
 }
 
+
