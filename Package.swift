@@ -46,9 +46,15 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
-        // make bench: one-shot and exec latency against bubblewrap (Benchmarks/run).
-        .executableTarget(name: "sandbox-bench", dependencies: ["LinuxSandbox", "SandboxCore"],
+        // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
                           path: "Benchmarks/SandboxBenchmark"),
+
+        // Store insert rates against pgbench (make bench; Benchmarks/run).
+        .executableTarget(name: "StoreBenchmark", dependencies: [
+            "Store", "SandboxCore",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/StoreBenchmark"),
 
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
