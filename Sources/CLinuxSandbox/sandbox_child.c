@@ -346,15 +346,17 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
     if (c->run_payload) {
         // vfork: the payload borrows our memory until its exec instead of copying the page
         // tables of a daemon-sized address space; it touches only its own stack frames.
-        pid_t pid = vfork();
-        if (pid == 0) finish_and_exec(rfd, &c->payload);
-        if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
-        // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments.
+        // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments. Done
+        // before the payload exists, so it can never see them. (The payload's argv lives in
+        // the config, not in this area.)
         if (c->argv_area && c->argv_area_len > sizeof "sandboxd-init") {
             memset(c->argv_area, 0, c->argv_area_len);
             memcpy(c->argv_area, "sandboxd-init", sizeof "sandboxd-init");
         }
         (void)prctl(PR_SET_NAME, "sandboxd-init", 0, 0, 0);
+        pid_t pid = vfork();
+        if (pid == 0) finish_and_exec(rfd, &c->payload);
+        if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
         one_shot_init(rfd, c->status_fd, pid, c->final.seccomp);
     }
     finish_and_exec(rfd, &c->final);
