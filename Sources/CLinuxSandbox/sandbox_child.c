@@ -388,11 +388,12 @@ __attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c
     become_sandbox_root(rfd);
 
     // CLONE_PARENT: the payload becomes the daemon's child, so the daemon can wait for it and no
-    // copy of the daemon's memory stays alive for the duration of the exec. CLONE_VM|CLONE_VFORK
-    // (what posix_spawn does): it runs on its own stack in our memory until its exec, while we
-    // wait, instead of copying the page tables of a daemon-sized address space once more.
+    // copy of the daemon's memory stays alive for the duration of the exec. CLONE_VM: it runs on
+    // its own stack in our memory until its exec instead of copying the page tables of a
+    // daemon-sized address space once more. We only report its pid and exit: our frame (holding
+    // `args`) stays untouched, and the memory lives on with the payload's reference to it.
     struct exec_payload_args args = { c, rfd };
-    int pid = clone(exec_payload, (char *)c->stack + c->stack_size, CLONE_PARENT | CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+    int pid = clone(exec_payload, (char *)c->stack + c->stack_size, CLONE_PARENT | CLONE_VM | SIGCHLD, &args);
     if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
     report(rfd, SBX_STEP_NONE, 0, -1, (int32_t)pid);
     _exit(0);
