@@ -343,8 +343,6 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
     if (c->bring_up_loopback && loopback_up() < 0) fail(rfd, SBX_STEP_LOOPBACK, -1);
 
     if (c->run_payload) {
-        // vfork: the payload borrows our memory until its exec instead of copying the page
-        // tables of a daemon-sized address space; it touches only its own stack frames.
         // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments. Done
         // before the payload exists, so it can never see them. (The payload's argv lives in
         // the config, not in this area.)
@@ -358,6 +356,8 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
         // Locked down once, here, before the payload exists: it inherits the empty capability
         // sets, securebits, no_new_privs and the filter (one filter attached, not two).
         lock_down(rfd, c->payload.seccomp);
+        // vfork: the payload borrows our memory until its exec instead of copying the page
+        // tables of a daemon-sized address space; it touches only its own stack frames.
         pid_t pid = vfork();
         if (pid == 0) finish_and_exec(rfd, &c->payload, 1);
         if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
