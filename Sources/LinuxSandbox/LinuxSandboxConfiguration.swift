@@ -10,7 +10,7 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
     /// mounted on, privately, in the sandbox's mount namespace). Must be searchable by others.
     public var stateDirectory: String
     /// User namespace ids: sandbox N (slot) runs as host uid and gid `idBase + N`, mapped to 0
-    /// inside. One id per sandbox: with every capability dropped, nothing inside can change its
+    /// inside. At least 65536 (`sandbox.uid_range_start`). One id per sandbox: with every capability dropped, nothing inside can change its
     /// uid, so more would only be unused surface. Distinct per live sandbox.
     public var idBase: UInt32
     /// How many ids (and so concurrent sandboxes) the range holds.

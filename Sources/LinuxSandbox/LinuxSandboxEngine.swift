@@ -27,9 +27,10 @@ public final class LinuxSandboxEngine: Sendable {
     public init(configuration: LinuxSandboxConfiguration = .init()) throws(LinuxSandboxError) {
         signal(SIGPIPE, SIG_IGN)
         self.configuration = configuration
-        guard configuration.idCount > 0, UInt64(configuration.idBase) + UInt64(configuration.idCount) < UInt64(UInt32.max),
-              configuration.idBase > 0 else {
-            throw LinuxSandboxError(.invalidRequest, "id range \(configuration.idBase)+\(configuration.idCount) is not a valid unprivileged uid range")
+        // Below 65536 live system and user accounts; sandbox root must never be one of them.
+        guard configuration.idCount > 0, configuration.idBase >= 65_536,
+              UInt64(configuration.idBase) + UInt64(configuration.idCount) < UInt64(UInt32.max) else {
+            throw LinuxSandboxError(.invalidRequest, "id range \(configuration.idBase)+\(configuration.idCount) is not a valid unprivileged uid range (it must start at 65536 or above and end below 4294967295)")
         }
         cgroup = try Cgroup2(mountPoint: configuration.cgroupRoot, subtree: configuration.cgroupSubtree)
         availableControllers = try cgroup.prepareSubtree()
@@ -51,7 +52,6 @@ public final class LinuxSandboxEngine: Sendable {
         seccomp = try SeccompProgram.standard.get()
         hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
     }
-
 
     // MARK: - Public API
 
