@@ -83,7 +83,9 @@ struct Cgroup2: Sendable {
     }
 
     /// Writes the spec's limits on a sandbox directory (only those whose controller is enabled).
-    func applyLimits(_ limits: ResourceLimits, at path: String, available: Set<String>) throws(LinuxSandboxError) {
+    /// - Parameter delegate: enable the controllers for children too (a persistent sandbox's
+    ///   `init` and `exec-N` leaves); a one-shot sandbox's processes live in `path` itself.
+    func applyLimits(_ limits: ResourceLimits, at path: String, available: Set<String>, delegate: Bool) throws(LinuxSandboxError) {
         func set(_ file: String, _ value: String) throws(LinuxSandboxError) {
             do { try Sys.writeFile(path + "/" + file, value) } catch {
                 throw LinuxSandboxError(.cgroup, "setting \(file)=\(value) on \(path): \(error.message)", errno: error.errno)
@@ -102,6 +104,7 @@ struct Cgroup2: Sendable {
             let quota = max(1_000, Int((cpu * Double(period)).rounded()))
             try set("cpu.max", "\(quota) \(period)")
         }
+        guard delegate else { return }
         let enable = available.sorted().map { "+" + $0 }
         for entry in enable { try? Sys.writeFile(path + "/cgroup.subtree_control", entry) }
     }

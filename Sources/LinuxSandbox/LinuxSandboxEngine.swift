@@ -266,9 +266,12 @@ public final class LinuxSandboxEngine: Sendable {
             throw LinuxSandboxError(.cgroup, "mkdir(\"\(cgroupPath)\"): \(errnoName(e))", errno: e)
         }
         cgroupMade = true
-        try cgroup.applyLimits(spec.limits, at: cgroupPath, available: availableControllers)
-        try cgroup.makeDirectory(cgroupPath + "/init")
-        let initCgroupFD = try cgroup.openDirectory(cgroupPath + "/init")
+        // A persistent sandbox's init gets a leaf of its own (execs get theirs); a one-shot
+        // sandbox is one process tree, so it lives in the sandbox's directory itself.
+        try cgroup.applyLimits(spec.limits, at: cgroupPath, available: availableControllers, delegate: oneShot == nil)
+        let initCgroup = oneShot == nil ? cgroupPath + "/init" : cgroupPath
+        if oneShot == nil { try cgroup.makeDirectory(initCgroup) }
+        let initCgroupFD = try cgroup.openDirectory(initCgroup)
         defer { close(initCgroupFD) }
 
         let steps = try RootfsPlan.build(spec: spec, host: hostRuntime)
@@ -319,7 +322,7 @@ public final class LinuxSandboxEngine: Sendable {
             }
             return sbx_spawn_create(&config, &spawned)
         }()
-        if rc < 0 { throw .system("clone3", cgroupPath + "/init", -rc) }
+        if rc < 0 { throw .system("clone3", initCgroup, -rc) }
         let pidfd = spawned.pidfd
         var pidfdOwned = true
         defer { if pidfdOwned { killAndReap(pidfd) } }
@@ -413,9 +416,14 @@ public final class LinuxSandboxEngine: Sendable {
     }
 
     func destroySandbox(cgroupPath: String, initPidfd: Int32, slot: UInt32) {
-        if !cgroup.kill(cgroupPath) { _ = sbx_pidfd_send_signal(initPidfd, SIGKILL) }
-        // Reap our child, the init; the rest of the pid namespace dies with it.
+        // A one-shot sandbox whose PID 1 has exited is empty already: the kernel ends a pid
+        // namespace's processes before its init is reported dead.
         var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
+        let initExited = poll(&pfd, 1, 0) == 1
+        if !initExited || cgroup.isPopulated(cgroupPath) {
+            if !cgroup.kill(cgroupPath) { _ = sbx_pidfd_send_signal(initPidfd, SIGKILL) }
+        }
+        // Reap our child, the init; the rest of the pid namespace dies with it.
         _ = poll(&pfd, 1, 5_000)
         var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
         _ = sbx_waitid_pidfd(initPidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st)
