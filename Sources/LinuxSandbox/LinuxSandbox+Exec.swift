@@ -176,10 +176,9 @@ extension LinuxSandbox {
         switch report {
         case .failed(let record, let pid):
             if let pid, pid > 0 { reapChild(pid) }
-            if record.step == Int32(SBX_STEP_FORK.rawValue) || record.step == Int32(SBX_STEP_SETNS.rawValue) {
-                if sbx_pidfd_send_signal(initPidfd, 0) != 0 {
-                    throw LinuxSandboxError(.sandboxGone, "sandbox \(id) is gone (its init has exited)")
-                }
+            if record.step == Int32(SBX_STEP_FORK.rawValue) || record.step == Int32(SBX_STEP_SETNS.rawValue),
+               record.error == ESRCH || initHasExited {
+                throw LinuxSandboxError(.sandboxGone, "sandbox \(id) is gone (its init has exited)", errno: record.error)
             }
             var path: String?
             if record.step == Int32(SBX_STEP_EXEC.rawValue) {
@@ -193,7 +192,7 @@ extension LinuxSandbox {
             throw LinuxSandboxError(.childSetup, "starting the command took longer than \(engine.configuration.setupTimeout) s; killed", step: "setup")
         case .started(let pid):
             guard let pid, pid > 0 else {
-                if sbx_pidfd_send_signal(initPidfd, 0) != 0 {
+                if initHasExited {
                     throw LinuxSandboxError(.sandboxGone, "sandbox \(id) is gone (its init has exited)")
                 }
                 throw LinuxSandboxError(.childSetup, "the command's process ended before it could be started", step: "fork into the sandbox")
@@ -239,6 +238,12 @@ extension LinuxSandbox {
             stdoutTruncated: monitor.stdout.truncated, stderrTruncated: monitor.stderr.truncated,
             wallTime: end - start, timedOut: monitor.timedOut, oomKilled: oomKilled,
             usage: ResourceUsage(cpuMicroseconds: cpu, memoryPeakBytes: peak), limitsEnforced: limitsEnforced)
+    }
+
+    /// True once the init has exited (its pidfd turns readable; it stays unreaped until destroy).
+    var initHasExited: Bool {
+        var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, 0) == 1
     }
 
     /// Waits for a child of ours (blocking; it is dead or about to be).

@@ -58,6 +58,36 @@ extension LinuxSandboxTests {
             #expect(await t.finish())
         }
 
+        @Test("environment and working directory of an exec are applied; PATH and HOME are fixed")
+        func environmentAndDirectory() async throws {
+            guard Host.canRunSandboxes else { return }
+            let t = try TestEngine()
+            var spec = TestEngine.spec()
+            spec.environment = ["FROM_SPEC": "spec", "SHARED": "spec"]
+            let sandbox = try await t.engine.create(spec)
+            let r = try await sandbox.exec(ExecRequest(
+                ["/bin/sh", "-c", "pwd; echo $FROM_SPEC $SHARED $FROM_REQUEST; echo $HOME; echo $PATH; env | wc -l"],
+                environment: ["SHARED": "request", "FROM_REQUEST": "req"], workingDirectory: "/tmp"))
+            #expect(r.out == "/tmp\nspec request req\n/workspace\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n6\n", "\(r.out)")
+            await sandbox.destroy()
+            #expect(await t.finish())
+        }
+
+        @Test("an exec into a sandbox whose init is gone fails as sandbox_gone")
+        func initGone() async throws {
+            guard Host.canRunSandboxes else { return }
+            let t = try TestEngine()
+            let sandbox = try await t.engine.create(TestEngine.spec())
+            #expect(kill(sandbox.initPID, SIGKILL) == 0)
+            usleep(100_000)
+            let error = await #expect(throws: LinuxSandboxError.self) {
+                _ = try await sandbox.exec(ExecRequest(["/bin/true"]))
+            }
+            #expect(error?.code == .sandboxGone, "\(error?.message ?? "")")
+            await sandbox.destroy()
+            #expect(await t.finish())
+        }
+
         @Test("concurrent execs in one sandbox each get their own output")
         func concurrentExecs() async throws {
             guard Host.canRunSandboxes else { return }
