@@ -36,7 +36,7 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
         initCommand: [String] = ["/usr/bin/sleep", "infinity"],
         runtimePaths: [String] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"],
         hostEtcPaths: [String] = [
-            "/etc/ld.so.cache", "/etc/alternatives", "/etc/ssl/certs", "/etc/ca-certificates",
+            "/etc/ld.so.cache", "/etc/alternatives", "/etc/ssl/certs",
             "/etc/java-17-openjdk", "/etc/java-21-openjdk", "/etc/localtime", "/etc/mime.types",
         ],
         setupTimeout: Double = 10

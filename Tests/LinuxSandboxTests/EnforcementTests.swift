@@ -104,6 +104,31 @@ extension LinuxSandboxTests {
             #expect(await t.finish())
         }
 
+        @Test("concurrent one-shots and execs all succeed and leave nothing behind")
+        func concurrency() async throws {
+            guard Host.canRunSandboxes else { return }
+            let t = try TestEngine()
+            let persistent = try await t.engine.create(TestEngine.spec("p"))
+            let results = try await withThrowingTaskGroup(of: String.self) { group in
+                for i in 0..<12 {
+                    group.addTask {
+                        if i % 3 == 0 {
+                            return try await persistent.exec(ExecRequest(["/bin/echo", "exec\(i)"])).out
+                        }
+                        return try await t.engine.run(TestEngine.spec("c"), ExecRequest(["/bin/echo", "run\(i)"])).out
+                    }
+                }
+                var all: [String] = []
+                for try await out in group { all.append(out) }
+                return all
+            }
+            #expect(Set(results) == Set((0..<12).map { $0 % 3 == 0 ? "exec\($0)\n" : "run\($0)\n" }))
+            await persistent.destroy()
+            #expect(t.engine.listCgroups().isEmpty)
+            #expect(processesInIDRange(t.engine.configuration).isEmpty)
+            #expect(await t.finish())
+        }
+
         @Test("leftovers of a previous daemon are found and reaped")
         func reapLeftovers() async throws {
             guard Host.canRunSandboxes else { return }
