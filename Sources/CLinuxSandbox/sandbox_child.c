@@ -307,6 +307,13 @@ __attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_
 // Sandbox creation child
 
 __attribute__((noreturn)) static void create_child(const struct sbx_create_config *c, int sync_read, int rfd) {
+    // First what needs no uid/gid map, while the parent writes them (usually done by the time
+    // we ask, so the read below does not sleep).
+    // Nothing we mount may propagate back to the host.
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(rfd, SBX_STEP_MAKE_PRIVATE, -1);
+    if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0) fail(rfd, SBX_STEP_SETHOSTNAME, -1);
+    if (c->bring_up_loopback && loopback_up() < 0) fail(rfd, SBX_STEP_LOOPBACK, -1);
+
     // Wait until the parent has written uid_map/gid_map: before that our ids are unmapped and
     // nothing we create could be owned by anyone.
     char go = 0;
@@ -318,8 +325,6 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
     }
     close(sync_read);
 
-    // Nothing we mount may propagate back to the host.
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(rfd, SBX_STEP_MAKE_PRIVATE, -1);
     // Still host root's ids here, so the way to the daemon's state directory is open whatever its
     // mode; the root tmpfs is owned by root inside ("uid=0" is read in our user namespace).
     if (mount("tmpfs", c->new_root, "tmpfs", MS_NOSUID | MS_NODEV, c->new_root_options) < 0)
@@ -338,9 +343,6 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
     if (chdir("/") < 0) fail(rfd, SBX_STEP_DETACH_OLD_ROOT, -1);
     if (set_attr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0) < 0)
         fail(rfd, SBX_STEP_ROOT_READONLY, -1);
-
-    if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0) fail(rfd, SBX_STEP_SETHOSTNAME, -1);
-    if (c->bring_up_loopback && loopback_up() < 0) fail(rfd, SBX_STEP_LOOPBACK, -1);
 
     if (c->run_payload) {
         // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments. Done

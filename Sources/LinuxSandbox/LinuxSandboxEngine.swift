@@ -335,6 +335,10 @@ public final class LinuxSandboxEngine: Sendable {
             try Sys.writeFile("/proc/\(spawned.pid)/gid_map", "0 \(hostID) 1\n")
         } catch {
             close(spawned.sync_fd)
+            // The child may have failed first (it sets up what needs no map meanwhile).
+            if case .failed(let record, _) = ChildReport.read(from: spawned.report_fd, timeout: 1) {
+                throw setupError(record, steps: steps, command: oneShot?.plan)
+            }
             throw error
         }
         var go: UInt8 = 1
