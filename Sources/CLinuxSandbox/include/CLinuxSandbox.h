@@ -47,8 +47,6 @@ enum sbx_step {
     SBX_STEP_EXEC = 30,           // index: candidate path (or -1 for the init executable fd)
     SBX_STEP_DUMPABLE = 31,
     SBX_STEP_SIGNALS = 32,
-    SBX_STEP_CLONE3 = 33,         // reported by the parent side only
-    SBX_STEP_PIPE = 34,           // reported by the parent side only
 };
 
 /// Constants Swift's Glibc module hides behind _GNU_SOURCE.
@@ -172,8 +170,9 @@ struct sbx_spawned {
 /// The child waits until `out->sync_fd` receives one byte (the parent wrote its uid/gid maps).
 int sbx_spawn_create(const struct sbx_create_config *config, struct sbx_spawned *out);
 
-/// Starts an exec into an existing sandbox. The direct child joins the namespaces, forks the
-/// payload as a child of the caller (CLONE_PARENT), reports its host pid and exits.
+/// Starts an exec into an existing sandbox. The direct child joins the namespaces, starts the
+/// payload as a child of the caller (CLONE_PARENT, on `stack` in the child's memory until its
+/// exec), reports its host pid on the report pipe and exits.
 int sbx_spawn_exec(const struct sbx_exec_config *config, struct sbx_spawned *out);
 
 /// `waitid(P_PIDFD, ...)` with rusage (the glibc wrapper has no rusage argument).
