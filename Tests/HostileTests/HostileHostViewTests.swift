@@ -1,0 +1,295 @@
+import Foundation
+import Glibc
+import SandboxCore
+import Testing
+
+// MARK: - /proc, /sys, /dev
+
+extension HostileSandboxTests {
+    @Test("writes to /proc/sys are refused and the host's kernel settings are unchanged")
+    func procSysIsReadOnly() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("proc-sys", HostFiles.hostname())
+            run.expectCompleted()
+            #expect(run.observed("uts") == nil, "the sandbox shares the host's UTS namespace: \(run.transcript)")
+            run.expectRefused(["procsys_hostname", "procsys_core_pattern", "procsys_modprobe", "procsys_sysrq",
+                               "procsys_panic", "procsys_overcommit", "procsys_drop_caches", "procsys_ip_forward"],
+                              with: Errno.unwritable)
+        }
+    }
+
+    @Test("/proc/sysrq-trigger cannot be written")
+    func sysrqTriggerIsUnwritable() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("sysrq")
+            run.expectCompleted()
+            run.expectRefused("sysrq_open", with: Errno.unwritable)
+        }
+    }
+
+    @Test("/proc/kcore, /dev/mem and the kernel log cannot be read")
+    func kernelMemoryIsUnreadable() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("kcore")
+            run.expectCompleted()
+            // runc masks /proc/kcore with /dev/null: opening may succeed, but nothing comes out.
+            if run["kcore"] == "OK" {
+                #expect(run.observed("kcore_content") == "", "ESCAPE: /proc/kcore returned data: \(run.transcript)")
+            } else {
+                run.expectRefused("kcore", with: Errno.unwritable)
+            }
+            run.expectRefused(["dev_mem", "dev_kmem"], with: Errno.absent)
+            if run["proc_kmsg"] == "OK" {
+                #expect(run.observed("proc_kmsg_content") == "", "/proc/kmsg returned data: \(run.transcript)")
+            }
+            run.expectRefused("syslog_read", with: Errno.seccomp)
+        }
+    }
+
+    @Test("host files are not reachable via /proc/1/root, /proc/<host pid>/root or /proc/<host pid>/environ")
+    func hostFilesAreUnreachableThroughProc() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("proc-host", String(s.victim.pid), s.secretPath)
+            run.expectCompleted()
+            run.expectNotLeaked(s.secret, what: "the host secret file")
+            run.expectNotLeaked(s.victim.secret, what: "the environment of a host process")
+            run.expectRefused(["prochost_root_secret", "prochost_environ", "prochost_cmdline", "prochost_cwd_secret"],
+                              with: Errno.absent)
+            run.expectRefused(["proc1_root_secret", "direct_secret"], with: Errno.absent)
+            let pids = Int(run.observed("proc_pids") ?? "") ?? .max
+            #expect(pids <= 8, "the sandbox sees \(pids) processes in /proc: \(run.transcript)")
+        }
+    }
+
+    @Test("the sandbox's init exposes nothing of the host: environment, memory, executable, descriptors, cwd")
+    func sandboxInitLeaksNothing() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("proc-host", String(s.victim.pid), s.secretPath)
+            run.expectCompleted()
+            run.expectNotLeaked(s.secret, what: "the host secret file (through the init's descriptors)")
+            // The engine gives every sandbox its own environment; none of this test process's should show up.
+            let ownSandboxVariables: Set<String> = ["PATH", "HOME", "TERM", "LANG", "LC_ALL", "PWD", "SHLVL", "_", "HOSTNAME", "USER"]
+            for (key, value) in ProcessInfo.processInfo.environment where !ownSandboxVariables.contains(key) && value.count >= 6 {
+                #expect(!run.stdout.contains("\(key)=\(value)"), "the host environment variable \(key) is visible inside")
+            }
+            run.expectRefused("proc1_mem_open", with: Errno.denied)
+            run.expectRefused("proc1_exe_write", with: ["EACCES", "EPERM", "ETXTBSY", "EROFS", "ENOENT"])
+            let cwd = run.observed("cwd") ?? ""
+            #expect(!cwd.hasPrefix("(unreachable)"), "the payload's cwd is outside its root (CVE-2024-21626 shape): \(cwd)")
+            let initCwd = run.observed("proc1_cwd") ?? "/"
+            #expect(!initCwd.hasPrefix("(unreachable)") && !initCwd.hasPrefix("/work") && !initCwd.hasPrefix("/root"),
+                    "the init's cwd points at the host: \(initCwd)")
+            let listing = run.observed("proc1_cwd_listing") ?? ""
+            #expect(!listing.contains("wt-hostile") && !listing.contains("sandboxd-hostile-"),
+                    "the init's cwd lists host directories: \(listing)")
+        }
+    }
+
+    @Test("/sys is absent or read-only: no uevent_helper, no cgroup writes")
+    func sysIsReadOnly() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("sys", "hostile-\(s.tag)")
+            run.expectCompleted()
+            run.expectRefused(["sys_uevent_helper", "sys_thp", "sys_power_state", "sys_cgroup_procs",
+                               "sys_cgroup_unified_procs", "sys_cgroup_mkdir", "sys_cgroup_unified_mkdir"],
+                              with: Errno.unwritable)
+        }
+    }
+
+    @Test("/dev holds only the minimal device set: no /dev/mem, disks, kvm, kmsg or loop devices")
+    func devIsMinimal() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("devices")
+            run.expectCompleted()
+            run.expectRefused(["dev_mem", "dev_kmem", "dev_port", "dev_kmsg", "dev_sda", "dev_vda", "dev_loop0",
+                               "dev_loop_control", "dev_kvm", "dev_fuse", "dev_net_tun", "dev_msr", "dev_tty0", "dev_tty1",
+                               "dev_btrfs_control", "dev_autofs", "dev_hwrng"], with: Errno.absent)
+            let allowed: Set<String> = [".", "..", "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx",
+                                        "shm", "fd", "stdin", "stdout", "stderr", "core", "console", "mqueue"]
+            let entries = Set((run.observed("dev_dir_entries") ?? "").split(separator: ",").map(String.init))
+            #expect(!entries.isEmpty, "no /dev listing: \(run.transcript)")
+            #expect(entries.subtracting(allowed).isEmpty, "unexpected entries in the sandbox's /dev: \(entries.subtracting(allowed).sorted())")
+        }
+    }
+
+    @Test("mknod of character and block devices is refused")
+    func mknodIsRefused() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("mknod")
+            run.expectCompleted()
+            run.expectRefused(["mknod_char_null", "mknod_char_mem", "mknod_block_sda", "mknod_block_vda"], with: Errno.seccomp)
+            run.expectRefused("mknod_dev_char", with: ["EPERM", "EROFS"])
+        }
+    }
+}
+
+// MARK: - Files
+
+extension HostileSandboxTests {
+    @Test("/usr, /bin, /lib and /sbin are read-only and the host's files are unchanged")
+    func hostRuntimeIsReadOnly() async throws {
+        let marker = "hostile-\(UUID().uuidString.prefix(8))"
+        let hostPaths = ["/usr", "/usr/bin", "/usr/lib", "/bin", "/lib", "/sbin", "/usr/local"].map { "\($0)/\(marker)" }
+            + ["/usr/lib/\(marker)-dir"]
+        defer { for path in hostPaths { try? FileManager.default.removeItem(atPath: path) } } // only if it escaped
+        try await HostileScenario.run(watching: hostPaths) { s in
+            let run = try await s.hostile("usr-write", marker)
+            run.expectCompleted()
+            run.expectRefused(["usr_create", "usr_bin_create", "usr_lib_create", "bin_create", "lib_create", "sbin_create",
+                               "usr_local_create", "usr_mkdir"], with: ["EROFS"])
+            run.expectRefused("usr_bin_ls_truncate", with: ["EROFS", "EACCES", "ETXTBSY"])
+            for path in hostPaths { #expect(!FileManager.default.fileExists(atPath: path), "ESCAPE: \(path) was created on the host") }
+        }
+    }
+
+    @Test("chmod and chown of a read-only bind (/usr/bin/ls) fail and the host file is unchanged")
+    func chmodOfReadOnlyBindFails() async throws {
+        try await HostileScenario.run { s in
+            let before = FileStamp(path: "/usr/bin/ls")
+            let run = try await s.hostile("chmod", "/usr/bin/ls")
+            run.expectCompleted()
+            run.expectRefused(["chmod_same_mode", "chown_noop", "utimes_now", "setxattr"], with: ["EROFS", "EPERM"])
+            run.expectRefused("open_write", with: ["EROFS", "EACCES", "ETXTBSY"])
+            #expect(FileStamp(path: "/usr/bin/ls") == before, "/usr/bin/ls changed on the host")
+        }
+    }
+
+    @Test("/etc/shadow, /root, /home, /var, /run and /work are not visible")
+    func hostPrivateDirectoriesAreInvisible() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("invisible")
+            run.expectCompleted()
+            run.expectRefused(["etc_shadow", "etc_gshadow", "etc_sudoers", "ssh_host_key", "sandboxd_socket"], with: Errno.absent)
+            for dir in ["root_dir", "home_dir", "var_dir", "run_dir", "work_dir"] {
+                // Absent, or an empty placeholder: nothing of the host's directory.
+                if run[dir] == "OK" {
+                    let entries = Set((run.observed("\(dir)_entries") ?? "").split(separator: ",").map(String.init))
+                    #expect(entries.subtracting([".", ".."]).isEmpty, "\(dir) shows host entries: \(entries.sorted())")
+                } else {
+                    run.expectRefused(dir, with: Errno.absent)
+                }
+            }
+            let etc = Set((run.observed("etc_dir_entries") ?? "").split(separator: ",").map(String.init))
+            #expect(!etc.contains("shadow") && !etc.contains("ssh") && !etc.contains("postgresql"),
+                    "/etc inside looks like the host's /etc: \(etc.sorted())")
+        }
+    }
+
+    @Test("chroot + chdir(\"..\") cannot climb out of the sandbox")
+    func chrootEscapeFails() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("chroot", s.secretPath)
+            run.expectCompleted()
+            run.expectRefused("chroot", with: Errno.seccomp)
+            #expect(run["chroot_secret"] == nil && run.observed("chroot_root_listing") == nil, "\(run.transcript)")
+            run.expectNotLeaked(s.secret, what: "the host secret file")
+        }
+    }
+}
+
+// MARK: - Privileges
+
+extension HostileSandboxTests {
+    @Test("the sandbox runs with every capability set empty, no_new_privs, seccomp mode 2 and locked securebits")
+    func privilegeStateIsMinimal() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("status")
+            run.expectCompleted()
+            for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+                #expect(run.observed("status_\(set)") == "0000000000000000", "\(set) is not empty: \(run.transcript)")
+            }
+            #expect(run.observed("status_NoNewPrivs") == "1", "no_new_privs is not set")
+            #expect(run.observed("status_Seccomp") == "2", "not in seccomp filter mode")
+            let bits = Int(run.observed("securebits") ?? "") ?? 0
+            // SECBIT_NOROOT (1) and its lock (2), SECBIT_NO_SETUID_FIXUP (4) and its lock (8).
+            #expect(bits & 0x0f == 0x0f, "securebits are not set and locked: \(bits)")
+            let core = run.observed("rlimit_core") ?? ""
+            #expect(core.hasPrefix("0/"), "RLIMIT_CORE is not 0: \(core)")
+            #expect(!(run.observed("cgroup") ?? "").contains("hostile-"), "the host's cgroup path is visible: \(run.observed("cgroup") ?? "")")
+        }
+    }
+
+    @Test("raising capabilities, switching uid, clearing securebits or raising rlimits is refused")
+    func privilegeRaisingIsRefused() async throws {
+        try await HostileScenario.run { s in
+            let run = try await s.hostile("status")
+            run.expectCompleted()
+            run.expectRefused(["capset_raise", "ambient_raise", "securebits_clear", "setgroups"], with: Errno.seccomp)
+            run.expectRefused(["setuid_other", "setgid_other"], with: ["EPERM", "EINVAL"])
+            run.expectRefused("rlimit_nofile_raise", with: Errno.seccomp)
+            run.expectRefused("oom_score_adj_lower", with: Errno.denied)
+        }
+    }
+
+    @Test("a set-user-ID root binary gains no privilege")
+    func setuidBinaryGainsNothing() async throws {
+        try await HostileScenario.run { s in
+            let dir = s.scratchDirectory + "/suid"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false,
+                                                    attributes: [.posixPermissions: 0o755])
+            let probe = dir + "/suidprobe"
+            try FileManager.default.copyItem(atPath: s.payloads.hostDirectory + "/suidprobe", toPath: probe)
+            #expect(chown(probe, 0, 0) == 0 && chmod(probe, 0o4755) == 0, "cannot make \(probe) set-user-ID root")
+            chmod(s.scratchDirectory, 0o755)
+            let mount = MountSpec(hostPath: dir, sandboxPath: "/opt/suid", readOnly: true)
+
+            let p = try await s.runInSandbox([s.payloads.suidprobe], mounts: [mount])
+            let u = try await s.runInSandbox(["/opt/suid/suidprobe"], mounts: [mount])
+            u.expectCompleted()
+            let baseline = try #require(p.observed("euid"), "no baseline: \(p.transcript)")
+            #expect(u.observed("euid") == baseline, "the set-user-ID binary changed the effective uid: \(u.transcript)")
+            #expect(u.observed("suid") == baseline, "the set-user-ID binary changed the saved uid: \(u.transcript)")
+            #expect(u.observed("status_CapEff") == "0000000000000000", "capabilities gained: \(u.transcript)")
+            #expect(u.observed("status_NoNewPrivs") == "1", "no_new_privs is not set: \(u.transcript)")
+            // /usr/bin/passwd is set-user-ID root on the host; inside it must not even start privileged.
+            let passwd = try await s.runInSandbox(["/bin/sh", "-c", "test -u /usr/bin/passwd && echo suid; /usr/bin/passwd -S root; echo rc=$?"])
+            #expect(!passwd.stdout.contains("root P") && !passwd.stdout.contains("root L"),
+                    "passwd read the shadow entry of root: \(passwd.transcript)")
+        }
+    }
+
+    @Test("file capabilities on a binary are not granted")
+    func fileCapabilitiesAreNotGranted() async throws {
+        try await HostileScenario.run { s in
+            let dir = s.scratchDirectory + "/fcaps"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false,
+                                                    attributes: [.posixPermissions: 0o755])
+            let probe = dir + "/suidprobe"
+            try FileManager.default.copyItem(atPath: s.payloads.hostDirectory + "/suidprobe", toPath: probe)
+            // struct vfs_cap_data, revision 2, effective: CAP_SYS_ADMIN (21) and CAP_DAC_OVERRIDE (1) permitted.
+            var caps: [UInt32] = [0x0200_0001, (1 << 21) | (1 << 1), 0, 0, 0]
+            let rc = setxattr(probe, "security.capability", &caps, caps.count * 4, 0)
+            try #require(rc == 0, "setxattr(security.capability, \(probe)): \(errnoText())")
+            chmod(s.scratchDirectory, 0o755)
+            let run = try await s.runInSandbox(["/opt/fcaps/suidprobe"],
+                                               mounts: [MountSpec(hostPath: dir, sandboxPath: "/opt/fcaps", readOnly: true)])
+            run.expectCompleted()
+            #expect(run.observed("status_CapEff") == "0000000000000000", "file capabilities were granted: \(run.transcript)")
+            #expect(run.observed("status_CapPrm") == "0000000000000000", "file capabilities were granted: \(run.transcript)")
+        }
+    }
+
+    @Test("root inside the sandbox is an unprivileged uid on the host")
+    func sandboxRootIsUnprivilegedOnHost() async throws {
+        try await HostileScenario.run { s in
+            let marker = "hostile-uid-\(s.tag)"
+            async let running = s.hostile("linger", marker, "wait", timeout: 5)
+            var hostPids: [pid_t] = []
+            for _ in 0..<80 where hostPids.isEmpty {
+                try await Task.sleep(for: .milliseconds(50))
+                hostPids = HostFiles.processes(withMarker: marker)
+            }
+            var uids: [String] = []
+            for pid in hostPids {
+                let line = (HostFiles.read("/proc/\(pid)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Uid:") }
+                uids.append(line.map(String.init) ?? "?")
+            }
+            let run = try await running
+            #expect(!hostPids.isEmpty, "the sandboxed processes were not found on the host: \(run.transcript)")
+            for line in uids {
+                let ids = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().compactMap { UInt32($0) }
+                #expect(ids.count == 4 && !ids.contains(0), "a sandboxed process runs as host root: \(line)")
+            }
+        }
+    }
+}
