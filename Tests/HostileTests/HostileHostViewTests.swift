@@ -257,8 +257,10 @@ extension HostileSandboxTests {
             let probe = dir + "/suidprobe"
             try FileManager.default.copyItem(atPath: s.payloads.hostDirectory + "/suidprobe", toPath: probe)
             // struct vfs_cap_data, revision 2, effective: CAP_SYS_ADMIN (21) and CAP_DAC_OVERRIDE (1) permitted.
-            var caps: [UInt32] = [0x0200_0001, (1 << 21) | (1 << 1), 0, 0, 0]
-            let rc = setxattr(probe, "security.capability", &caps, caps.count * 4, 0)
+            let caps: [UInt32] = [0x0200_0001, (1 << 21) | (1 << 1), 0, 0, 0]
+            let rc = setExtendedAttribute(probe, "security.capability", caps.flatMap { value in
+                (0..<4).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
+            })
             try #require(rc == 0, "setxattr(security.capability, \(probe)): \(errnoText())")
             chmod(s.scratchDirectory, 0o755)
             let run = try await s.runInSandbox(["/opt/fcaps/suidprobe"],

@@ -92,7 +92,7 @@ enum HostFiles {
     static func hostname() -> String {
         var buf = [CChar](repeating: 0, count: 256)
         gethostname(&buf, buf.count)
-        return String(cString: buf)
+        return String(cBuffer: buf)
     }
 
     /// Mount table lines without the per-mount ids (fields 1 and 2), which are stable anyway but noisy.
@@ -128,7 +128,7 @@ enum HostFiles {
             guard let fd = Int32(name) else { continue }
             var buf = [CChar](repeating: 0, count: 4096)
             let n = readlink("/proc/self/fd/\(name)", &buf, buf.count - 1)
-            out[fd] = n >= 0 ? String(cString: buf) : "?"
+            out[fd] = n >= 0 ? String(cBuffer: buf) : "?"
         }
         return out
     }
@@ -160,7 +160,7 @@ enum HostFiles {
             memcpy(&sin, addr, MemoryLayout<sockaddr_in>.size)
             var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
             inet_ntop(AF_INET, &sin.sin_addr, &buf, socklen_t(buf.count))
-            let text = String(cString: buf)
+            let text = String(cBuffer: buf)
             if !text.hasPrefix("127.") { return text }
         }
         return nil
@@ -265,12 +265,28 @@ final class HostListener: @unchecked Sendable {
 
     /// True when some peer connected (the listener is non-blocking: EAGAIN means nobody came).
     var wasReached: Bool {
-        let conn = accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        let conn = accept(fd, nil, nil)
         if conn >= 0 { close(conn); return true }
         return false
     }
 
     deinit { close(fd) }
+}
+
+/// `setxattr(2)`, which Glibc's Swift module does not export (sys/xattr.h): looked up in libc.
+func setExtendedAttribute(_ path: String, _ name: String, _ value: [UInt8]) -> Int32 {
+    typealias SetXattr = @convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeRawPointer, Int, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "setxattr") else { errno = ENOSYS; return -1 }
+    let call = unsafeBitCast(symbol, to: SetXattr.self)
+    return value.withUnsafeBytes { call(path, name, $0.baseAddress!, value.count, 0) }
+}
+
+extension String {
+    /// The text up to the first NUL of a C buffer.
+    init(cBuffer: [CChar]) {
+        let bytes = cBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        self = String(decoding: bytes, as: UTF8.self)
+    }
 }
 
 func errnoText(_ code: Int32 = errno) -> String {

@@ -17,33 +17,43 @@ final class HostileScenario: @unchecked Sendable {
     /// A host file (0600, root) holding `secret`; nothing in a sandbox may read it.
     let secretPath: String
     let secret: String
-    let engine: LinuxSandboxEngine
+    let engine: ScenarioEngine
     private let scratch: String
 
     /// Unique per scenario; goes into sandbox ids and marker process names.
     let tag: String
 
-    private init(payloads: Payloads, engine: LinuxSandboxEngine) throws {
-        self.payloads = payloads
-        self.engine = engine
+    private init(built: Payloads) throws {
         tag = String(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12))
         var template = Array("/tmp/sandboxd-hostile-\(tag)-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw HostileTestError("mkdtemp: \(errnoText())") }
         scratch = String(cString: dir)
         secret = "host-secret-" + UUID().uuidString
         secretPath = scratch + "/secret"
-        guard FileManager.default.createFile(atPath: secretPath, contents: Data(secret.utf8),
-                                             attributes: [.posixPermissions: 0o600]) else {
-            throw HostileTestError("cannot write \(secretPath)")
+        do {
+            // Searchable by the sandbox's unprivileged uid, which resolves bind sources while it builds
+            // the root; the files in it keep their own modes (the secret stays 0600 root).
+            chmod(scratch, 0o755)
+            guard FileManager.default.createFile(atPath: secretPath, contents: Data(secret.utf8),
+                                                 attributes: [.posixPermissions: 0o600]) else {
+                throw HostileTestError("cannot write \(secretPath)")
+            }
+            // The build cache may sit where others cannot search (a clone under /root): mount a copy.
+            payloads = try built.copy(into: scratch + "/payloads")
+            engine = try ScenarioEngine(tag: tag)
+            victim = try HostVictim()
+        } catch {
+            try? FileManager.default.removeItem(atPath: scratch)
+            throw error
         }
-        victim = try HostVictim()
     }
 
     /// A host directory for this scenario's files, removed at the end.
     var scratchDirectory: String { scratch }
 
-    /// Files whose `stat` must not change.
-    static let watchedFiles = ["/usr/bin/ls", "/usr/bin/passwd", "/etc/hostname", "/etc/passwd", "/etc/shadow", "/usr", "/etc"]
+    /// Files whose `stat` must not change. Only files nothing else on the machine touches while tests
+    /// run (not /etc/passwd or /etc/shadow, which other tests may legitimately change with useradd).
+    static let watchedFiles = ["/usr/bin/ls", "/usr/bin/passwd", "/etc/hostname", "/usr"]
 
     /// Runs `body` with host-unchanged checks around it.
     static func run(
@@ -51,13 +61,11 @@ final class HostileScenario: @unchecked Sendable {
         sourceLocation: SourceLocation = #_sourceLocation,
         _ body: (HostileScenario) async throws -> Void
     ) async throws {
-        let payloads = try await Payloads.shared()
-        let engine = try SandboxFactory.engine()
-        let scenario = try HostileScenario(payloads: payloads, engine: engine)
+        let scenario = try HostileScenario(built: try await Payloads.shared())
         defer { scenario.tearDown() }
 
         let watched = watchedFiles + [scenario.secretPath] + extraFiles
-        let cgroupParent = SandboxFactory.cgroupParent
+        let cgroupParent = scenario.engine.cgroupSubtreePath
         let before = HostSnapshot.take(sentinels: watched, cgroupParent: cgroupParent)
         let descriptorsBefore = HostFiles.openDescriptors()
 
@@ -74,11 +82,14 @@ final class HostileScenario: @unchecked Sendable {
         #expect(scenario.victim.isAliveAndUntouched, "the host victim process \(scenario.victim.pid) was killed, stopped or traced",
                 sourceLocation: sourceLocation)
         let leaked = HostFiles.openDescriptors().filter { fd, target in
-            descriptorsBefore[fd] == nil && SandboxFactory.looksLikeEngineDescriptor(target)
+            descriptorsBefore[fd] == nil && scenario.engine.isEngineDescriptor(target)
         }
         #expect(leaked.isEmpty, "descriptors the engine left open in this process: \(leaked)", sourceLocation: sourceLocation)
         let stray = HostFiles.processes(withMarker: scenario.tag)
         #expect(stray.isEmpty, "processes of this test still running on the host: \(stray)", sourceLocation: sourceLocation)
+        for pid in stray { kill(pid, SIGKILL) } // they carry this scenario's unique tag: this test started them
+        let left = scenario.engine.finish()
+        #expect(left.isEmpty, "the engine left behind: \(left.joined(separator: ", "))", sourceLocation: sourceLocation)
     }
 
     /// Runs `hostile <arguments>` one-shot in a fresh sandbox.
@@ -92,19 +103,19 @@ final class HostileScenario: @unchecked Sendable {
     func runInSandbox(_ arguments: [String], timeout: Double = 20, stdin: [UInt8] = [],
                       outputLimit: ByteCount = .mebibytes(1), mounts: [MountSpec] = []) async throws -> PayloadRun {
         let spec = sandboxSpec(timeout: timeout, outputLimit: outputLimit, mounts: mounts)
-        let result = try await engine.run(spec: spec, exec: ExecRequest(arguments, stdin: stdin, timeout: timeout))
+        let result = try await engine.engine.run(spec, ExecRequest(arguments, stdin: stdin, timeout: timeout))
         return PayloadRun(arguments: arguments, result: result)
     }
 
     /// A persistent sandbox for tests that must prove something about it before the hostile step.
     func withSandbox<T: Sendable>(timeout: Double = 20, _ body: (LinuxSandbox) async throws -> T) async throws -> T {
-        let sandbox = try await engine.create(sandboxSpec(timeout: timeout, outputLimit: .mebibytes(1), mounts: []))
+        let sandbox = try await engine.engine.create(sandboxSpec(timeout: timeout, outputLimit: .mebibytes(1), mounts: []))
         do {
             let value = try await body(sandbox)
-            try await sandbox.destroy()
+            await sandbox.destroy()
             return value
         } catch {
-            try? await sandbox.destroy()
+            await sandbox.destroy()
             throw error
         }
     }
@@ -130,6 +141,7 @@ final class HostileScenario: @unchecked Sendable {
 
     private func tearDown() {
         victim.stop()
+        _ = engine.finish()
         try? FileManager.default.removeItem(atPath: scratch)
     }
 }

@@ -21,14 +21,10 @@ struct PayloadRun: Sendable {
         stderr = String(decoding: result.stderr, as: UTF8.self)
         var attempts: [String: String] = [:], observations: [String: String] = [:]
         for line in stdout.split(separator: "\n") {
-            let eq = line.firstIndex(of: "="), colon = line.firstIndex(of: ":")
-            switch (eq, colon) {
-            case let (e?, c?) where e < c, let (e?, nil):
-                attempts[String(line[..<e])] = String(line[line.index(after: e)...])
-            case let (_, c?):
-                observations[String(line[..<c])] = String(line[line.index(after: c)...])
-            default: continue
-            }
+            // Whichever separator comes first: `name=RESULT` is an attempt, `name:value` an observation.
+            guard let sep = line.firstIndex(where: { $0 == "=" || $0 == ":" }) else { continue }
+            let key = String(line[..<sep]), value = String(line[line.index(after: sep)...])
+            if line[sep] == "=" { attempts[key] = value } else { observations[key] = value }
         }
         self.attempts = attempts
         self.observations = observations

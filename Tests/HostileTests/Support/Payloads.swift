@@ -4,7 +4,8 @@ import Glibc
 /// The hostile C programs, compiled with the host's `cc` on first use.
 ///
 /// They are built into `.build/hostile-payloads/<source hash>/` (a build artifact, reused while the
-/// sources are unchanged) and bind-mounted read-only into each sandbox at `Payloads.sandboxDirectory`.
+/// sources are unchanged); each scenario copies them into its own temporary directory, which is
+/// bind-mounted read-only into its sandboxes at `Payloads.sandboxDirectory`.
 /// Neither program is set-user-ID there: the set-user-ID and file-capability copies the privilege
 /// tests need are made per test in a temporary directory and removed after it.
 struct Payloads: Sendable {
@@ -60,6 +61,19 @@ struct Payloads: Sendable {
         chmod(directory.path, 0o755)
         for name in sources { chmod(directory.appendingPathComponent(name).path, 0o755) }
         return Payloads(hostDirectory: directory.path)
+    }
+}
+
+extension Payloads {
+    /// A copy of the programs in `directory` (created 0755), for one scenario to mount.
+    func copy(into directory: String) throws -> Payloads {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        for name in ["hostile", "suidprobe"] {
+            try fm.copyItem(atPath: hostDirectory + "/" + name, toPath: directory + "/" + name)
+            chmod(directory + "/" + name, 0o755)
+        }
+        return Payloads(hostDirectory: directory)
     }
 }
 
