@@ -166,6 +166,28 @@ extension HostileSandboxTests {
             #expect(s.victim.isAliveAndUntouched, "kill -9 -1 inside the sandbox killed host process \(s.victim.pid)")
         }
     }
+
+    @Test("a process entering the sandbox cannot be hijacked through /proc/<pid>/exe (CVE-2019-5736 shape)")
+    func enteringExecCannotBeHijacked() async throws {
+        try await HostileScenario.run { s in
+            try await s.withSandbox { sandbox in
+                // The watcher runs inside while the host enters the sandbox again and again.
+                async let watching = sandbox.exec(ExecRequest([s.payloads.hostile, "exe-watch", "3"], timeout: 20))
+                try await Task.sleep(for: .milliseconds(300))
+                for _ in 0..<30 {
+                    let entered = try await sandbox.exec(ExecRequest(["/bin/true"]))
+                    #expect(entered.exitCode == 0, "an exec into the sandbox failed: \(entered)")
+                }
+                let run = PayloadRun(arguments: ["hostile", "exe-watch", "3"], result: try await watching)
+                run.expectCompleted()
+                let seen = Int(run.observed("exe_processes_seen") ?? "") ?? 0
+                #expect(seen >= 2, "the watcher saw \(seen) other processes: it cannot have watched the execs\n\(run.transcript)")
+                for (name, result) in run.attempts(withPrefix: "exe_write_") + run.attempts(withPrefix: "exe_reopen_write_") {
+                    #expect(result != "OK", "ESCAPE: \(name) opened a process's executable for writing\n\(run.transcript)")
+                }
+            }
+        }
+    }
 }
 
 // MARK: - Forbidden kernel interfaces

@@ -1172,6 +1172,68 @@ static int case_hostname(int argc, char **argv) {
     return 0;
 }
 
+/* CVE-2019-5736 shape: watch for processes entering the sandbox and try to get at their executable
+ * through /proc/<pid>/exe, for writing now or later (an O_PATH descriptor reopened at the end). */
+static int case_exe_watch(int argc, char **argv) {
+    double seconds = atof(arg_str(argc, argv, 2));
+    pid_t self = getpid();
+    static pid_t seen[4096];
+    int nseen = 0;
+    static int held[256];
+    int nheld = 0;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 >= seconds) break;
+        DIR *d = opendir("/proc");
+        if (!d) { report("proc_open", -1); return 0; }
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+            pid_t pid = (pid_t)atoi(e->d_name);
+            if (pid == self) continue;
+            int known = 0;
+            for (int i = 0; i < nseen; i++) if (seen[i] == pid) { known = 1; break; }
+            if (known || nseen >= 4096) continue;
+            seen[nseen++] = pid;
+            char p[64], link[512], name[96];
+            snprintf(p, sizeof p, "/proc/%d/exe", (int)pid);
+            ssize_t n = readlink(p, link, sizeof link - 1);
+            link[n < 0 ? 0 : n] = 0;
+            snprintf(name, sizeof name, "exe_target_%d", (int)pid);
+            info(name, n < 0 ? errname(errno) : link);
+            int fd = open(p, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+            snprintf(name, sizeof name, "exe_write_%d", (int)pid);
+            report(name, fd);
+            if (fd >= 0) close(fd);
+            fd = open(p, O_PATH | O_CLOEXEC);
+            snprintf(name, sizeof name, "exe_path_%d", (int)pid);
+            report(name, fd);
+            if (fd >= 0) { if (nheld < 256) held[nheld++] = fd; else close(fd); }
+        }
+        closedir(d);
+        usleep(500);
+    }
+    char v[32];
+    snprintf(v, sizeof v, "%d", nseen);
+    info("exe_processes_seen", v);
+    for (int i = 0; i < nheld; i++) {
+        char p[64], link[512], name[96];
+        snprintf(p, sizeof p, "/proc/self/fd/%d", held[i]);
+        ssize_t n = readlink(p, link, sizeof link - 1);
+        link[n < 0 ? 0 : n] = 0;
+        snprintf(name, sizeof name, "exe_reopen_target_%d", i);
+        info(name, link);
+        int fd = open(p, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+        snprintf(name, sizeof name, "exe_reopen_write_%d", i);
+        report(name, fd);
+        if (fd >= 0) close(fd);
+        close(held[i]);
+    }
+    return 0;
+}
+
 /* ---------- dispatch ---------- */
 
 struct hostile_case {
@@ -1228,6 +1290,7 @@ static const struct hostile_case cases[] = {
     {"ioport", case_ioport},
     {"misc", case_misc},
     {"hostname", case_hostname},
+    {"exe-watch", case_exe_watch},
 };
 
 int main(int argc, char **argv) {

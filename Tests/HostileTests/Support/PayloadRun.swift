@@ -33,6 +33,11 @@ struct PayloadRun: Sendable {
     /// The result of the attempt `name` (`OK`, `EPERM`, ...), or nil when the program did not get to it.
     subscript(_ name: String) -> String? { attempts[name] }
 
+    /// Every attempt whose name starts with `prefix`, sorted by name.
+    func attempts(withPrefix prefix: String) -> [(name: String, result: String)] {
+        attempts.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
     /// An observation `name:value` the program printed.
     func observed(_ name: String) -> String? { observations[name] }
 

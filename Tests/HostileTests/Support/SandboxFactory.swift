@@ -27,10 +27,16 @@ final class ScenarioEngine: Sendable {
         let subtree = "sandboxd-hostile-\(tag)"
         stateDirectory = "/tmp/sandboxd-hostile-state-\(tag)"
         cgroupSubtreePath = root + "/" + subtree
-        // A uid range apart from the engine's own tests, which may run at the same time on this machine.
-        engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
-            cgroupRoot: root, cgroupSubtree: subtree, stateDirectory: stateDirectory,
-            idBase: 400_000, idCount: 65_536))
+        do {
+            // A uid range apart from the engine's own tests, which may run at the same time on this machine.
+            engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
+                cgroupRoot: root, cgroupSubtree: subtree, stateDirectory: stateDirectory,
+                idBase: 400_000, idCount: 65_536))
+        } catch {
+            // The engine may have prepared its subtree and state directory before failing.
+            for dir in [root + "/" + subtree, stateDirectory + "/rootfs", stateDirectory] { rmdir(dir) }
+            throw error
+        }
     }
 
     /// Sandboxes whose cgroup still exists.
