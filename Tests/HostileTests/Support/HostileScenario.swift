@@ -81,8 +81,17 @@ final class HostileScenario: @unchecked Sendable {
         #expect(differences.isEmpty, "the host changed:\n\(differences.joined(separator: "\n"))", sourceLocation: sourceLocation)
         #expect(scenario.victim.isAliveAndUntouched, "the host victim process \(scenario.victim.pid) was killed, stopped or traced",
                 sourceLocation: sourceLocation)
-        let leaked = HostFiles.openDescriptors().filter { fd, target in
-            descriptorsBefore[fd] == nil && scenario.engine.isEngineDescriptor(target)
+        func leakedDescriptors() -> [Int32: String] {
+            HostFiles.openDescriptors().filter { fd, target in
+                descriptorsBefore[fd] == nil && scenario.engine.isEngineDescriptor(target)
+            }
+        }
+        // The engine's last references (and so its pidfds) may be dropped by its own threads a moment
+        // after the result is delivered; a descriptor still open after two seconds is a leak.
+        var leaked = leakedDescriptors()
+        for _ in 0..<20 where !leaked.isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+            leaked = leakedDescriptors()
         }
         #expect(leaked.isEmpty, "descriptors the engine left open in this process: \(leaked)", sourceLocation: sourceLocation)
         let stray = HostFiles.processes(withMarker: scenario.tag)
@@ -104,7 +113,9 @@ final class HostileScenario: @unchecked Sendable {
                       outputLimit: ByteCount = .mebibytes(1), mounts: [MountSpec] = []) async throws -> PayloadRun {
         let spec = sandboxSpec(timeout: timeout, outputLimit: outputLimit, mounts: mounts)
         let result = try await engine.engine.run(spec, ExecRequest(arguments, stdin: stdin, timeout: timeout))
-        return PayloadRun(arguments: arguments, result: result)
+        let run = PayloadRun(arguments: arguments, result: result)
+        if ProcessInfo.processInfo.environment["HOSTILE_TRANSCRIPTS"] != nil { print(run.transcript) }
+        return run
     }
 
     /// A persistent sandbox for tests that must prove something about it before the hostile step.

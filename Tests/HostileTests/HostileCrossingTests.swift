@@ -1,0 +1,137 @@
+import Foundation
+import Glibc
+import LinuxSandbox
+import SandboxCore
+import Testing
+
+// MARK: - The daemon's own file access
+
+extension HostileSandboxTests {
+    @Test("symlinks, .. and FIFOs planted in the workspace cannot make the daemon read or write host files")
+    func plantedWorkspaceLinksStayInside() async throws {
+        try await HostileScenario.run { s in
+            let hostTarget = s.scratchDirectory + "/written-by-daemon"
+            try await s.withSandbox { sandbox in
+                let relativeSecret = String(repeating: "../", count: 8) + s.secretPath.dropFirst()
+                let plant = try await sandbox.exec(ExecRequest(["/bin/sh", "-c", """
+                    set -e
+                    ln -s '\(s.secretPath)' abs-secret
+                    ln -s '\(relativeSecret)' rel-secret
+                    ln -s /proc/1/root'\(s.secretPath)' magic-secret
+                    ln -s /proc/self/root/etc/passwd magic-self
+                    ln -s '\(hostTarget)' abs-target
+                    mkfifo fifo
+                    echo planted
+                    """]))
+                try #require(plant.exitCode == 0, "planting failed: \(String(decoding: plant.stderr, as: UTF8.self))")
+
+                for name in ["abs-secret", "rel-secret", "magic-secret", "magic-self", relativeSecret, "fifo"] {
+                    do {
+                        let bytes = try await sandbox.readWorkspaceFile(name)
+                        #expect(!String(decoding: bytes, as: UTF8.self).contains(s.secret),
+                                "ESCAPE: readWorkspaceFile(\(name)) returned the host secret")
+                        Issue.record("readWorkspaceFile(\(name)) succeeded (\(bytes.count) bytes): it must not resolve outside the workspace")
+                    } catch {
+                        // Refused, as it must be (ENOENT inside the workspace root, ELOOP on magic links, not a regular file).
+                    }
+                }
+                for name in ["abs-target", "../../../..\(hostTarget)"] {
+                    try? await sandbox.writeWorkspaceFile(name, contents: Array("daemon wrote this".utf8))
+                    #expect(!FileManager.default.fileExists(atPath: hostTarget), "ESCAPE: writeWorkspaceFile(\(name)) created \(hostTarget) on the host")
+                }
+            }
+            #expect(!FileManager.default.fileExists(atPath: hostTarget))
+        }
+    }
+}
+
+// MARK: - Sandbox to sandbox
+
+extension HostileSandboxTests {
+    @Test("a sandbox cannot reach another sandbox's processes, and each runs as its own host uid")
+    func sandboxesAreIsolatedFromEachOther() async throws {
+        try await HostileScenario.run { s in
+            let marker = "hostile-neighbour-\(s.tag)"
+            try await s.withSandbox { neighbour in
+                async let lingering = neighbour.exec(ExecRequest([s.payloads.hostile, "linger", marker, "wait"], timeout: 6))
+                var neighbourPids: [pid_t] = []
+                for _ in 0..<80 where neighbourPids.isEmpty {
+                    try await Task.sleep(for: .milliseconds(50))
+                    neighbourPids = HostFiles.processes(withMarker: marker)
+                }
+                try #require(!neighbourPids.isEmpty, "the neighbour's processes did not appear")
+                let target = String(neighbourPids[0])
+
+                try await s.withSandbox { attacker in
+                    #expect(attacker.hostID != neighbour.hostID, "two live sandboxes share host uid \(attacker.hostID)")
+                    let kill = PayloadRun(arguments: ["hostile", "kill", target],
+                                          result: try await attacker.exec(ExecRequest([s.payloads.hostile, "kill", target])))
+                    kill.expectCompleted()
+                    kill.expectRefused(["kill0_host", "kill_host"], with: ["ESRCH"])
+                    let trace = PayloadRun(arguments: ["hostile", "ptrace", target],
+                                           result: try await attacker.exec(ExecRequest([s.payloads.hostile, "ptrace", target])))
+                    trace.expectRefused(["ptrace_attach_host", "ptrace_seize_host"], with: ["EPERM", "ESRCH"])
+                    let vm = PayloadRun(arguments: ["hostile", "process-vm", target],
+                                        result: try await attacker.exec(ExecRequest([s.payloads.hostile, "process-vm", target])))
+                    vm.expectRefused("vm_readv_host", with: ["EPERM", "ESRCH"])
+                }
+                #expect(HostFiles.processes(withMarker: marker) == neighbourPids,
+                        "the neighbour's processes changed while another sandbox attacked them")
+                let uidLine = (HostFiles.read("/proc/\(target)/status") ?? "").split(separator: "\n").first { $0.hasPrefix("Uid:") }
+                #expect(uidLine?.contains(String(neighbour.hostID)) == true, "the neighbour runs as \(uidLine ?? "?"), not its own uid \(neighbour.hostID)")
+                let result = try await lingering
+                #expect(result.timedOut)
+            }
+        }
+    }
+}
+
+// MARK: - Controls: the attacks are real
+
+/// The same payloads outside any sandbox, in a throwaway user namespace as `nobody` (so nothing they do
+/// can touch the host): there these attempts succeed. This shows the hostile tests measure the sandbox,
+/// not a payload that fails on its own.
+@Suite("Hostile payload controls (outside a sandbox)", .serialized,
+       .enabled(if: getuid() == 0, "needs root to drop to nobody in a private user namespace"))
+struct HostilePayloadControls {
+    static let controls: [(arguments: [String], attempt: String)] = [
+        (["mount"], "mount_tmpfs"),
+        (["unshare"], "unshare_user"),
+        (["unshare"], "clone_newnet"),
+        (["perf"], "perf_event_open_self"),
+        (["keyring"], "add_key"),
+        (["iouring"], "io_uring_setup"),
+        (["personality"], "personality_read_implies_exec"),
+        (["ptrace", "1"], "ptrace_attach_sibling"),
+        (["process-vm", "1"], "vm_readv_sibling"),
+        (["userfaultfd"], "userfaultfd_user_mode_only"),
+        (["rawsock"], "af_packet_raw"),
+        (["tiocsti"], "tiocsti_pty"),
+        (["status"], "capset_raise"),
+    ]
+
+    @Test("without the sandbox, the payload's attempt succeeds", arguments: controls.indices)
+    func attemptSucceedsOutsideTheSandbox(index: Int) async throws {
+        let (arguments, attempt) = Self.controls[index]
+        let built = try await Payloads.shared()
+        var template = Array("/tmp/sandboxd-hostile-control-XXXXXX".utf8CString)
+        let dir = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        let payloads = try built.copy(into: dir + "/payloads")
+        let output = try HostCommand.run("/usr/bin/setpriv", [
+            "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+            "/usr/bin/unshare", "--user", "--map-root-user", "--mount", "--net", "--pid", "--fork", "--mount-proc",
+            payloads.hostDirectory + "/hostile",
+        ] + arguments)
+        let line = output.split(separator: "\n").first { $0.hasPrefix(attempt + "=") }
+        #expect(line == "\(attempt)=OK", "control \(arguments.joined(separator: " ")): expected \(attempt)=OK, got \(line.map(String.init) ?? "nothing")\n\(output)")
+    }
+
+    @Test("without the sandbox, an i386 system call returns normally")
+    func int80ReturnsOutsideTheSandbox() async throws {
+        let built = try await Payloads.shared()
+        let output = try HostCommand.run(built.hostDirectory + "/hostile", ["int80"])
+        #expect(output.contains("int80=RETURNED"), "\(output)")
+    }
+}
