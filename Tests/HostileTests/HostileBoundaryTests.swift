@@ -40,6 +40,35 @@ extension HostileSandboxTests {
         }
     }
 
+    @Test("AF_VSOCK sockets are refused: vsock ignores network namespaces and leads to the hypervisor")
+    func vsockIsRefused() async throws {
+        try await HostileScenario.run { s in
+            // socket, bind and listen only: connecting to the hypervisor would touch this machine's own infrastructure.
+            let run = try await s.hostile("vsock", String(Int.random(in: 40_000..<60_000)))
+            run.expectCompleted()
+            // EAFNOSUPPORT where the kernel has no vsock at all; EPERM from the filter otherwise.
+            run.expectRefused(["vsock_socket", "vsock_seqpacket", "vsock_socket_high_bits"], with: ["EPERM", "EAFNOSUPPORT"])
+            #expect(run["vsock_listen"] == nil, "ESCAPE: the sandbox listens on a vsock port of this machine\n\(run.transcript)")
+        }
+    }
+
+    @Test("the host's SysV IPC objects and POSIX message queues are not visible")
+    func hostIPCIsInvisible() async throws {
+        try await HostileScenario.run { s in
+            let key = "0x5bd0" + String(format: "%04x", Int.random(in: 0..<0x10000))
+            let queue = "/sandboxd-hostile-\(s.tag)"
+            let hostile = s.payloads.hostDirectory + "/hostile"
+            // The payload's host-side helper only creates (and removes) the objects.
+            let created = try HostCommand.run(hostile, ["ipc-host", key, queue])
+            defer { _ = try? HostCommand.run(hostile, ["ipc-host", key, queue, "remove"]) }
+            try #require(["shm_create=OK", "msg_create=OK", "sem_create=OK", "mq_create=OK"].allSatisfy(created.contains),
+                         "could not create the host's IPC objects: \(created)")
+            let run = try await s.hostile("ipc", key, queue)
+            run.expectCompleted()
+            run.expectRefused(["shmget_host", "msgget_host", "semget_host", "mq_open_host"], with: Errno.absent)
+        }
+    }
+
     @Test("raw and packet sockets are refused")
     func rawSocketsAreRefused() async throws {
         try await HostileScenario.run { s in
@@ -59,10 +88,11 @@ extension HostileSandboxTests {
             let run = try await s.hostile("tiocsti")
             run.expectCompleted()
             // Filtered by ioctl command, so EPERM whatever the descriptor is (not ENOTTY from a pipe).
-            run.expectRefused(["tiocsti_stdin", "tioclinux_stdin"], with: Errno.seccomp)
+            // `_high_bits`: the command with bit 32 set, which the kernel drops (it reads 32 bits).
+            run.expectRefused(["tiocsti_stdin", "tiocsti_stdin_high_bits", "tioclinux_stdin"], with: Errno.seccomp)
             if run["pty_slave_open"] == "OK" {
                 // A terminal that is the payload's controlling tty: here only the filter stands in the way.
-                run.expectRefused(["tiocsti_pty", "tioclinux_pty"], with: Errno.seccomp)
+                run.expectRefused(["tiocsti_pty", "tiocsti_pty_high_bits", "tioclinux_pty"], with: Errno.seccomp)
             }
             if run["dev_tty_open"] == "OK" { run.expectRefused("tiocsti_dev_tty", with: Errno.seccomp) }
         }

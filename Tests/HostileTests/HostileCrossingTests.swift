@@ -94,25 +94,34 @@ extension HostileSandboxTests {
 @Suite("Hostile payload controls (outside a sandbox)", .serialized,
        .enabled(if: getuid() == 0, "needs root to drop to nobody in a private user namespace"))
 struct HostilePayloadControls {
-    static let controls: [(arguments: [String], attempt: String)] = [
-        (["mount"], "mount_tmpfs"),
-        (["unshare"], "unshare_user"),
-        (["unshare"], "clone_newnet"),
-        (["perf"], "perf_event_open_self"),
-        (["keyring"], "add_key"),
-        (["iouring"], "io_uring_setup"),
-        (["personality"], "personality_read_implies_exec"),
-        (["ptrace", "1"], "ptrace_attach_sibling"),
-        (["process-vm", "1"], "vm_readv_sibling"),
-        (["userfaultfd"], "userfaultfd_user_mode_only"),
-        (["rawsock"], "af_packet_raw"),
-        (["tiocsti"], "tiocsti_pty"),
-        (["status"], "capset_raise"),
+    /// One payload run and the attempt that must succeed when nothing confines it.
+    struct Control: Sendable, CustomTestStringConvertible {
+        var arguments: [String]
+        var attempt: String
+        var testDescription: String { "hostile \(arguments.joined(separator: " ")) → \(attempt)=OK" }
+    }
+
+    static let controls: [Control] = [
+        Control(arguments: ["mount"], attempt: "mount_tmpfs"),
+        Control(arguments: ["unshare"], attempt: "unshare_user"),
+        Control(arguments: ["unshare"], attempt: "clone_newnet"),
+        Control(arguments: ["perf"], attempt: "perf_event_open_self"),
+        Control(arguments: ["keyring"], attempt: "add_key"),
+        Control(arguments: ["iouring"], attempt: "io_uring_setup"),
+        Control(arguments: ["personality"], attempt: "personality_read_implies_exec"),
+        Control(arguments: ["ptrace", "1"], attempt: "ptrace_attach_sibling"),
+        Control(arguments: ["process-vm", "1"], attempt: "vm_readv_sibling"),
+        Control(arguments: ["userfaultfd"], attempt: "userfaultfd_user_mode_only"),
+        Control(arguments: ["rawsock"], attempt: "af_packet_raw"),
+        Control(arguments: ["tiocsti"], attempt: "tiocsti_pty"),
+        Control(arguments: ["tiocsti"], attempt: "tiocsti_pty_high_bits"),
+        Control(arguments: ["setns", "1"], attempt: "setns_nsself_mnt"),
+        Control(arguments: ["status"], attempt: "capset_raise"),
     ]
 
-    @Test("without the sandbox, the payload's attempt succeeds", arguments: controls.indices)
-    func attemptSucceedsOutsideTheSandbox(index: Int) async throws {
-        let (arguments, attempt) = Self.controls[index]
+    @Test("without the sandbox, the payload's attempt succeeds", arguments: controls)
+    func attemptSucceedsOutsideTheSandbox(control: Control) async throws {
+        let (arguments, attempt) = (control.arguments, control.attempt)
         let built = try await Payloads.shared()
         var template = Array("/tmp/sandboxd-hostile-control-XXXXXX".utf8CString)
         let dir = String(cString: try #require(mkdtemp(&template)))

@@ -91,6 +91,10 @@ extension HostileSandboxTests {
                 run.expectRefused("open_nshost_\(kind)", with: Errno.absent)
                 #expect(run["setns_nshost_\(kind)"] == nil, "a host namespace was opened: \(run.transcript)")
             }
+            for kind in ["mnt", "net", "user", "pid", "uts", "ipc", "cgroup"] where run["open_nsself_\(kind)"] == "OK" {
+                // Joining the namespace one is already in: only setns itself stands in the way.
+                run.expectRefused("setns_nsself_\(kind)", with: Errno.seccomp)
+            }
             if run["pidfd_open_init"] == "OK" { run.expectRefused("setns_pidfd_init", with: Errno.seccomp) }
             run.expectRefused("pidfd_open_host", with: ["ESRCH", "EPERM"])
         }

@@ -55,6 +55,12 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <mqueue.h>
+#include <linux/vm_sockets.h>
 #include <termios.h>
 
 #ifndef CLONE_NEWTIME
@@ -300,6 +306,19 @@ static int case_setns(int argc, char **argv) {
         report(name, fd);
         if (fd >= 0) {
             snprintf(name, sizeof name, "setns_nshost_%s", kinds[i]);
+            report(name, setns(fd, 0));
+            close(fd);
+        }
+    }
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        /* Our own namespaces: always openable, so setns itself is what gets tested. */
+        char path[128], name[128];
+        snprintf(path, sizeof path, "/proc/self/ns/%s", kinds[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        snprintf(name, sizeof name, "open_nsself_%s", kinds[i]);
+        report(name, fd);
+        if (fd >= 0) {
+            snprintf(name, sizeof name, "setns_nsself_%s", kinds[i]);
             report(name, setns(fd, 0));
             close(fd);
         }
@@ -818,6 +837,8 @@ static void tty_attacks_in_new_session(void *arg) {
     ioctl(slave, TIOCSCTTY, 0);
     char c = 'x';
     report("tiocsti_pty", ioctl(slave, TIOCSTI, &c));
+    /* The kernel reads the command as 32 bits: a filter comparing all 64 would miss this one. */
+    report("tiocsti_pty_high_bits", syscall(SYS_ioctl, slave, (unsigned long)TIOCSTI | (1UL << 32), &c));
     char sub = 0; /* invalid subcode: harmless even if it reached a VT */
     report("tioclinux_pty", ioctl(slave, TIOCLINUX, &sub));
 }
@@ -826,6 +847,7 @@ static int case_tiocsti(int argc, char **argv) {
     (void)argc; (void)argv;
     char c = 'x';
     report("tiocsti_stdin", ioctl(0, TIOCSTI, &c));
+    report("tiocsti_stdin_high_bits", syscall(SYS_ioctl, 0, (unsigned long)TIOCSTI | (1UL << 32), &c));
     char sub = 0;
     report("tioclinux_stdin", ioctl(0, TIOCLINUX, &sub));
     int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
@@ -1234,6 +1256,68 @@ static int case_exe_watch(int argc, char **argv) {
     return 0;
 }
 
+/* vsock is not confined by a network namespace: on a VM it leads to the hypervisor. Never connects
+ * anywhere (that would touch the machine's own infrastructure): socket, bind and listen only. */
+static int case_vsock(int argc, char **argv) {
+    unsigned port = (unsigned)atoi(arg_str(argc, argv, 2));
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    report("vsock_socket", fd);
+    if (fd >= 0) {
+        struct sockaddr_vm sa;
+        memset(&sa, 0, sizeof sa);
+        sa.svm_family = AF_VSOCK;
+        sa.svm_cid = VMADDR_CID_ANY;
+        sa.svm_port = port;
+        long rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+        report("vsock_bind", rc);
+        if (rc == 0) report("vsock_listen", listen(fd, 1));
+        close(fd);
+    }
+    fd = socket(AF_VSOCK, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    report("vsock_seqpacket", fd);
+    if (fd >= 0) close(fd);
+    /* socket() takes an int: the kernel drops the upper 32 bits a 64-bit filter comparison would see. */
+    long hfd = syscall(SYS_socket, (1L << 32) | AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    report("vsock_socket_high_bits", hfd);
+    if (hfd >= 0) close((int)hfd);
+    return 0;
+}
+
+/* SysV IPC objects and a POSIX message queue the host created: none may be reachable. */
+static int case_ipc(int argc, char **argv) {
+    key_t key = (key_t)strtol(arg_str(argc, argv, 2), NULL, 0);
+    const char *mq = arg_str(argc, argv, 3);
+    report("shmget_host", shmget(key, 0, 0));
+    report("msgget_host", msgget(key, 0));
+    report("semget_host", semget(key, 0, 0));
+    mqd_t q = mq_open(mq, O_RDONLY | O_NONBLOCK);
+    report("mq_open_host", q == (mqd_t)-1 ? -1 : 0);
+    if (q != (mqd_t)-1) mq_close(q);
+    return 0;
+}
+
+/* Host side of the ipc case: create (or with "remove", delete) the objects the sandbox looks for. */
+static int case_ipc_host(int argc, char **argv) {
+    key_t key = (key_t)strtol(arg_str(argc, argv, 2), NULL, 0);
+    const char *mq = arg_str(argc, argv, 3);
+    int remove = argc > 4 && strcmp(argv[4], "remove") == 0;
+    if (remove) {
+        int id;
+        if ((id = shmget(key, 0, 0)) >= 0) shmctl(id, IPC_RMID, NULL);
+        if ((id = msgget(key, 0)) >= 0) msgctl(id, IPC_RMID, NULL);
+        if ((id = semget(key, 0, 0)) >= 0) semctl(id, 0, IPC_RMID);
+        mq_unlink(mq);
+        return 0;
+    }
+    report("shm_create", shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0666));
+    report("msg_create", msgget(key, IPC_CREAT | IPC_EXCL | 0666));
+    report("sem_create", semget(key, 1, IPC_CREAT | IPC_EXCL | 0666));
+    mqd_t q = mq_open(mq, O_CREAT | O_EXCL | O_RDWR, 0666, NULL);
+    report("mq_create", q == (mqd_t)-1 ? -1 : 0);
+    if (q != (mqd_t)-1) mq_close(q);
+    return 0;
+}
+
 /* ---------- dispatch ---------- */
 
 struct hostile_case {
@@ -1291,6 +1375,9 @@ static const struct hostile_case cases[] = {
     {"misc", case_misc},
     {"hostname", case_hostname},
     {"exe-watch", case_exe_watch},
+    {"vsock", case_vsock},
+    {"ipc", case_ipc},
+    {"ipc-host", case_ipc_host},
 };
 
 int main(int argc, char **argv) {
