@@ -57,6 +57,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
 
+        // make bench: one-shot and exec latency against bubblewrap (Benchmarks/run).
+        .executableTarget(name: "sandbox-bench", dependencies: ["LinuxSandbox", "SandboxCore"],
+                          path: "Benchmarks/SandboxBenchmark"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),

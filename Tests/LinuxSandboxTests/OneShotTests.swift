@@ -190,8 +190,10 @@ extension LinuxSandboxTests {
         func extraMount() async throws {
             guard Host.canRunSandboxes else { return }
             let t = try TestEngine()
-            let dir = t.stateDirectory + "/shared"
+            // World-readable, outside the daemon's (private) state directory.
+            let dir = "/tmp/sandboxd-shared-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
             #expect(mkdir(dir, 0o755) == 0)
+            chmod(dir, 0o755)
             let fd = open(dir + "/hello.txt", O_WRONLY | O_CREAT, 0o644)
             _ = write(fd, "shared\n", 7)
             close(fd)

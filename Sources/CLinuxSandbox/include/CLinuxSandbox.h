@@ -91,7 +91,7 @@ struct sbx_mount {
     int32_t kind;
     uint32_t flags;
     const char *source;
-    const char *target;      // absolute, already under the new root's host path
+    const char *target;      // relative to the new root (the child's working directory)
     const char *data;
     size_t data_len;
     uint64_t attr_set;       // MOUNT_ATTR_* applied recursively after the mount
