@@ -176,6 +176,25 @@ extension HostileSandboxTests {
         }
     }
 
+    @Test("in a persistent sandbox, an exec's setsid + double-forked descendants die with its timeout")
+    func doubleForkDiesWithExecTimeout() async throws {
+        try await HostileScenario.run { s in
+            let marker = "hostile-exec-linger-\(s.tag)"
+            try await s.withSandbox { sandbox in
+                let result = try await sandbox.exec(ExecRequest([s.payloads.hostile, "linger", marker, "wait"], timeout: 2))
+                let run = PayloadRun(arguments: ["hostile", "linger", marker, "wait"], result: result)
+                #expect(run.result.timedOut, "the wall-clock limit did not fire: \(run.transcript)")
+                #expect(run.observed("linger_started") == marker, "the payload did not get to fork its descendants: \(run.transcript)")
+                // The sandbox stays up; the exec's processes must not.
+                let atReturn = HostFiles.processes(withMarker: marker)
+                if !atReturn.isEmpty { print("exec timeout: \(atReturn.count) descendants still present when exec returned: \(atReturn)") }
+                try await expectGone(marker: marker)
+                let after = try await sandbox.exec(ExecRequest(["/bin/true"]))
+                #expect(after.exitCode == 0, "the sandbox no longer runs commands after an exec timed out: \(after)")
+            }
+        }
+    }
+
     /// No process with `marker` in its command line exists on the host. The engine must have killed
     /// them before returning; a short grace covers SIGKILL delivery. Any found are killed by pid
     /// (they carry this test's unique marker, so this test started them).
