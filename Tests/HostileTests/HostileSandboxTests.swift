@@ -144,6 +144,21 @@ extension HostileSandboxTests {
         }
     }
 
+    @Test("the sandbox's init cannot be killed or stopped from inside")
+    func initSurvivesSignalsFromInside() async throws {
+        try await HostileScenario.run { s in
+            try await s.withSandbox { sandbox in
+                let result = try await sandbox.exec(ExecRequest([s.payloads.hostile, "kill-init"]))
+                let run = PayloadRun(arguments: ["hostile", "kill-init"], result: result)
+                run.expectCompleted()
+                #expect(run["init_alive"] == "OK", "the init died: \(run.transcript)")
+                #expect(run.observed("init_state") != "T", "the init was stopped: \(run.transcript)")
+                let after = try await sandbox.exec(ExecRequest(["/bin/true"]))
+                #expect(after.exitCode == 0, "the sandbox no longer runs commands: \(after)")
+            }
+        }
+    }
+
     @Test("kill -9 -1 reaches only the sandbox's own processes (after proving its pid namespace)")
     func killAllStaysInside() async throws {
         try await HostileScenario.run { s in
@@ -171,7 +186,7 @@ extension HostileSandboxTests {
         }
     }
 
-    @Test("a process entering the sandbox cannot be hijacked through /proc/<pid>/exe (CVE-2019-5736 shape)")
+    @Test("a process entering the sandbox cannot be hijacked through /proc/<pid>/exe or /proc/<pid>/fd (CVE-2019-5736 shape)")
     func enteringExecCannotBeHijacked() async throws {
         try await HostileScenario.run { s in
             try await s.withSandbox { sandbox in
@@ -188,6 +203,15 @@ extension HostileSandboxTests {
                 #expect(seen >= 2, "the watcher saw \(seen) other processes: it cannot have watched the execs\n\(run.transcript)")
                 for (name, result) in run.attempts(withPrefix: "exe_write_") + run.attempts(withPrefix: "exe_reopen_write_") {
                     #expect(result != "OK", "ESCAPE: \(name) opened a process's executable for writing\n\(run.transcript)")
+                }
+                // Descriptors of other processes the watcher could grab: only the sandbox's own kind of
+                // files (pipes of execs, terminals, /dev/null, paths inside). Never a pidfd, a cgroup
+                // directory, the init executable or anything else the daemon holds.
+                for (name, result) in run.attempts(withPrefix: "fdgrab_") where result == "OK" {
+                    let target = run.observed(name.replacingOccurrences(of: "fdgrab_", with: "fdgrab_target_")) ?? "?"
+                    let harmless = target.hasPrefix("pipe:[") || target.hasPrefix("/dev/") || target.hasPrefix("socket:[")
+                        || ["/workspace", "/tmp", "/usr", "/opt/hostile", "/proc/"].contains { target.hasPrefix($0) }
+                    #expect(harmless, "ESCAPE: \(name) grabbed \(target) from another process\n\(run.transcript)")
                 }
             }
         }

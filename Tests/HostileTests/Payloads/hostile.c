@@ -1233,6 +1233,31 @@ static int case_exe_watch(int argc, char **argv) {
             snprintf(name, sizeof name, "exe_path_%d", (int)pid);
             report(name, fd);
             if (fd >= 0) { if (nheld < 256) held[nheld++] = fd; else close(fd); }
+            /* The process's descriptors: one entering the sandbox may still hold the daemon's. */
+            char fddir[64];
+            snprintf(fddir, sizeof fddir, "/proc/%d/fd", (int)pid);
+            DIR *fds = opendir(fddir);
+            snprintf(name, sizeof name, "fddir_%d", (int)pid);
+            report(name, fds ? 0 : -1);
+            if (fds) {
+                struct dirent *f;
+                while ((f = readdir(fds))) {
+                    if (f->d_name[0] == '.') continue;
+                    char fp[384], target[512], fname[384];
+                    snprintf(fp, sizeof fp, "%s/%s", fddir, f->d_name);
+                    ssize_t tn = readlink(fp, target, sizeof target - 1);
+                    target[tn < 0 ? 0 : tn] = 0;
+                    int grabbed = open(fp, O_PATH | O_CLOEXEC);
+                    snprintf(fname, sizeof fname, "fdgrab_%d_%s", (int)pid, f->d_name);
+                    report(fname, grabbed);
+                    if (grabbed >= 0) {
+                        snprintf(fname, sizeof fname, "fdgrab_target_%d_%s", (int)pid, f->d_name);
+                        info(fname, target);
+                        close(grabbed);
+                    }
+                }
+                closedir(fds);
+            }
         }
         closedir(d);
         usleep(500);
@@ -1318,6 +1343,23 @@ static int case_ipc_host(int argc, char **argv) {
     return 0;
 }
 
+/* The sandbox's init is PID 1 of its namespace: signals from inside must not stop or kill it. */
+static int case_kill_init(int argc, char **argv) {
+    (void)argc; (void)argv;
+    report("kill_init_term", kill(1, SIGTERM));
+    report("kill_init_stop", kill(1, SIGSTOP));
+    report("kill_init_segv", kill(1, SIGSEGV));
+    report("kill_init_kill", kill(1, SIGKILL));
+    usleep(100 * 1000);
+    report("init_alive", kill(1, 0));
+    char st[512];
+    if (slurp("/proc/1/stat", st, sizeof st) >= 0) {
+        char *close_paren = strrchr(st, ')');
+        if (close_paren && close_paren[1] && close_paren[2]) { char state[2] = {close_paren[2], 0}; info("init_state", state); }
+    }
+    return 0;
+}
+
 /* ---------- dispatch ---------- */
 
 struct hostile_case {
@@ -1376,6 +1418,7 @@ static const struct hostile_case cases[] = {
     {"hostname", case_hostname},
     {"exe-watch", case_exe_watch},
     {"vsock", case_vsock},
+    {"kill-init", case_kill_init},
     {"ipc", case_ipc},
     {"ipc-host", case_ipc_host},
 };

@@ -113,9 +113,7 @@ final class HostileScenario: @unchecked Sendable {
                       outputLimit: ByteCount = .mebibytes(1), mounts: [MountSpec] = []) async throws -> PayloadRun {
         let spec = sandboxSpec(timeout: timeout, outputLimit: outputLimit, mounts: mounts)
         let result = try await engine.engine.run(spec, ExecRequest(arguments, stdin: stdin, timeout: timeout))
-        let run = PayloadRun(arguments: arguments, result: result)
-        if ProcessInfo.processInfo.environment["HOSTILE_TRANSCRIPTS"] != nil { print(run.transcript) }
-        return run
+        return PayloadRun(arguments: arguments, result: result)
     }
 
     /// A persistent sandbox for tests that must prove something about it before the hostile step.

@@ -28,6 +28,8 @@ struct PayloadRun: Sendable {
         }
         self.attempts = attempts
         self.observations = observations
+        // HOSTILE_TRANSCRIPTS=1 prints what every payload reported, to see how each attack was stopped.
+        if ProcessInfo.processInfo.environment["HOSTILE_TRANSCRIPTS"] != nil { print(transcript) }
     }
 
     /// The result of the attempt `name` (`OK`, `EPERM`, ...), or nil when the program did not get to it.
