@@ -45,6 +45,46 @@ extension HostileSandboxTests {
     }
 }
 
+extension HostileSandboxTests {
+    @Test("a command that ignores its stdin, or floods stdout before reading it, cannot wedge the exec")
+    func stdinCannotWedgeTheExec() async throws {
+        try await HostileScenario.run { s in
+            let stdin = [UInt8](repeating: 0x41, count: 8 << 20)
+            try await s.withSandbox { sandbox in
+                // Never reads: the daemon must stop feeding stdin when the command is gone.
+                let ignoring = try await sandbox.exec(ExecRequest(["/bin/sh", "-c", "sleep 0.3; echo done"], stdin: stdin, timeout: 15))
+                #expect(!ignoring.timedOut && ignoring.exitCode == 0, "an unread 8 MiB stdin wedged the exec: \(ignoring)")
+                #expect(String(decoding: ignoring.stdout, as: UTF8.self) == "done\n")
+                // Writes 4 MiB before reading: stdin and stdout must be pumped at the same time.
+                let flooding = try await sandbox.exec(ExecRequest(
+                    ["/bin/sh", "-c", "head -c 4194304 /dev/zero; wc -c >&2"], stdin: stdin, timeout: 15))
+                #expect(!flooding.timedOut && flooding.exitCode == 0, "stdout flood before reading stdin wedged the exec: timedOut=\(flooding.timedOut)")
+                #expect(String(decoding: flooding.stderr, as: UTF8.self).contains("\(8 << 20)"),
+                        "the command did not receive all of stdin: \(String(decoding: flooding.stderr, as: UTF8.self))")
+            }
+        }
+    }
+
+    @Test("a sparse 1 TiB file planted in the workspace is refused by readWorkspaceFile, and the daemon stays small")
+    func sparseWorkspaceFileIsRefused() async throws {
+        try await HostileScenario.run { s in
+            try await s.withSandbox { sandbox in
+                let plant = try await sandbox.exec(ExecRequest(["/usr/bin/truncate", "-s", "1T", "huge"]))
+                try #require(plant.exitCode == 0, "truncate failed: \(String(decoding: plant.stderr, as: UTF8.self))")
+                let before = HostFiles.residentBytes()
+                do {
+                    let bytes = try await sandbox.readWorkspaceFile("huge")
+                    Issue.record("readWorkspaceFile returned \(bytes.count) bytes of a 1 TiB file instead of refusing it")
+                } catch {
+                    // Refused: more than the read limit.
+                }
+                let growth = Int64(HostFiles.residentBytes()) - Int64(before)
+                #expect(growth < 64 << 20, "the test process grew by \(growth >> 10) KiB reading a planted sparse file")
+            }
+        }
+    }
+}
+
 // MARK: - Sandbox to sandbox
 
 extension HostileSandboxTests {
