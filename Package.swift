@@ -6,7 +6,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sandboxd", targets: ["sandboxd"]),
-        .executable(name: "sandboxd-init", targets: ["sandboxd-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -34,10 +33,6 @@ let package = Package(
         // The only code between clone and exec (async-signal-safe, no allocation).
         .target(name: "CLinuxSandbox"),
 
-        // PID 1 of every sandbox: blocks all signals and reaps orphans. Tiny C, no Swift runtime.
-        // Linked fully static: it runs inside the sandbox's root, which has no Swift runtime.
-        .executableTarget(name: "sandboxd-init", linkerSettings: [.unsafeFlags(["-static-executable"])]),
-
         // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
         .target(name: "LinuxSandbox", dependencies: [
             "SandboxCore", "CLinuxSandbox", "CSeccomp",
@@ -51,15 +46,15 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
+                          path: "Benchmarks/SandboxBenchmark"),
+
         // Store insert rates against pgbench (make bench; Benchmarks/run).
         .executableTarget(name: "StoreBenchmark", dependencies: [
             "Store", "SandboxCore",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
-
-        // make bench: one-shot and exec latency against bubblewrap (Benchmarks/run).
-        .executableTarget(name: "sandbox-bench", dependencies: ["LinuxSandbox", "SandboxCore"],
-                          path: "Benchmarks/SandboxBenchmark"),
 
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
