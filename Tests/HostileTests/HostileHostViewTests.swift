@@ -230,7 +230,7 @@ extension HostileSandboxTests {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false,
                                                     attributes: [.posixPermissions: 0o755])
             let probe = dir + "/suidprobe"
-            try FileManager.default.copyItem(atPath: s.payloads.hostDirectory + "/suidprobe", toPath: probe)
+            try Payloads.copyExecutable(from: s.payloads.hostDirectory + "/suidprobe", to: probe)
             #expect(chown(probe, 0, 0) == 0 && chmod(probe, 0o4755) == 0, "cannot make \(probe) set-user-ID root")
             chmod(s.scratchDirectory, 0o755)
             let mount = MountSpec(hostPath: dir, sandboxPath: "/opt/suid", readOnly: true)
@@ -259,7 +259,7 @@ extension HostileSandboxTests {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false,
                                                     attributes: [.posixPermissions: 0o755])
             let probe = dir + "/suidprobe"
-            try FileManager.default.copyItem(atPath: s.payloads.hostDirectory + "/suidprobe", toPath: probe)
+            try Payloads.copyExecutable(from: s.payloads.hostDirectory + "/suidprobe", to: probe)
             // struct vfs_cap_data, revision 2, effective: CAP_SYS_ADMIN (21) and CAP_DAC_OVERRIDE (1) permitted.
             let caps: [UInt32] = [0x0200_0001, (1 << 21) | (1 << 1), 0, 0, 0]
             let rc = setExtendedAttribute(probe, "security.capability", caps.flatMap { value in

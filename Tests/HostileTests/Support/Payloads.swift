@@ -70,10 +70,21 @@ extension Payloads {
         let fm = FileManager.default
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
         for name in ["hostile", "suidprobe"] {
-            try fm.copyItem(atPath: hostDirectory + "/" + name, toPath: directory + "/" + name)
-            chmod(directory + "/" + name, 0o755)
+            try Self.copyExecutable(from: hostDirectory + "/" + name, to: directory + "/" + name)
         }
         return Payloads(hostDirectory: directory)
+    }
+
+    /// Copies with a close-on-exec descriptor: a process forked meanwhile by another test must not
+    /// inherit the write end, or executing the copy fails with ETXTBSY.
+    static func copyExecutable(from source: String, to destination: String) throws {
+        guard let data = FileManager.default.contents(atPath: source) else { throw HostileTestError("cannot read \(source)") }
+        let fd = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
+        guard fd >= 0 else { throw HostileTestError("open(\(destination)): \(errnoText())") }
+        defer { close(fd) }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == data.count else { throw HostileTestError("write(\(destination)): short write") }
+        fchmod(fd, 0o755)
     }
 }
 
