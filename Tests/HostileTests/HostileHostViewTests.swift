@@ -87,6 +87,31 @@ extension HostileSandboxTests {
         }
     }
 
+    @Test("a one-shot payload never sees the daemon in PID 1: not its command line, name, environment or memory")
+    func oneShotInitHidesTheDaemonFromTheStart() async throws {
+        try await HostileScenario.run { s in
+            // The payload reads /proc/1 first thing. Several at once, so some start while PID 1 is
+            // still getting ready (the window between the payload's exec and PID 1 hiding itself).
+            let daemonArguments = CommandLine.arguments.joined(separator: " ")
+            var runs: [PayloadRun] = []
+            for _ in 0..<8 {
+                try await withThrowingTaskGroup(of: PayloadRun.self) { group in
+                    for _ in 0..<6 { group.addTask { try await s.hostile("early-proc1") } }
+                    for try await run in group { runs.append(run) }
+                }
+            }
+            var leaks: [String] = []
+            for run in runs {
+                let cmdline = run.observed("early_proc1_cmdline") ?? ""
+                let comm = run.observed("early_proc1_comm") ?? ""
+                if !cmdline.hasPrefix("sandboxd-init") { leaks.append("cmdline: \(cmdline.prefix(160))") }
+                if !comm.hasPrefix("sandboxd-init") { leaks.append("comm: \(comm)") }
+                run.expectRefused(["early_proc1_environ", "early_proc1_mem"], with: Errno.denied)
+            }
+            #expect(leaks.isEmpty, "PID 1 showed the daemon (\(daemonArguments.prefix(80))…) to \(leaks.count) of \(runs.count) payloads:\n\(leaks.prefix(5).joined(separator: "\n"))")
+        }
+    }
+
     @Test("/sys is absent or read-only: no uevent_helper, no cgroup writes")
     func sysIsReadOnly() async throws {
         try await HostileScenario.run { s in

@@ -218,6 +218,26 @@ extension HostileSandboxTests {
     }
 }
 
+extension HostileSandboxTests {
+    @Test("a process entering a persistent sandbox never shows the daemon's command line inside")
+    func enteringExecHidesTheDaemon() async throws {
+        try await HostileScenario.run { s in
+            try await s.withSandbox { sandbox in
+                async let watching = sandbox.exec(ExecRequest([s.payloads.hostile, "exe-watch", "2"], timeout: 20))
+                try await Task.sleep(for: .milliseconds(300))
+                for _ in 0..<20 { _ = try await sandbox.exec(ExecRequest(["/bin/true"])) }
+                let run = PayloadRun(arguments: ["hostile", "exe-watch", "2"], result: try await watching)
+                run.expectCompleted()
+                // /proc/<pid>/cmdline is readable by anyone in the pid namespace: a clone of the daemon
+                // that is not yet exec'd shows the daemon's arguments (paths, flags, maybe secrets).
+                let daemon = CommandLine.arguments[0]
+                let shown = run.observations(withPrefix: "exe_cmdline_").filter { $0.value.contains(daemon) }
+                #expect(shown.isEmpty, "\(shown.count) processes entering the sandbox showed the daemon's command line inside, e.g. \(shown.first.map { "\($0.name): \($0.value.prefix(200))" } ?? "")")
+            }
+        }
+    }
+}
+
 // MARK: - Forbidden kernel interfaces
 
 extension HostileSandboxTests {

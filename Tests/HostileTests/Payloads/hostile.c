@@ -1225,6 +1225,12 @@ static int case_exe_watch(int argc, char **argv) {
             link[n < 0 ? 0 : n] = 0;
             snprintf(name, sizeof name, "exe_target_%d", (int)pid);
             info(name, n < 0 ? errname(errno) : link);
+            /* cmdline is world-readable: a process not yet exec'd shows whoever it was cloned from. */
+            char cmdpath[64], cmd[256];
+            snprintf(cmdpath, sizeof cmdpath, "/proc/%d/cmdline", (int)pid);
+            ssize_t cn = slurp(cmdpath, cmd, sizeof cmd);
+            snprintf(name, sizeof name, "exe_cmdline_%d", (int)pid);
+            if (cn >= 0) info_bytes(name, (unsigned char *)cmd, cn);
             int fd = open(p, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
             snprintf(name, sizeof name, "exe_write_%d", (int)pid);
             report(name, fd);
@@ -1360,6 +1366,22 @@ static int case_kill_init(int argc, char **argv) {
     return 0;
 }
 
+/* What PID 1 shows in the first instant of the payload's life (before anything else runs). */
+static int case_early_proc1(int argc, char **argv) {
+    (void)argc; (void)argv;
+    char buf[512];
+    ssize_t n = slurp("/proc/1/cmdline", buf, sizeof buf);
+    if (n >= 0) info_bytes("early_proc1_cmdline", (unsigned char *)buf, n); else report("early_proc1_cmdline", -1);
+    n = slurp("/proc/1/comm", buf, sizeof buf);
+    if (n >= 0) info_bytes("early_proc1_comm", (unsigned char *)buf, n); else report("early_proc1_comm", -1);
+    n = slurp("/proc/1/environ", buf, sizeof buf);
+    if (n >= 0) info_bytes("early_proc1_environ", (unsigned char *)buf, n); else report("early_proc1_environ", -1);
+    int fd = open("/proc/1/mem", O_RDONLY | O_CLOEXEC);
+    report("early_proc1_mem", fd);
+    if (fd >= 0) close(fd);
+    return 0;
+}
+
 /* ---------- dispatch ---------- */
 
 struct hostile_case {
@@ -1419,11 +1441,13 @@ static const struct hostile_case cases[] = {
     {"exe-watch", case_exe_watch},
     {"vsock", case_vsock},
     {"kill-init", case_kill_init},
+    {"early-proc1", case_early_proc1},
     {"ipc", case_ipc},
     {"ipc-host", case_ipc_host},
 };
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "early-proc1") == 0) { setvbuf(stdout, NULL, _IONBF, 0); return case_early_proc1(argc, argv); }
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 2) { fprintf(stderr, "usage: hostile <case> [args...]\n"); return 64; }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

@@ -130,6 +130,7 @@ final class HostileScenario: @unchecked Sendable {
     }
 
     private var sandboxCount = 0
+    private let countLock = NSLock()
 
     /// The spec every hostile run uses.
     ///
@@ -137,11 +138,11 @@ final class HostileScenario: @unchecked Sendable {
     /// `enforcement: .bestEffort` and no memory/cpu/pids limits: the hostile tests are about isolation,
     /// not resource limits, which are tested in the QEMU guest where the controllers exist.
     func sandboxSpec(timeout: Double, outputLimit: ByteCount, mounts: [MountSpec]) -> SandboxSpec {
-        sandboxCount += 1
+        let number = countLock.withLock { sandboxCount += 1; return sandboxCount }
         let limits = ResourceLimits(memory: nil, cpu: nil, pids: nil, executionTimeout: timeout,
                                     outputLimit: outputLimit, tmpfsSize: .mebibytes(16), openFiles: 256)
         return SandboxSpec(
-            id: "hostile-\(tag)-\(sandboxCount)",
+            id: "hostile-\(tag)-\(number)",
             limits: limits,
             enforcement: .bestEffort,
             mounts: [MountSpec(hostPath: payloads.hostDirectory, sandboxPath: Payloads.sandboxDirectory, readOnly: true)] + mounts

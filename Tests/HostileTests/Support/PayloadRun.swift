@@ -40,6 +40,11 @@ struct PayloadRun: Sendable {
         attempts.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
+    /// Every observation whose name starts with `prefix`, sorted by name.
+    func observations(withPrefix prefix: String) -> [(name: String, value: String)] {
+        observations.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
     /// An observation `name:value` the program printed.
     func observed(_ name: String) -> String? { observations[name] }
 
