@@ -156,6 +156,10 @@ extension HostileSandboxTests {
                 let after = try await sandbox.exec(ExecRequest(["/bin/true"]))
                 #expect(after.exitCode == 0, "the sandbox no longer runs commands: \(after)")
             }
+            // A one-shot sandbox's PID 1 is the engine's own small init: the same must hold.
+            let oneShot = try await s.hostile("kill-init")
+            oneShot.expectCompleted()
+            #expect(oneShot["init_alive"] == "OK" && oneShot.observed("init_state") != "T", "one-shot init: \(oneShot.transcript)")
         }
     }
 
