@@ -140,9 +140,8 @@ static void apply_mount(int rfd, const struct sbx_mount *m, int index) {
                       "size=0,mode=0555") < 0)
                 fail(rfd, SBX_STEP_MOUNT, index);
         } else {
+            // /dev/null reads as empty and swallows writes, read-only or not (as runc does).
             if (mount(m->source, m->target, NULL, MS_BIND, NULL) < 0) fail(rfd, SBX_STEP_MOUNT, index);
-            if (set_attr(m->target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0) < 0)
-                fail(rfd, SBX_STEP_MOUNT_SETATTR, index);
         }
         return;
     }

@@ -17,6 +17,7 @@ public final class LinuxSandboxEngine: Sendable {
     let cgroup: Cgroup2
     let newRootPath: String
     let seccomp: SeccompProgram
+    let hostRuntime: RootfsPlan.HostRuntime
     private let usedSlots = Mutex<Set<UInt32>>([])
 
     /// Prepares the cgroup subtree, the state directory and the seccomp program.
@@ -48,6 +49,7 @@ public final class LinuxSandboxEngine: Sendable {
             throw LinuxSandboxError(.system, "the sandbox init \(initPath) is not an executable on this host: \(errnoName(Sys.errno))", errno: Sys.errno)
         }
         seccomp = try SeccompProgram.standard.get()
+        hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
     }
 
 
@@ -104,7 +106,8 @@ public final class LinuxSandboxEngine: Sendable {
             "resource limits need the cgroup v2 controller\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), "
                 + "which \(cgroup.subtreePath) does not offer (it offers: \(offered.isEmpty ? "none" : offered.joined(separator: " ")); "
                 + "\(cgroup.mountPoint)/cgroup.controllers lists: \(rootOffered.isEmpty ? "none" : rootOffered.joined(separator: " "))). "
-                + "Run on a host with a cgroup v2 hierarchy delegated to sandboxd, or set resources.enforcement: best-effort "
+                + "Run on a host with a cgroup v2 hierarchy delegated to sandboxd (whose own process sits in a leaf cgroup, not in a "
+                + "parent of the subtree, where controllers cannot be enabled), or set resources.enforcement: best-effort "
                 + "to fall back to rlimits and record limits_enforced: false")
     }
 
@@ -265,7 +268,7 @@ public final class LinuxSandboxEngine: Sendable {
         let initCgroupFD = try cgroup.openDirectory(cgroupPath + "/init")
         defer { close(initCgroupFD) }
 
-        let steps = try RootfsPlan.build(spec: spec, configuration: configuration)
+        let steps = try RootfsPlan.build(spec: spec, host: hostRuntime)
         let limitList = rlimits(for: spec, enforced: limitsEnforced)
 
         var spawned = sbx_spawned()

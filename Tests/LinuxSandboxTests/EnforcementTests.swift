@@ -93,7 +93,7 @@ extension LinuxSandboxTests {
             let t = try TestEngine()
             let mountsBefore = try readAll("/proc/self/mountinfo")
             _ = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/true"]))   // warm-up: lazy globals
-            let fdsBefore = openFDCount()
+            let fdsBefore = takeFDSnapshot()
             let r = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/sh", "-c", "sleep 1005 & sleep 1006 & echo $$"]))
             #expect(r.exitCode == 0)
             #expect(t.engine.listCgroups().isEmpty)

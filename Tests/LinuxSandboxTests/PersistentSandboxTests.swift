@@ -100,7 +100,7 @@ extension LinuxSandboxTests {
         func backgroundUntilDestroy() async throws {
             guard Host.canRunSandboxes else { return }
             let t = try TestEngine()
-            let fdsBefore = openFDCount()
+            let fdsBefore = takeFDSnapshot()
             var sandbox: LinuxSandbox? = try await t.engine.create(TestEngine.spec())
             let start = try await sandbox!.exec(ExecRequest(["/bin/sh", "-c", "sleep 1004 > /dev/null 2>&1 & echo bg"]))
             #expect(start.out == "bg\n")
