@@ -13,7 +13,8 @@ import Testing
 /// The destructive cases (fork and memory bombs) are not here: they run only inside the QEMU test guest.
 /// `kill -9 -1` is here because the same test first proves the sandbox has its own pid namespace.
 @Suite("Hostile programs in a level-1 sandbox", .serialized,
-       .enabled(if: getuid() == 0, "level-1 sandboxes need root (user namespaces with a uid range, cgroups, pivot_root)"))
+       .enabled(if: getuid() == 0, "level-1 sandboxes need root (user namespaces with a uid range, cgroups, pivot_root)"),
+       .enabled(if: ScenarioEngine.cgroupRoot != nil, "no cgroup2 mount on this host: level-1 sandboxes cannot be created"))
 struct HostileSandboxTests {}
 
 // MARK: - Mounts and namespaces
