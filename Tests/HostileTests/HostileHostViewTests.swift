@@ -169,6 +169,43 @@ extension HostileSandboxTests {
         }
     }
 
+    @Test("the writable places (/tmp, the workspace, /dev/shm, /dev) are size-capped: filling them stops at ENOSPC")
+    func writablePlacesAreCapped() async throws {
+        try await HostileScenario.run { s in
+            // The spec caps each private tmpfs at 16 MiB (HostileScenario.sandboxSpec); try to write 64 MiB.
+            // On this host no memory controller charges tmpfs pages: the caps are what keeps host RAM safe.
+            let run = try await s.hostile("fill", String(64 << 20), "/tmp", "/workspace", "/dev/shm", "/dev", "/")
+            run.expectCompleted()
+            for place in ["tmp", "workspace", "dev_shm"] {
+                #expect(run["fill_end_\(place)"] == "ENOSPC", "/\(place) did not fill up: \(run.transcript)")
+                let bytes = UInt64(run.observed("fill_bytes_\(place)") ?? "") ?? .max
+                #expect(bytes <= 16 << 20, "/\(place) took \(bytes) bytes, over its 16 MiB cap")
+            }
+            // /dev is a tiny tmpfs; the root is read-only.
+            if run["fill_open_dev"] == "OK" {
+                #expect(run["fill_end_dev"] == "ENOSPC" && (UInt64(run.observed("fill_bytes_dev") ?? "") ?? .max) <= 1 << 20,
+                        "/dev is not capped: \(run.transcript)")
+            }
+            run.expectRefused("fill_open_root", with: ["EROFS"])
+        }
+    }
+
+    @Test("the writable tmpfs mounts cap their inode count, not only their size")
+    func writablePlacesCapInodes() async throws {
+        try await HostileScenario.run { s in
+            // Empty files take no space, so `size=` does not bound them; each costs an inode and a dentry
+            // of unreclaimable kernel memory (~1 KiB). Where no memory controller charges that to the
+            // sandbox (best-effort hosts like this one) only `nr_inodes` stops a sandbox from pinning
+            // gigabytes of host kernel memory. 262144 inodes ≈ 256 MiB at worst, per mount.
+            let run = try await s.hostile("inodes", "/tmp", "/workspace", "/dev/shm", "/dev")
+            run.expectCompleted()
+            for place in ["tmp", "workspace", "dev_shm", "dev"] {
+                let inodes = UInt64(run.observed("inodes_\(place)") ?? "") ?? .max
+                #expect(inodes <= 262_144, "/\(place.replacingOccurrences(of: "_", with: "/")) allows \(inodes) inodes (no nr_inodes cap)")
+            }
+        }
+    }
+
     @Test("chmod and chown of a read-only bind (/usr/bin/ls) fail and the host file is unchanged")
     func chmodOfReadOnlyBindFails() async throws {
         try await HostileScenario.run { s in

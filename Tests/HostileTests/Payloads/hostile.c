@@ -44,6 +44,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/swap.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -1382,6 +1383,58 @@ static int case_early_proc1(int argc, char **argv) {
     return 0;
 }
 
+/* Writes into each writable place until it is full (or `limit` bytes): the size caps must hold. */
+static int case_fill(int argc, char **argv) {
+    unsigned long long limit = strtoull(arg_str(argc, argv, 2), NULL, 10);
+    static char chunk[1 << 20];
+    memset(chunk, 'F', sizeof chunk);
+    for (int i = 3; i < argc; i++) {
+        char path[512], name[128];
+        snprintf(path, sizeof path, "%s/hostile-fill", argv[i]);
+        const char *label = argv[i][1] ? argv[i] + 1 : "root";
+        char clean[64];
+        snprintf(clean, sizeof clean, "%s", label);
+        for (char *c = clean; *c; c++) if (*c == '/') *c = '_';
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        snprintf(name, sizeof name, "fill_open_%s", clean);
+        report(name, fd);
+        if (fd < 0) continue;
+        unsigned long long written = 0;
+        int err = 0;
+        while (written < limit) {
+            ssize_t w = write(fd, chunk, sizeof chunk);
+            if (w < 0) { err = errno; break; }
+            written += (unsigned long long)w;
+        }
+        close(fd);
+        unlink(path);
+        snprintf(name, sizeof name, "fill_bytes_%s", clean);
+        char v[32];
+        snprintf(v, sizeof v, "%llu", written);
+        info(name, v);
+        snprintf(name, sizeof name, "fill_end_%s", clean);
+        if (err) { errno = err; report(name, -1); } else report(name, 0);
+    }
+    return 0;
+}
+
+/* How many inodes each writable tmpfs allows: empty files use no space, so the size cap does not bound them. */
+static int case_inodes(int argc, char **argv) {
+    for (int i = 2; i < argc; i++) {
+        struct statfs st;
+        char name[128], v[64];
+        const char *label = argv[i][1] ? argv[i] + 1 : "root";
+        char clean[64];
+        snprintf(clean, sizeof clean, "%s", label);
+        for (char *c = clean; *c; c++) if (*c == '/') *c = '_';
+        snprintf(name, sizeof name, "inodes_%s", clean);
+        if (statfs(argv[i], &st) < 0) { report(name, -1); continue; }
+        snprintf(v, sizeof v, "%llu", (unsigned long long)st.f_files);
+        info(name, v);
+    }
+    return 0;
+}
+
 /* ---------- dispatch ---------- */
 
 struct hostile_case {
@@ -1442,6 +1495,8 @@ static const struct hostile_case cases[] = {
     {"vsock", case_vsock},
     {"kill-init", case_kill_init},
     {"early-proc1", case_early_proc1},
+    {"fill", case_fill},
+    {"inodes", case_inodes},
     {"ipc", case_ipc},
     {"ipc-host", case_ipc_host},
 };
