@@ -43,6 +43,9 @@ extension HostileSandboxTests {
                 #expect(run.observed("proc_kmsg_content") == "", "/proc/kmsg returned data: \(run.transcript)")
             }
             run.expectRefused("syslog_read", with: Errno.seccomp)
+            if let address = run.observed("kallsyms_first_address") {
+                #expect(address.allSatisfy { $0 == "0" }, "kernel addresses are visible in /proc/kallsyms (KASLR leak): \(address)")
+            }
         }
     }
 

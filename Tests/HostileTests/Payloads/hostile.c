@@ -593,6 +593,9 @@ static int case_kcore(int argc, char **argv) {
     try_read("proc_kmsg", "/proc/kmsg");
     char buf[256];
     report("syslog_read", klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, sizeof buf));
+    /* Kernel addresses (KASLR) must read as zeros. */
+    ssize_t n = slurp("/proc/kallsyms", buf, 64);
+    if (n >= 0) { buf[strcspn(buf, " ")] = 0; info("kallsyms_first_address", buf); } else report("kallsyms", -1);
     return 0;
 }
 
