@@ -128,12 +128,21 @@ extension HostileSandboxTests {
 
 // MARK: - Controls: the attacks are real
 
+/// Whether `nobody` may create a user namespace here (Debian: yes; some distributions restrict it).
+let nobodyCanCreateUserNamespaces: Bool = {
+    (try? HostCommand.run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                                               "/usr/bin/unshare", "--user", "--map-root-user", "/bin/true"])) != nil
+}()
+
 /// The same payloads outside any sandbox, in a throwaway user namespace as `nobody` (so nothing they do
 /// can touch the host): there these attempts succeed. This shows the hostile tests measure the sandbox,
 /// not a payload that fails on its own.
 @Suite("Hostile payload controls (outside a sandbox)", .serialized,
-       .enabled(if: getuid() == 0, "needs root to drop to nobody in a private user namespace"))
+       .enabled(if: getuid() == 0, "needs root to drop to nobody in a private user namespace"),
+       .enabled(if: nobodyCanCreateUserNamespaces,
+                "unprivileged user namespaces are disabled on this host (sysctl or LSM): the controls cannot run"))
 struct HostilePayloadControls {
+
     /// One payload run and the attempt that must succeed when nothing confines it.
     struct Control: Sendable, CustomTestStringConvertible {
         var arguments: [String]
