@@ -12,7 +12,7 @@ CONFIGURATION ?= debug
 # Debian packages the build and the daemon need.
 APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
 # Extra packages the tests and benchmarks need (gcc, libc6-dev: the hostile tests compile their attack programs).
-APT_TEST := $(APT_RUNTIME) postgresql-contrib python3 bubblewrap gcc libc6-dev
+APT_TEST := $(APT_RUNTIME) postgresql-contrib python3 bubblewrap gcc libc6-dev iproute2 curl
 
 .PHONY: all build run test bench deps test-deps clean
 
