@@ -214,7 +214,9 @@ static void lock_down(int rfd, const struct sock_fprog *seccomp) {
         fail(rfd, SBX_STEP_SECCOMP, -1);
 }
 
-__attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_final *f) {
+/// The last steps before exec. `locked`: the caller already ran lock_down and this process
+/// inherited it (the one-shot payload); everything left is allowed by the filter.
+__attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_final *f, int locked) {
     // stdio: first move every source above 2 so one dup2 cannot clobber another's source.
     int in = f->stdin_fd >= 0 ? move_high(f->stdin_fd) : open("/dev/null", O_RDONLY | O_CLOEXEC);
     int out = f->stdout_fd >= 0 ? move_high(f->stdout_fd) : open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -249,7 +251,7 @@ __attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_
     sigemptyset(&none);
     if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) fail(rfd, SBX_STEP_SIGNALS, -1);
 
-    lock_down(rfd, f->seccomp);
+    if (!locked) lock_down(rfd, f->seccomp);
 
     // From here on only write (report), execve and exit_group are needed.
     if (f->exec_fd >= 0) {
@@ -270,7 +272,7 @@ __attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_
 
 /// PID 1 of a one-shot sandbox once its payload runs: holds nothing, may do nothing, reaps
 /// whatever reaches it and reports the payload's end. Its exit ends the pid namespace.
-__attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_t payload, const struct sock_fprog *seccomp) {
+__attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_t payload) {
     // The payload holds its own copy of the report pipe until exec; ours must go for EOF.
     // Everything but the status pipe goes, stdio included.
     int keep = move_high(status_fd);
@@ -278,9 +280,6 @@ __attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_
     (void)syscall(SYS_close_range, 0U, (unsigned)keep - 1, 0U);
     (void)syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
     rfd = -1;
-    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    lock_down(keep, NULL);   // no report pipe any more: failures end up as a missing status
-    if (seccomp && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, seccomp) < 0) _exit(126);
 
     struct sbx_exit result;
     memset(&result, 0, sizeof result);
@@ -346,18 +345,25 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
     if (c->run_payload) {
         // vfork: the payload borrows our memory until its exec instead of copying the page
         // tables of a daemon-sized address space; it touches only its own stack frames.
-        pid_t pid = vfork();
-        if (pid == 0) finish_and_exec(rfd, &c->payload);
-        if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
-        // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments.
+        // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments. Done
+        // before the payload exists, so it can never see them. (The payload's argv lives in
+        // the config, not in this area.)
         if (c->argv_area && c->argv_area_len > sizeof "sandboxd-init") {
             memset(c->argv_area, 0, c->argv_area_len);
             memcpy(c->argv_area, "sandboxd-init", sizeof "sandboxd-init");
         }
         (void)prctl(PR_SET_NAME, "sandboxd-init", 0, 0, 0);
-        one_shot_init(rfd, c->status_fd, pid, c->final.seccomp);
+        // Not dumpable: the payload (same uid) cannot reach this process's memory via /proc.
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(rfd, SBX_STEP_DUMPABLE, -1);
+        // Locked down once, here, before the payload exists: it inherits the empty capability
+        // sets, securebits, no_new_privs and the filter (one filter attached, not two).
+        lock_down(rfd, c->payload.seccomp);
+        pid_t pid = vfork();
+        if (pid == 0) finish_and_exec(rfd, &c->payload, 1);
+        if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
+        one_shot_init(rfd, c->status_fd, pid);
     }
-    finish_and_exec(rfd, &c->final);
+    finish_and_exec(rfd, &c->final, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,7 +381,7 @@ __attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c
     // copy of the daemon's memory stays alive for the duration of the exec.
     long pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
     if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
-    if (pid == 0) finish_and_exec(rfd, &c->final);
+    if (pid == 0) finish_and_exec(rfd, &c->final, 0);
     report(rfd, SBX_STEP_NONE, 0, -1, (int32_t)pid);
     _exit(0);
 }

@@ -276,6 +276,12 @@ struct ExecMonitor {
     let onOutput: (@Sendable (OutputChunk) -> Void)?
     let kill: () -> Void
 
+    /// One-shot: the child's report pipe, read along with the output until EOF.
+    var reportFD: Int32 = -1
+    /// The first failure record the report pipe carried.
+    var setupFailure: sbx_report?
+    private var reportBuffer: [UInt8] = []
+
     var stdinOffset = 0
     var stdinOpen = true
     var timedOut = false
@@ -313,7 +319,7 @@ struct ExecMonitor {
         while true {
             let now = Sys.monotonicNow()
             if let exitTime {
-                if !stdout.open && !stderr.open { break }
+                if !stdout.open && !stderr.open && reportFD < 0 { break }
                 if now >= exitTime + Self.drainGrace { break }
             }
             if !timedOut && now >= deadline {
@@ -327,6 +333,7 @@ struct ExecMonitor {
             if stdout.open { fds.append(pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)) }
             if stderr.open { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
             if stdinOpen { fds.append(pollfd(fd: stdinFD, events: Int16(POLLOUT), revents: 0)) }
+            if reportFD >= 0 { fds.append(pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)) }
             if exitTime == nil { fds.append(pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)) }
             var wait = exitTime.map { $0 + Self.drainGrace - now } ?? (timedOut ? 0.1 : deadline - now)
             wait = max(0, min(wait, 60))
@@ -343,6 +350,8 @@ struct ExecMonitor {
                     drain(.stderr, buffer: buffer)
                 case stdinFD:
                     feedStdin()
+                case reportFD:
+                    readReport()
                 default:
                     break
                 }
@@ -352,6 +361,26 @@ struct ExecMonitor {
         if stdout.open { stdout.open = false; closeFD(stdoutFD) }
         if stderr.open { stderr.open = false; closeFD(stderrFD) }
         if stdinOpen { stdinOpen = false; closeFD(stdinFD) }
+        if reportFD >= 0 { close(reportFD); reportFD = -1 }
+    }
+
+    private mutating func readReport() {
+        var chunk = [UInt8](repeating: 0, count: 256)
+        let n = chunk.withUnsafeMutableBytes { read(reportFD, $0.baseAddress, $0.count) }
+        if n < 0 && (Sys.errno == EINTR || Sys.errno == EAGAIN) { return }
+        if n <= 0 {
+            close(reportFD)
+            reportFD = -1
+            return
+        }
+        reportBuffer += chunk[0..<n]
+        let size = MemoryLayout<sbx_report>.size
+        while reportBuffer.count >= size {
+            var record = sbx_report()
+            withUnsafeMutableBytes(of: &record) { $0.copyBytes(from: reportBuffer[0..<size]) }
+            reportBuffer.removeFirst(size)
+            if record.step != Int32(SBX_STEP_NONE.rawValue) && setupFailure == nil { setupFailure = record }
+        }
     }
 
     private mutating func drain(_ stream: OutputChunk.Stream, buffer: UnsafeMutableRawBufferPointer) {

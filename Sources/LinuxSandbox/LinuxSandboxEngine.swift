@@ -126,6 +126,12 @@ public final class LinuxSandboxEngine: Sendable {
         }
     }
 
+    /// One round trip to a dedicated thread doing nothing: the fixed cost every call pays
+    /// (for the benchmark).
+    public func measureThreadHop() async -> Bool {
+        await onDedicatedThread { true }
+    }
+
     /// Ids of sandboxes whose cgroup exists in the subtree (live or leftover).
     public func listCgroups() -> [String] {
         Sys.listDirectory(cgroup.subtreePath).filter(\.isDirectory).map(\.name)
@@ -230,6 +236,9 @@ public final class LinuxSandboxEngine: Sendable {
         let pid: Int32
         let pidfd: Int32
         let rlimits: [sbx_rlimit]
+        /// One-shot only: the report pipe, still open (the monitor reads it with the output).
+        let reportFD: Int32
+        let steps: [MountStep]
     }
 
     /// A one-shot command: PID 1 runs it and reports its end on `statusWrite`.
@@ -320,7 +329,8 @@ public final class LinuxSandboxEngine: Sendable {
         let pidfd = spawned.pidfd
         var pidfdOwned = true
         defer { if pidfdOwned { killAndReap(pidfd) } }
-        defer { close(spawned.report_fd) }
+        var reportOwned = true
+        defer { if reportOwned { close(spawned.report_fd) } }
 
         // The child waits for this: root inside is hostID outside, for uid and gid alike.
         do throws(LinuxSandboxError) {
@@ -334,24 +344,18 @@ public final class LinuxSandboxEngine: Sendable {
         _ = write(spawned.sync_fd, &go, 1)
         close(spawned.sync_fd)
 
+        if oneShot != nil {
+            // One-shot: the command may already be running; its setup report is read together
+            // with its output, saving a wake-up on the way.
+            reportOwned = false
+            pidfdOwned = false
+            succeeded = true
+            return Launched(slot: slot, hostID: hostID, cgroupPath: cgroupPath, pid: spawned.pid, pidfd: pidfd,
+                            rlimits: limitList, reportFD: spawned.report_fd, steps: steps)
+        }
         switch ChildReport.read(from: spawned.report_fd, timeout: configuration.setupTimeout) {
         case .failed(let record, _):
-            var path: String?
-            var detail: String?
-            if record.index >= 0, Int(record.index) < steps.count,
-               [SBX_STEP_MKDIR, SBX_STEP_MOUNT, SBX_STEP_MOUNT_SETATTR, SBX_STEP_SYMLINK, SBX_STEP_WRITE_FILE]
-                .map({ Int32($0.rawValue) }).contains(record.step) {
-                let step = steps[Int(record.index)]
-                path = step.sandboxPath
-                if step.kind == SBX_MOUNT_BIND, let source = step.source, source != step.sandboxPath {
-                    detail = "from \(source) on the host"
-                }
-            } else if record.step == Int32(SBX_STEP_EXEC.rawValue) {
-                path = oneShot.map { $0.plan.failedPath(record) } ?? configuration.initCommand[0]
-            } else if record.step == Int32(SBX_STEP_CHDIR.rawValue) {
-                path = oneShot?.plan.cwd
-            }
-            throw ChildReport.error(record, path: path, detail: detail)
+            throw setupError(record, steps: steps, command: nil)
         case .timedOut:
             throw LinuxSandboxError(.childSetup, "building the sandbox took longer than \(configuration.setupTimeout) s; killed", step: "setup")
         case .started:
@@ -368,7 +372,28 @@ public final class LinuxSandboxEngine: Sendable {
         }
         pidfdOwned = false
         succeeded = true
-        return Launched(slot: slot, hostID: hostID, cgroupPath: cgroupPath, pid: spawned.pid, pidfd: pidfd, rlimits: limitList)
+        return Launched(slot: slot, hostID: hostID, cgroupPath: cgroupPath, pid: spawned.pid, pidfd: pidfd,
+                        rlimits: limitList, reportFD: -1, steps: steps)
+    }
+
+    /// The typed error for a child's failure record: the step, and the path its index names.
+    func setupError(_ record: sbx_report, steps: [MountStep], command: CommandPlan?) -> LinuxSandboxError {
+        var path: String?
+        var detail: String?
+        if record.index >= 0, Int(record.index) < steps.count,
+           [SBX_STEP_MKDIR, SBX_STEP_MOUNT, SBX_STEP_MOUNT_SETATTR, SBX_STEP_SYMLINK, SBX_STEP_WRITE_FILE]
+            .map({ Int32($0.rawValue) }).contains(record.step) {
+            let step = steps[Int(record.index)]
+            path = step.sandboxPath
+            if step.kind == SBX_MOUNT_BIND, let source = step.source, source != step.sandboxPath {
+                detail = "from \(source) on the host"
+            }
+        } else if record.step == Int32(SBX_STEP_EXEC.rawValue) {
+            path = command.map { $0.failedPath(record) } ?? configuration.initCommand[0]
+        } else if record.step == Int32(SBX_STEP_CHDIR.rawValue) {
+            path = command?.cwd
+        }
+        return ChildReport.error(record, path: path, detail: detail)
     }
 
     private func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool) throws(LinuxSandboxError) -> LinuxSandbox {
@@ -437,9 +462,13 @@ public final class LinuxSandboxEngine: Sendable {
             stdinFD: pipes.stdinWrite, stdin: request.stdin, stdoutFD: pipes.stdoutRead, stderrFD: pipes.stderrRead,
             pidfd: pidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
             onOutput: onOutput, kill: { _ = self.cgroup.kill(cgroupPath) })
+        monitor.reportFD = launched.reportFD
         monitor.run()
         pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
+        if let failure = monitor.setupFailure {
+            throw setupError(failure, steps: launched.steps, command: plan)
+        }
 
         // PID 1 wrote how the command ended just before exiting; nothing there means it was
         // killed with everything else (timeout, OOM of the whole sandbox).

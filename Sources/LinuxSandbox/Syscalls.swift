@@ -142,3 +142,4 @@ private final class Box: @unchecked Sendable {
 }
 
 
+

@@ -127,8 +127,18 @@ extension LinuxSandboxTests {
     }
 }
 
-/// Pids of live processes whose uid is in the engine's sandbox id range.
+/// Pids of live processes whose uid is in the engine's sandbox id range. Processes already
+/// SIGKILLed may take a moment to finish exiting: a few looks are taken.
 func processesInIDRange(_ configuration: LinuxSandboxConfiguration) -> [Int32] {
+    var found = processesInIDRangeNow(configuration)
+    for _ in 0..<20 where !found.isEmpty {
+        usleep(50_000)
+        found = processesInIDRangeNow(configuration)
+    }
+    return found
+}
+
+func processesInIDRangeNow(_ configuration: LinuxSandboxConfiguration) -> [Int32] {
     var found: [Int32] = []
     for entry in (try? listProc()) ?? [] {
         guard let status = try? readAll("/proc/\(entry)/status") else { continue }

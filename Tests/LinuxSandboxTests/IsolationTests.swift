@@ -99,6 +99,14 @@ extension LinuxSandboxTests {
             #expect(await t.finish())
         }
 
+        @Test("a one-shot sandbox's PID 1 is locked down like the command")
+        func oneShotInitLockedDown() async throws {
+            guard Host.canRunSandboxes else { return }
+            let (r, t) = try await sh("grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/1/status | tr -s '\\t' ' '")
+            #expect(r.out == "CapPrm: 0000000000000000\nCapEff: 0000000000000000\nCapBnd: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\n", "\(r.out)")
+            #expect(await t.finish())
+        }
+
         @Test("the root and the runtime are read-only; /tmp and the workspace are writable tmpfs")
         func readOnlyRoot() async throws {
             guard Host.canRunSandboxes else { return }
