@@ -133,11 +133,3 @@ print("exec /bin/true in a live sandbox")
 print("  sandboxd library              \(ms(e50))    \(ms(e99))     (target p50 ≤ 3 ms)")
 print("  ratio exec / bwrap one-shot   \(ratio(e50, b50))      \(ratio(e99, b99))")
 
-// Cost of handing work to a dedicated thread and back (part of every library call).
-var hopTimes: [Double] = []
-for _ in 0..<iterations {
-    let t0 = now()
-    _ = await engine.measureThreadHop()
-    hopTimes.append(now() - t0)
-}
-print("thread hop (no work)             \(ms(percentile(hopTimes, 50)))    \(ms(percentile(hopTimes, 99)))")

@@ -343,8 +343,6 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
     if (c->bring_up_loopback && loopback_up() < 0) fail(rfd, SBX_STEP_LOOPBACK, -1);
 
     if (c->run_payload) {
-        // vfork: the payload borrows our memory until its exec instead of copying the page
-        // tables of a daemon-sized address space; it touches only its own stack frames.
         // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments. Done
         // before the payload exists, so it can never see them. (The payload's argv lives in
         // the config, not in this area.)
@@ -358,6 +356,8 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
         // Locked down once, here, before the payload exists: it inherits the empty capability
         // sets, securebits, no_new_privs and the filter (one filter attached, not two).
         lock_down(rfd, c->payload.seccomp);
+        // vfork: the payload borrows our memory until its exec instead of copying the page
+        // tables of a daemon-sized address space; it touches only its own stack frames.
         pid_t pid = vfork();
         if (pid == 0) finish_and_exec(rfd, &c->payload, 1);
         if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
@@ -369,6 +369,16 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
 // ---------------------------------------------------------------------------------------------
 // Exec child
 
+struct exec_payload_args {
+    const struct sbx_exec_config *config;
+    int rfd;
+};
+
+static int exec_payload(void *arg) {
+    const struct exec_payload_args *a = arg;
+    finish_and_exec(a->rfd, &a->config->final, 0);
+}
+
 __attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c, int rfd) {
     // One call joins every namespace of the init atomically (kernel >= 5.8). The pid namespace
     // applies to our children only, hence the fork below.
@@ -378,10 +388,13 @@ __attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c
     become_sandbox_root(rfd);
 
     // CLONE_PARENT: the payload becomes the daemon's child, so the daemon can wait for it and no
-    // copy of the daemon's memory stays alive for the duration of the exec.
-    long pid = syscall(SYS_clone, CLONE_PARENT, 0, NULL, NULL, 0);
+    // copy of the daemon's memory stays alive for the duration of the exec. CLONE_VM: it runs on
+    // its own stack in our memory until its exec instead of copying the page tables of a
+    // daemon-sized address space once more. We only report its pid and exit: our frame (holding
+    // `args`) stays untouched, and the memory lives on with the payload's reference to it.
+    struct exec_payload_args args = { c, rfd };
+    int pid = clone(exec_payload, (char *)c->stack + c->stack_size, CLONE_PARENT | CLONE_VM | SIGCHLD, &args);
     if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
-    if (pid == 0) finish_and_exec(rfd, &c->final, 0);
     report(rfd, SBX_STEP_NONE, 0, -1, (int32_t)pid);
     _exit(0);
 }

@@ -154,9 +154,13 @@ extension LinuxSandbox {
         var spawned = sbx_spawned()
         let rc: Int32 = {
             let arena = CArena()
+            let stackSize = 64 * 1024
+            let stack = UnsafeMutableRawPointer.allocate(byteCount: stackSize, alignment: 16)
+            defer { stack.deallocate() }
             var config = sbx_exec_config(
                 cgroup_fd: execCgroupFD, init_pidfd: initPidfd,
-                final: plan.final(arena: arena, pipes: pipes, rlimits: rlimits, seccomp: engine.seccomp))
+                final: plan.final(arena: arena, pipes: pipes, rlimits: rlimits, seccomp: engine.seccomp),
+                stack: stack, stack_size: stackSize)
             return sbx_spawn_exec(&config, &spawned)
         }()
         // The child has its copies; ours of the child's ends must go, or EOF never comes.

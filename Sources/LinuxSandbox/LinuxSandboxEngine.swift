@@ -126,12 +126,6 @@ public final class LinuxSandboxEngine: Sendable {
         }
     }
 
-    /// One round trip to a dedicated thread doing nothing: the fixed cost every call pays
-    /// (for the benchmark).
-    public func measureThreadHop() async -> Bool {
-        await onDedicatedThread { true }
-    }
-
     /// Ids of sandboxes whose cgroup exists in the subtree (live or leftover).
     public func listCgroups() -> [String] {
         Sys.listDirectory(cgroup.subtreePath).filter(\.isDirectory).map(\.name)

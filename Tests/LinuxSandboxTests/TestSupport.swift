@@ -41,6 +41,14 @@ final class TestEngine: Sendable {
             cgroupRoot: Host.cgroupRoot!, cgroupSubtree: subtree, stateDirectory: stateDirectory))
     }
 
+    /// A test that threw before `finish()` still leaves nothing behind (sandboxes it created are
+    /// destroyed by their own handles' deinit first).
+    deinit {
+        _ = rmdir(Host.cgroupRoot! + "/" + subtree)
+        _ = rmdir(stateDirectory + "/rootfs")
+        _ = rmdir(stateDirectory)
+    }
+
     /// Removes the subtree and state directory; returns false if anything was left behind.
     func finish() async -> Bool {
         let leftovers = engine.listCgroups()

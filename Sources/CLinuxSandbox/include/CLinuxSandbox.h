@@ -157,6 +157,8 @@ struct sbx_exec_config {
     int cgroup_fd;
     int init_pidfd;
     struct sbx_final final;
+    void *stack;          // for the command's process until its exec (it borrows our memory)
+    size_t stack_size;
 };
 
 struct sbx_spawned {
