@@ -78,6 +78,8 @@ let package = Package(
         .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
+        // Real attack programs (Payloads/*.c, compiled at test time with cc) run in level-1 sandboxes.
+        .testTarget(name: "HostileTests", dependencies: ["LinuxSandbox", "SandboxCore"], exclude: ["Payloads"]),
     ],
     swiftLanguageModes: [.v6]
 )
