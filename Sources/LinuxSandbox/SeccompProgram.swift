@@ -14,7 +14,8 @@ import Glibc
 /// `swapon`/`swapoff`, `acct`, `io_uring_*`, and any syscall added to the kernel later) fails
 /// with EPERM, so programs fail cleanly instead of crashing. `clone` is allowed only without
 /// namespace flags; `clone3`, whose flags live in memory a filter cannot read, answers ENOSYS
-/// so libc falls back to `clone`. `ioctl` is allowed except `TIOCSTI` and `TIOCLINUX`. Any
+/// so libc falls back to `clone`. `socket` is allowed for AF_UNIX, AF_INET, AF_INET6 and
+/// AF_NETLINK only (no AF_VSOCK). `ioctl` is allowed except `TIOCSTI` and `TIOCLINUX`. Any
 /// other ABI (i386 via `int 0x80`, x32) kills the process.
 ///
 /// Built once with libseccomp and exported as BPF; the same program is loaded by every exec.
@@ -62,12 +63,15 @@ final class SeccompProgram: @unchecked Sendable {
         "setgid", "setgroups", "setitimer", "setpgid", "setpriority", "setregid", "setresgid", "setresuid",
         "setreuid", "setrlimit", "set_robust_list", "setsid", "setsockopt", "set_tid_address", "setuid",
         "setxattr", "shmat", "shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4",
-        "socket", "socketpair", "splice", "stat", "statfs", "statx", "symlink", "symlinkat", "sync",
+        "splice", "stat", "statfs", "statx", "symlink", "symlinkat", "sync",
         "sync_file_range", "syncfs", "sysinfo", "tee", "tgkill", "time", "timer_create", "timer_delete",
         "timer_getoverrun", "timer_gettime", "timer_settime", "timerfd_create", "timerfd_gettime",
         "timerfd_settime", "times", "tkill", "truncate", "umask", "uname", "unlink", "unlinkat", "utime",
         "utimensat", "utimes", "vfork", "vmsplice", "wait4", "waitid", "write", "writev",
     ]
+
+    /// The socket families a sandbox may create: AF_UNIX, AF_INET, AF_INET6, AF_NETLINK.
+    static let socketFamilies: [UInt64] = [1, 2, 10, 16]
 
     /// Namespace flags `clone` must not carry.
     static let namespaceFlags: UInt64 = 0x0002_0000 /* NEWNS */ | 0x0200_0000 /* NEWCGROUP */
@@ -130,6 +134,17 @@ final class SeccompProgram: @unchecked Sendable {
         try rule(Self.actAllow, "clone", [scmp_arg_cmp(arg: 0, op: SCMP_CMP_MASKED_EQ, datum_a: Self.namespaceFlags, datum_b: 0)])
         // clone3 keeps its flags in memory: answer ENOSYS so glibc falls back to clone.
         try rule(Self.actErrno(ENOSYS), "clone3")
+
+        // socket: only the families ordinary programs use (Unix, IPv4, IPv6, and netlink, which
+        // glibc's getaddrinfo asks for the host's addresses). Everything else answers EPERM: above
+        // all AF_VSOCK, which no network namespace confines and which leads to the hypervisor, and
+        // AF_ALG, AF_BLUETOOTH, AF_RDS … (old, rarely used kernel code). The kernel reads the
+        // family as an int, so only the low 32 bits are compared: `(1 << 32) | AF_VSOCK` is no way
+        // around the check. socketpair exists for AF_UNIX only.
+        for family in Self.socketFamilies {
+            try rule(Self.actAllow, "socket", [scmp_arg_cmp(arg: 0, op: SCMP_CMP_MASKED_EQ, datum_a: 0xffff_ffff, datum_b: family)])
+        }
+        try rule(Self.actAllow, "socketpair", [scmp_arg_cmp(arg: 0, op: SCMP_CMP_MASKED_EQ, datum_a: 0xffff_ffff, datum_b: 1)])
 
         // ioctl is allowed here; TIOCSTI and TIOCLINUX are refused by a hand-written prefix (below):
         // libseccomp cannot combine an unconditional allow with a conditional errno.
