@@ -303,6 +303,20 @@ __attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_
     }
 }
 
+/// A clone of the daemon about to become visible inside a sandbox: /proc/<pid>/cmdline and comm
+/// are readable by anyone in the pid namespace, so blank the daemon's command line (our copy of
+/// it), rename the thread, and make the process non-dumpable explicitly (not relying on
+/// fs.suid_dumpable) so its memory and environment stay closed.
+static void hide_daemon(int rfd, char *argv_area, size_t argv_area_len, const char *name) {
+    size_t name_len = strlen(name) + 1;
+    if (argv_area && argv_area_len > name_len) {
+        memset(argv_area, 0, argv_area_len);
+        memcpy(argv_area, name, name_len);
+    }
+    (void)prctl(PR_SET_NAME, name, 0, 0, 0);
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(rfd, SBX_STEP_DUMPABLE, -1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sandbox creation child
 
@@ -348,13 +362,8 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
         // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments. Done
         // before the payload exists, so it can never see them. (The payload's argv lives in
         // the config, not in this area.)
-        if (c->argv_area && c->argv_area_len > sizeof "sandboxd-init") {
-            memset(c->argv_area, 0, c->argv_area_len);
-            memcpy(c->argv_area, "sandboxd-init", sizeof "sandboxd-init");
-        }
-        (void)prctl(PR_SET_NAME, "sandboxd-init", 0, 0, 0);
         // Not dumpable: the payload (same uid) cannot reach this process's memory via /proc.
-        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail(rfd, SBX_STEP_DUMPABLE, -1);
+        hide_daemon(rfd, c->argv_area, c->argv_area_len, "sandboxd-init");
         // Locked down once, here, before the payload exists: it inherits the empty capability
         // sets, securebits, no_new_privs and the filter (one filter attached, not two).
         lock_down(rfd, c->payload.seccomp);
@@ -382,6 +391,9 @@ static int exec_payload(void *arg) {
 }
 
 __attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c, int rfd) {
+    // Before anything of the sandbox can see us or the command's process (which shares this
+    // memory and inherits the name and dumpable flag).
+    hide_daemon(rfd, c->argv_area, c->argv_area_len, "sandboxd-exec");
     // One call joins every namespace of the init atomically (kernel >= 5.8). The pid namespace
     // applies to our children only, hence the fork below.
     if (setns(c->init_pidfd, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |

@@ -160,7 +160,9 @@ extension LinuxSandbox {
             var config = sbx_exec_config(
                 cgroup_fd: execCgroupFD, init_pidfd: initPidfd,
                 final: plan.final(arena: arena, pipes: pipes, rlimits: rlimits, seccomp: engine.seccomp),
-                stack: stack, stack_size: stackSize)
+                stack: stack, stack_size: stackSize,
+                argv_area: LinuxSandboxEngine.commandLineArea.start,
+                argv_area_len: LinuxSandboxEngine.commandLineArea.length)
             return sbx_spawn_exec(&config, &spawned)
         }()
         // The child has its copies; ours of the child's ends must go, or EOF never comes.

@@ -157,6 +157,8 @@ struct sbx_exec_config {
     struct sbx_final final;
     void *stack;          // for the command's process until its exec (it borrows our memory)
     size_t stack_size;
+    char *argv_area;      // blanked before the command's process exists (it shares this memory)
+    size_t argv_area_len;
 };
 
 struct sbx_spawned {
