@@ -163,7 +163,7 @@ enum RootfsPlan {
         made.insert("/dev/pts")
         steps.append(MountStep(kind: SBX_MOUNT_DEVPTS, sandboxPath: "/dev/pts",
                                data: Array("newinstance,ptmxmode=0666,mode=0620".utf8) + [0], msFlags: msNoSuid | msNoExec))
-        tmpfs("/dev/shm", "mode=1777,size=\(spec.limits.tmpfsSize.bytes)", msNoSuid | msNoDev)
+        tmpfs("/dev/shm", "mode=1777," + Self.scratchOptions(spec.limits.tmpfsSize), msNoSuid | msNoDev)
         symlink("pts/ptmx", "/dev/ptmx")
         symlink("/proc/self/fd", "/dev/fd")
         symlink("/proc/self/fd/0", "/dev/stdin")
@@ -171,9 +171,9 @@ enum RootfsPlan {
         symlink("/proc/self/fd/2", "/dev/stderr")
 
         // Private, size-capped scratch space.
-        tmpfs("/tmp", "mode=1777,size=\(spec.limits.tmpfsSize.bytes)", msNoSuid | msNoDev)
+        tmpfs("/tmp", "mode=1777," + Self.scratchOptions(spec.limits.tmpfsSize), msNoSuid | msNoDev)
         if spec.workspacePath != "/tmp" {
-            tmpfs(spec.workspacePath, "mode=0755,size=\(spec.limits.tmpfsSize.bytes)", msNoSuid | msNoDev)
+            tmpfs(spec.workspacePath, "mode=0755," + Self.scratchOptions(spec.limits.tmpfsSize), msNoSuid | msNoDev)
         }
 
         for mount in spec.mounts {
@@ -189,6 +189,20 @@ enum RootfsPlan {
                                    attributes: attrReadOnly | attrNoSuid | attrNoDev | attrNoExec))
         }
         return steps
+    }
+
+    /// tmpfs options of a writable scratch mount (/tmp, the workspace, /dev/shm): `size=` caps the
+    /// bytes, `nr_inodes=` the files. Empty files, directories and symlinks take no blocks but
+    /// each pins an inode and a dentry of kernel memory, which nothing charges on a host without
+    /// a memory controller; without the cap tmpfs allows half the host's RAM pages of them.
+    /// One inode per 4 KiB page: files with data hit `size=` first, so only empty ones meet the
+    /// cap. At least 1024 (a tiny tmpfs still holds a small tree), at most 262144.
+    static func scratchOptions(_ size: ByteCount) -> String {
+        "size=\(size.bytes),nr_inodes=\(scratchInodes(size))"
+    }
+
+    static func scratchInodes(_ size: ByteCount) -> Int {
+        min(max(Int(size.bytes / 4096), 1024), 262_144)
     }
 
     /// Checks a path given for inside the sandbox: absolute, normalized, not a system directory.
