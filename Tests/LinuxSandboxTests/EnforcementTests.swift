@@ -93,14 +93,14 @@ extension LinuxSandboxTests {
             let t = try TestEngine()
             let mountsBefore = try readAll("/proc/self/mountinfo")
             _ = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/true"]))   // warm-up: lazy globals
-            let fdsBefore = takeFDSnapshot()
+            let fdsBefore = engineDescriptors(of: t)
             let r = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/sh", "-c", "sleep 1005 & sleep 1006 & echo $$"]))
             #expect(r.exitCode == 0)
             #expect(t.engine.listCgroups().isEmpty)
             #expect(try readAll("/proc/self/mountinfo") == mountsBefore)
             // No process runs as a sandbox uid any more.
             #expect(processesInIDRange(t.engine.configuration).isEmpty)
-            #expect(await fdCountSettles(at: fdsBefore))
+            #expect(await engineDescriptorsSettle(t, since: fdsBefore))
             #expect(await t.finish())
         }
 
@@ -152,7 +152,8 @@ extension LinuxSandboxTests {
     }
 }
 
-/// Pids of live processes whose uid is in the engine's sandbox id range. Processes already
+/// Pids of live processes whose uid is in the engine's sandbox id range (each test engine has a range
+/// of its own, so only the test's own sandboxes can match). Processes already
 /// SIGKILLed may take a moment to finish exiting: a few looks are taken.
 func processesInIDRange(_ configuration: LinuxSandboxConfiguration) -> [Int32] {
     var found = processesInIDRangeNow(configuration)

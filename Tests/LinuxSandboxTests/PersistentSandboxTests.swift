@@ -130,7 +130,7 @@ extension LinuxSandboxTests {
         func backgroundUntilDestroy() async throws {
             guard Host.canRunSandboxes else { return }
             let t = try TestEngine()
-            let fdsBefore = takeFDSnapshot()
+            let fdsBefore = engineDescriptors(of: t)
             var sandbox: LinuxSandbox? = try await t.engine.create(TestEngine.spec())
             let start = try await sandbox!.exec(ExecRequest(["/bin/sh", "-c", "sleep 1004 > /dev/null 2>&1 & echo bg"]))
             #expect(start.out == "bg\n")
@@ -142,7 +142,7 @@ extension LinuxSandboxTests {
             sandbox = nil
             #expect(access(cgroup, F_OK) != 0)
             #expect(kill(initPID, 0) != 0)
-            #expect(await fdCountSettles(at: fdsBefore))
+            #expect(await engineDescriptorsSettle(t, since: fdsBefore))
             #expect(await t.finish())
         }
     }

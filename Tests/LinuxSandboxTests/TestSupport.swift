@@ -1,5 +1,6 @@
 import LinuxSandbox
 import SandboxCore
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -38,7 +39,20 @@ final class TestEngine: Sendable {
         subtree = "sandboxd-test-\(tag)"
         stateDirectory = "/tmp/sandboxd-test-\(tag)"
         engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
-            cgroupRoot: Host.cgroupRoot!, cgroupSubtree: subtree, stateDirectory: stateDirectory))
+            cgroupRoot: Host.cgroupRoot!, cgroupSubtree: subtree, stateDirectory: stateDirectory,
+            idBase: Self.idRanges.next(), idCount: Self.idRangeSize))
+    }
+
+    /// Every test engine has a uid range of its own, so "no process runs as one of its uids" is
+    /// about this test's sandboxes only: not the hostile suite's (400000…), not another test
+    /// process's on this machine (a random block of 2^24 … 2^24 + 2^31).
+    static let idRangeSize: UInt32 = 4096
+    static let idRanges = IDRanges()
+
+    final class IDRanges: Sendable {
+        private let first = UInt32(1 << 24) + UInt32.random(in: 0..<(1 << 19)) * TestEngine.idRangeSize
+        private let used = Mutex<UInt32>(0)
+        func next() -> UInt32 { first + used.withLock { n in defer { n += 1 }; return n } * TestEngine.idRangeSize }
     }
 
     /// A test that threw before `finish()` still leaves nothing behind (sandboxes it created are
@@ -77,52 +91,77 @@ extension ExecResult {
     var err: String { String(decoding: stderr, as: UTF8.self) }
 }
 
-nonisolated(unsafe) var fdSnapshot = ""
-
-/// Counts open descriptors and remembers them, for `fdCountSettles` to name what changed.
-func takeFDSnapshot() -> Int {
-    fdSnapshot = describeFDs()
-    return openFDCount()
-}
-
-func openFDCount() -> Int {
-    guard let dir = opendir("/proc/self/fd") else { return -1 }
-    defer { closedir(dir) }
-    var count = 0
-    while readdir(dir) != nil { count += 1 }
-    return count - 3   // ., .., and the directory's own fd
-}
-
-/// Parent of every engine suite: sandboxes are created one test at a time, so process-wide
-/// checks (open descriptors, cgroups) see only the test's own doing, and 2-core CI machines are
-/// not swamped.
-@Suite("LinuxSandbox", .serialized)
-struct LinuxSandboxTests {}
-
-/// True when the process's descriptor count returns to `expected` (other test targets may
-/// briefly hold descriptors of their own, so a few looks are taken).
-func fdCountSettles(at expected: Int) async -> Bool {
-    for _ in 0..<20 {
-        if openFDCount() == expected { return true }
-        usleep(100_000)   // not Task.sleep: its first use opens a timerfd of its own
+/// The descriptors of this process that belong to `t`'s engine, as `fd→target` (pidfds with their
+/// pidfs inode). Every suite of the test process runs at once and opens and closes descriptors of
+/// its own, so a process-wide count proves nothing; these are the kinds the engine could leak:
+/// - anything under the engine's own cgroup subtree or state directory (cgroup directory fds,
+///   the new-root directory, mount points);
+/// - pidfds of processes in that cgroup subtree (every process an engine starts is created there);
+/// - pidfds of processes that are gone (`Pid: -1`): the engine's processes are all reaped by the
+///   time a check runs, so a pidfd of a reaped process still open after the settle time is held
+///   by someone who forgot it.
+func engineDescriptors(of t: TestEngine) -> Set<String> {
+    var found = Set<String>()
+    let subtreePath = Host.cgroupRoot! + "/" + t.subtree
+    for (fd, target) in openDescriptors() {
+        if target.hasPrefix(subtreePath) || target.hasPrefix(t.stateDirectory) {
+            found.insert("\(fd)→\(target)")
+            continue
+        }
+        guard target.contains("[pidfd]"),
+              let info = try? readAll("/proc/self/fdinfo/\(fd)") else { continue }
+        let fields = fdinfoFields(String(decoding: info, as: UTF8.self))
+        guard let pid = fields["Pid"].flatMap({ Int32($0) }) else { continue }
+        let inode = fields["ino"] ?? "?"
+        if pid == -1 {
+            found.insert("\(fd)→pidfd(ino \(inode), reaped)")
+        } else if let cgroup = try? readAll("/proc/\(pid)/cgroup"),
+                  String(decoding: cgroup, as: UTF8.self).contains("/" + t.subtree + "/") {
+            found.insert("\(fd)→pidfd(ino \(inode), pid \(pid) in the engine's cgroup)")
+        }
     }
-    let before = Set(fdSnapshot.split(separator: " "))
-    let now = Set(describeFDs().split(separator: " "))
-    print("open descriptors: expected \(expected), have \(openFDCount()); new: \(now.subtracting(before).sorted()) gone: \(before.subtracting(now).sorted())")
-    return false
+    return found
 }
 
-/// `fd → target` for every open descriptor, for failure messages.
-func describeFDs() -> String {
-    var parts: [String] = []
-    guard let dir = opendir("/proc/self/fd") else { return "" }
+/// True when no descriptor of `t`'s engine is open that was not open at `before` (a few looks:
+/// the engine drops its last references on its own threads a moment after a result is delivered).
+func engineDescriptorsSettle(_ t: TestEngine, since before: Set<String>) async -> Bool {
+    var leaked = engineDescriptors(of: t).subtracting(before)
+    for _ in 0..<20 where !leaked.isEmpty {
+        usleep(100_000)   // not Task.sleep: its first use opens a timerfd of its own
+        leaked = engineDescriptors(of: t).subtracting(before)
+    }
+    if !leaked.isEmpty { print("descriptors the engine left open: \(leaked.sorted())") }
+    return leaked.isEmpty
+}
+
+private func fdinfoFields(_ text: String) -> [String: String] {
+    var fields: [String: String] = [:]
+    for line in text.split(separator: "\n") {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        fields[String(line[..<colon])] = String(line[line.index(after: colon)...].drop(while: { $0 == " " || $0 == "\t" }))
+    }
+    return fields
+}
+
+/// `fd → target` for every open descriptor.
+func openDescriptors() -> [(Int32, String)] {
+    var result: [(Int32, String)] = []
+    guard let dir = opendir("/proc/self/fd") else { return [] }
     defer { closedir(dir) }
     while let entry = readdir(dir) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        if name.hasPrefix(".") { continue }
+        guard let fd = Int32(name) else { continue }
         var buffer = [CChar](repeating: 0, count: 512)
         let n = readlink("/proc/self/fd/" + name, &buffer, 511)
-        parts.append(name + "→" + (n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
+        result.append((fd, n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
     }
-    return parts.joined(separator: " ")
+    return result
 }
+
+/// Parent of every engine suite: sandboxes are created one test at a time, so 2-core CI machines
+/// are not swamped. Other test targets still run alongside: checks look only at what the test's
+/// own engine made (its cgroup subtree, state directory, uid range, pidfds).
+@Suite("LinuxSandbox", .serialized)
+struct LinuxSandboxTests {}
+

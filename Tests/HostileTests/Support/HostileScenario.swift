@@ -83,7 +83,7 @@ final class HostileScenario: @unchecked Sendable {
                 sourceLocation: sourceLocation)
         func leakedDescriptors() -> [Int32: String] {
             HostFiles.openDescriptors().filter { fd, target in
-                descriptorsBefore[fd] == nil && scenario.engine.isEngineDescriptor(target)
+                descriptorsBefore[fd] == nil && scenario.engine.isEngineDescriptor(fd, target)
             }
         }
         // The engine's last references (and so its pidfds) may be dropped by its own threads a moment

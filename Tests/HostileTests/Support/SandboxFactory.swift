@@ -52,9 +52,21 @@ final class ScenarioEngine: Sendable {
         return left
     }
 
-    /// Descriptors only the engine would hold: pidfds, and anything in its cgroup subtree or state directory.
-    func isEngineDescriptor(_ target: String) -> Bool {
-        target.contains("[pidfd]") || target.hasPrefix(cgroupSubtreePath) || target.hasPrefix(stateDirectory)
-            || target.contains("sandboxd-seccomp")
+    /// Descriptors only this engine would hold: anything in its cgroup subtree or state directory,
+    /// and pidfds of its processes (all created in its subtree) or of processes already reaped
+    /// (the engine reaps everything it starts). Pidfds of live processes elsewhere belong to other
+    /// suites running in this process at the same time.
+    func isEngineDescriptor(_ fd: Int32, _ target: String) -> Bool {
+        if target.hasPrefix(cgroupSubtreePath) || target.hasPrefix(stateDirectory) || target.contains("sandboxd-seccomp") {
+            return true
+        }
+        guard target.contains("[pidfd]"),
+              let info = FileManager.default.contents(atPath: "/proc/self/fdinfo/\(fd)") else { return false }
+        let pidLine = String(decoding: info, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("Pid:") }
+        guard let pid = pidLine.flatMap({ Int32($0.dropFirst(4).trimmingCharacters(in: .whitespaces)) }) else { return false }
+        if pid == -1 { return true }
+        guard let cgroup = FileManager.default.contents(atPath: "/proc/\(pid)/cgroup") else { return false }
+        let subtree = "/" + (cgroupSubtreePath as NSString).lastPathComponent + "/"
+        return String(decoding: cgroup, as: UTF8.self).contains(subtree)
     }
 }
