@@ -141,6 +141,24 @@ enum HostFiles {
         return out
     }
 
+    /// The `pipe:[inode]` targets among `descriptors` (this process's) that no other process on
+    /// the host holds an end of: nobody can ever read or write the other side.
+    static func pipesHeldOnlyByThisProcess(_ descriptors: [Int32: String]) -> Set<String> {
+        var candidates = Set(descriptors.values.filter { $0.hasPrefix("pipe:[") })
+        guard !candidates.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        for name in names {
+            guard let pid = pid_t(name), pid != getpid(),
+                  let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(name)/fd") else { continue }
+            for fd in fds {
+                var buf = [CChar](repeating: 0, count: 64)
+                let n = readlink("/proc/\(name)/fd/\(fd)", &buf, buf.count - 1)
+                if n > 0 { candidates.remove(String(cBuffer: buf)) }
+            }
+            if candidates.isEmpty { break }
+        }
+        return candidates
+    }
+
     /// Host pids whose command line contains `marker`. The markers are unique per test run, so a match
     /// is a process this test itself caused to exist.
     static func processes(withMarker marker: String) -> [pid_t] {

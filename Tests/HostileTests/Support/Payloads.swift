@@ -75,16 +75,13 @@ extension Payloads {
         return Payloads(hostDirectory: directory)
     }
 
-    /// Copies with a close-on-exec descriptor: a process forked meanwhile by another test must not
-    /// inherit the write end, or executing the copy fails with ETXTBSY.
+    /// Copies in a child process (`install`): a process forked by another thread of this test
+    /// process while a write descriptor of the copy is open inherits it until its own exec (even
+    /// close-on-exec), and executing the copy meanwhile fails with ETXTBSY. `install` holds the
+    /// only write descriptor, and has closed it when it exits.
     static func copyExecutable(from source: String, to destination: String) throws {
-        guard let data = FileManager.default.contents(atPath: source) else { throw HostileTestError("cannot read \(source)") }
-        let fd = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
-        guard fd >= 0 else { throw HostileTestError("open(\(destination)): \(errnoText())") }
-        defer { close(fd) }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == data.count else { throw HostileTestError("write(\(destination)): short write") }
-        fchmod(fd, 0o755)
+        guard access(destination, F_OK) != 0 else { throw HostileTestError("\(destination) exists already") }
+        try HostCommand.run("/usr/bin/install", ["-m", "0755", source, destination])
     }
 }
 
