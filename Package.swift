@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
@@ -26,6 +27,18 @@ let package = Package(
         .target(name: "Store", dependencies: [
             "SandboxCore", "CLibPQ",
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // libseccomp, found by pkg-config: compiles the seccomp policy to BPF once per policy.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+
+        // The only code between clone and exec (async-signal-safe, no allocation).
+        .target(name: "CLinuxSandbox"),
+
+        // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
+        .target(name: "LinuxSandbox", dependencies: [
+            "SandboxCore", "CLinuxSandbox", "CSeccomp",
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
         // Egress allowlist proxy: serves a listener created inside a sandbox's network namespace.
@@ -44,6 +57,10 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
+                          path: "Benchmarks/SandboxBenchmark"),
+
         // Store insert rates against pgbench (make bench; Benchmarks/run).
         .executableTarget(name: "StoreBenchmark", dependencies: [
             "Store", "SandboxCore",
@@ -61,6 +78,9 @@ let package = Package(
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
+        .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
+        // Real attack programs (Payloads/*.c, compiled at test time with cc) run in level-1 sandboxes.
+        .testTarget(name: "HostileTests", dependencies: ["LinuxSandbox", "SandboxCore"], exclude: ["Payloads"]),
     ],
     swiftLanguageModes: [.v6]
 )
