@@ -11,10 +11,11 @@ CONFIGURATION ?= debug
 
 # Debian packages the build and the daemon need.
 APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
-# Extra packages the tests and benchmarks need.
-APT_TEST := $(APT_RUNTIME) postgresql-contrib
+# Extra packages the tests and benchmarks need. qemu-system-x86, busybox-static, xz-utils: the QEMU test
+# guest (Tests/guest/README.md); its kernel comes from Debian's linux-image-amd64 via apt-get download.
+APT_TEST := $(APT_RUNTIME) postgresql-contrib qemu-system-x86 busybox-static cpio xz-utils
 
-.PHONY: all build run test bench deps test-deps clean
+.PHONY: all build run test bench deps test-deps clean clean-guest
 
 all: build
 
@@ -40,3 +41,7 @@ bench: test-deps
 
 clean:
 	rm -rf .build
+
+# The cached test-guest kernel and initramfs (rebuilt by the next make test, ~70 MB download).
+clean-guest:
+	rm -rf .build-guest
