@@ -6,12 +6,14 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sandboxd", targets: ["sandboxd"]),
+        .executable(name: "sandboxd-init", targets: ["sandboxd-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // Value types, configuration and policy parsing. No I/O.
@@ -24,6 +26,22 @@ let package = Package(
         .target(name: "Store", dependencies: [
             "SandboxCore", "CLibPQ",
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // libseccomp, found by pkg-config: compiles the seccomp policy to BPF once per policy.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+
+        // The only code between clone and exec (async-signal-safe, no allocation).
+        .target(name: "CLinuxSandbox"),
+
+        // PID 1 of every sandbox: blocks all signals and reaps orphans. Tiny C, no Swift runtime.
+        // Linked fully static: it runs inside the sandbox's root, which has no Swift runtime.
+        .executableTarget(name: "sandboxd-init", linkerSettings: [.unsafeFlags(["-static-executable"])]),
+
+        // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
+        .target(name: "LinuxSandbox", dependencies: [
+            "SandboxCore", "CLinuxSandbox", "CSeccomp",
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
@@ -45,6 +63,7 @@ let package = Package(
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
+        .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
     ],
     swiftLanguageModes: [.v6]
 )
