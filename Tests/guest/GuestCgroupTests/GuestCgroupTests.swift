@@ -30,12 +30,12 @@ struct GuestCgroupTests {
         #expect(facts["cgroup_removed"] == "true", "\(facts)")
     }
 
-    @Test("a fork bomb stops at pids.max, is killed at the timeout, and the guest can still start processes")
+    @Test("a fork bomb stops at pids.max, is killed at the timeout with everything it forked, and the guest can still start processes")
     func forkBomb() async throws {
         let facts = try await GuestChecks.facts(for: "fork-bomb")
         #expect(facts["pids.max"] == "32", "\(facts)")
-        #expect(Int(facts["pids.events.max"] ?? "") ?? 0 > 0, "fork failures at pids.max: \(facts)")
-        if let peak = Int(facts["pids.peak"] ?? "") { #expect(peak <= 32, "\(facts)") }
+        // The bomb reached the limit and no further (the kernel's peak, counted in the sandbox's cgroup).
+        #expect(facts["pids.peak"] == "32", "\(facts)")
         #expect(facts["timed_out"] == "true", "\(facts)")
         #expect(facts["status"] == "timeout", "\(facts)")
         #expect(facts["cgroup_removed"] == "true", "\(facts)")
@@ -100,6 +100,7 @@ actor GuestChecks {
                     print("guest-cgroup-checks: \(result.timingSummary), exit \(result.exitCode)")
                     var reports: [String: Report] = [:]
                     for line in result.output.split(separator: "\n") where line.hasPrefix("GUEST-CHECK ") {
+                        print(line)
                         if let report = try? JSONDecoder().decode(Report.self, from: Data(line.dropFirst("GUEST-CHECK ".count).utf8)) {
                             reports[report.scenario] = report
                         }

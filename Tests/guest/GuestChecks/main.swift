@@ -23,8 +23,8 @@ func emit(_ report: ScenarioReport) {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     let json = (try? encoder.encode(report)).map { String(decoding: $0, as: UTF8.self) } ?? "{\"scenario\":\"\(report.scenario)\",\"error\":\"unencodable report\",\"facts\":{}}"
-    print("GUEST-CHECK " + json)
-    fflush(stdout)
+    // Unbuffered, so a scenario that takes the guest down still leaves the earlier lines.
+    FileHandle.standardOutput.write(Data(("GUEST-CHECK " + json + "\n").utf8))
 }
 
 func readCgroupFile(_ directory: String, _ name: String) -> String {
@@ -122,13 +122,14 @@ await scenario("memory-bomb", engine: engine, limits: ResourceLimits(memory: .me
     facts["after_stdout"] = String(decoding: after.stdout, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
-// A fork bomb: the classic shell one, under pids.max 32, cut off by the exec's 5 s timeout.
+// A fork bomb: every process forks for ever (failed forks are retried, so it never dies out by
+// itself), under pids.max 32, until the exec's 5 s timeout kills the whole sandbox.
 await scenario("fork-bomb", engine: engine, limits: ResourceLimits(memory: .mebibytes(256), cpu: nil, pids: 32, executionTimeout: 5)) { sandbox, facts in
     facts["pids.max"] = readCgroupFile(sandbox.cgroupPath, "pids.max")
-    let result = try await sandbox.exec(ExecRequest(["/bin/sh", "-c", "bomb() { bomb | bomb & }; bomb; wait"]))
+    let result = try await sandbox.exec(ExecRequest(["/usr/bin/perl", "-e", "while (1) { fork }"]))
     describe(result, into: &facts)
-    facts["pids.events"] = readCgroupFile(sandbox.cgroupPath, "pids.events")
-    facts["pids.events.max"] = keyedValues(facts["pids.events"] ?? "")["max"] ?? "none"
+    // 6.1 counts the "max" event in the forking (per-exec) cgroup, gone by now; pids.peak of the
+    // sandbox shows how far the bomb got.
     facts["pids.peak"] = readCgroupFile(sandbox.cgroupPath, "pids.peak")
     facts["pids.current_after"] = readCgroupFile(sandbox.cgroupPath, "pids.current")
 }
@@ -162,4 +163,4 @@ emit(ScenarioReport(scenario: "teardown", error: nil, facts: [
     "engine_lists": engine.listCgroups().sorted().joined(separator: " "),
     "guest_can_start_processes": String(guestCanStartProcesses()),
 ]))
-print("GUEST-CHECKS-DONE")
+FileHandle.standardOutput.write(Data("GUEST-CHECKS-DONE\n".utf8))

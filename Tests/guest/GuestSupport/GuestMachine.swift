@@ -146,7 +146,8 @@ public struct GuestMachine: Sendable {
         defer { try? FileManager.default.removeItem(atPath: runDirectory) }
 
         let frame = SerialFrame.random()
-        let chrootCommand = "chroot /mnt /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        // The init's cwd is the host root, which it moved onto the namespace's "/".
+        let chrootCommand = "chroot . /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
             + " HOME=/root TERM=dumb LANG=C.UTF-8 /bin/sh -c " + SerialFrame.shellQuoted(script)
         let jobScript = frame.shellScript(running: chrootCommand, to: "/dev/ttyS1")
         let initrdPath = runDirectory + "/initrd.cpio"

@@ -5,8 +5,9 @@
 /// hierarchy with every controller enabled at the root, devtmpfs, devpts, and tmpfs on `/tmp`,
 /// `/run`, `/var/tmp`, `/var/lib/sandboxd` where those exist on the host: they are the only
 /// writable places, because the 9p root is read-only and cannot grow new directories), then
-/// sources `/job/run`, added per run as a second cpio archive, which runs the command with
-/// `chroot /mnt` and reports it on ttyS1 in a `SerialFrame`. Whatever happens, it powers off;
+/// moves that mount onto `/` (so commands are not "chrooted" and may create user namespaces)
+/// and sources `/job/run`, added per run as a second cpio archive, which runs the command with
+/// `chroot .` and reports it on ttyS1 in a `SerialFrame`. Whatever happens, it powers off;
 /// if init itself dies, `panic=-1` and QEMU's `-no-reboot` end the machine too.
 enum HostRootInit {
     static let script = #"""
@@ -41,9 +42,16 @@ enum HostRootInit {
         done
         ip link set lo up 2>/dev/null
 
+        # Make the host root the root of the mount namespace, as switch_root does, but keep this
+        # init's own root (the initramfs, with busybox and /job) and its cwd on the 9p root.
+        # A plain `chroot /mnt` would leave commands "chrooted", and the kernel refuses
+        # CLONE_NEWUSER (unshare, clone3) to chrooted processes with EPERM.
+        cd /mnt || fail "cd /mnt"
+        mount --move . / || fail "mount --move /mnt /"
+
         stty -F /dev/ttyS1 raw -echo || fail "stty /dev/ttyS1"
-        # Written per run by GuestMachine (SerialFrame.shellScript): runs the command in the
-        # host root and frames its output and status on ttyS1.
+        # Written per run by GuestMachine (SerialFrame.shellScript): runs the command with
+        # `chroot .` (the cwd, the host root) and frames its output and status on ttyS1.
         . /job/run
         sync
         poweroff -f

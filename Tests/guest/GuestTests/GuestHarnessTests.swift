@@ -4,7 +4,7 @@ import Testing
 /// The harness itself: results come back exactly, failures are reported, hangs are cut off.
 @Suite("QEMU test guest", .serialized)
 struct GuestHarnessTests {
-    @Test("a command's exit status and output come back from the guest, with cgroup2 controllers and tmpfs")
+    @Test("a command's exit status and output come back from the guest, with cgroup2 controllers, tmpfs and user namespaces")
     func exitStatusAndOutput() async throws {
         let script = """
             echo "controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
@@ -13,6 +13,7 @@ struct GuestHarnessTests {
             if touch /usr/.guest-write-probe 2>/dev/null; then echo "root: writable"; else echo "root: read-only"; fi
             echo probe > /tmp/probe && echo "tmp: $(cat /tmp/probe)"
             echo "uid: $(id -u)"
+            if unshare --user --map-root-user --pid --fork --mount true; then echo "userns: ok"; else echo "userns: refused"; fi
             exit 3
             """
         let result = try await GuestMachine().run(shell: script, timeout: 60)
@@ -29,6 +30,7 @@ struct GuestHarnessTests {
         #expect(lines.contains("root: read-only"), "output:\n\(result.output)")
         #expect(lines.contains("tmp: probe"), "output:\n\(result.output)")
         #expect(lines.contains("uid: 0"), "output:\n\(result.output)")
+        #expect(lines.contains("userns: ok"), "commands must be able to create user namespaces (not chrooted): \(result.output)")
     }
 
     @Test("a command that hangs is killed at its time box with an error saying so")
