@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -73,3 +74,16 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The guest cgroup checks drive the level-1 engine (LinuxSandbox) inside the QEMU test guest.
+// They join the package as soon as the engine's sources are in the checkout, whichever branch
+// lands first; once LinuxSandbox is on main, move these two targets into the list above.
+if FileManager.default.fileExists(atPath: Context.packageDirectory + "/Sources/LinuxSandbox") {
+    package.targets += [
+        // Runs inside the QEMU test guest: drives LinuxSandbox against a real cgroup2 hierarchy
+        // and prints one JSON line per scenario (memory/fork bombs, cpu.max, memory.peak, teardown).
+        .executableTarget(name: "guest-cgroup-checks", dependencies: ["LinuxSandbox", "SandboxCore"], path: "Tests/guest/GuestChecks"),
+        // Boots the guest once, runs guest-cgroup-checks, asserts per scenario.
+        .testTarget(name: "GuestCgroupTests", dependencies: ["GuestSupport"], path: "Tests/guest/GuestCgroupTests"),
+    ]
+}

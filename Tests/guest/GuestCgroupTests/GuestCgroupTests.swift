@@ -19,6 +19,7 @@ struct GuestCgroupTests {
     func memoryBomb() async throws {
         let facts = try await GuestChecks.facts(for: "memory-bomb")
         #expect(facts["memory.max"] == String(64 << 20), "\(facts)")
+        #expect(facts["limits_enforced"] == "true", "\(facts)")
         #expect(facts["memory.swap.max"] == "0", "\(facts)")
         #expect(facts["oom_killed"] == "true", "\(facts)")
         #expect(facts["status"] == "oom", "\(facts)")

@@ -149,7 +149,11 @@ public struct GuestMachine: Sendable {
         // The init's cwd is the host root, which it moved onto the namespace's "/".
         let chrootCommand = "chroot . /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
             + " HOME=/root TERM=dumb LANG=C.UTF-8 /bin/sh -c " + SerialFrame.shellQuoted(script)
-        let jobScript = frame.shellScript(running: chrootCommand, to: "/dev/ttyS1")
+        // If this process dies without killing QEMU, the guest still ends itself a little after
+        // the host's time boxes would have (busybox sleep and poweroff, outside the host root).
+        let watchdogSeconds = Int((bootTimeout + timeout).rounded(.up)) + 30
+        let watchdog = "( sleep \(watchdogSeconds); echo 'guest watchdog: time box passed, powering off'; poweroff -f ) &\n"
+        let jobScript = watchdog + frame.shellScript(running: chrootCommand, to: "/dev/ttyS1")
         let initrdPath = runDirectory + "/initrd.cpio"
         do {
             var job = CPIOArchive()
@@ -190,7 +194,7 @@ public struct GuestMachine: Sendable {
                 exitCode: exitCode, output: output, bootSeconds: outcome.bootSeconds ?? 0,
                 commandSeconds: outcome.commandSeconds ?? 0, totalSeconds: outcome.totalSeconds, console: outcome.console)
         case .bootTimedOut:
-            throw GuestMachineError(.bootTimedOut, "the guest did not start the command within \(bootTimeout) s; QEMU (pid killed) stopped",
+            throw GuestMachineError(.bootTimedOut, "the guest did not start the command within \(bootTimeout) s of QEMU's start; QEMU was killed",
                                     consoleTail: tail)
         case .commandTimedOut:
             throw GuestMachineError(.commandTimedOut, "the command did not finish within \(timeout) s of starting (boot took \(Self.seconds(outcome.bootSeconds))); QEMU was killed",
