@@ -60,15 +60,13 @@ let package = Package(
         // The QEMU test guest (host root over 9p, real cgroup2): GuestMachine.run(...). Test-only.
         .target(name: "GuestSupport", dependencies: ["QEMUGuest"], path: "Tests/guest/GuestSupport"),
 
+        // make bench: one-shot and exec latency against bubblewrap (Benchmarks/run).
+        .executableTarget(name: "sandbox-bench", dependencies: ["LinuxSandbox", "SandboxCore"],
+                          path: "Benchmarks/SandboxBenchmark"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
-
-        // Runs inside the QEMU test guest: drives LinuxSandbox against a real cgroup2 hierarchy
-        // and prints one JSON line per scenario (memory/fork bombs, cpu.max, memory.peak, teardown).
-        .executableTarget(name: "guest-cgroup-checks", dependencies: ["LinuxSandbox", "SandboxCore"], path: "Tests/guest/GuestChecks"),
-        // Boots the guest once, runs guest-cgroup-checks, asserts per scenario.
-        .testTarget(name: "GuestCgroupTests", dependencies: ["GuestSupport"], path: "Tests/guest/GuestCgroupTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
     ],

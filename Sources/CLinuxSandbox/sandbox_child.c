@@ -278,17 +278,22 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
         fail(rfd, SBX_STEP_WAIT_PARENT, -1);
     }
     close(sync_read);
-    become_sandbox_root(rfd);
 
     // Nothing we mount may propagate back to the host.
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail(rfd, SBX_STEP_MAKE_PRIVATE, -1);
+    // Still host root's ids here, so the way to the daemon's state directory is open whatever its
+    // mode; the root tmpfs is owned by root inside ("uid=0" is read in our user namespace).
     if (mount("tmpfs", c->new_root, "tmpfs", MS_NOSUID | MS_NODEV, c->new_root_options) < 0)
         fail(rfd, SBX_STEP_ROOT_TMPFS, -1);
+    if (chdir(c->new_root) < 0) fail(rfd, SBX_STEP_ROOT_TMPFS, -1);
+
+    // From here on the sandbox's own ids: every host path a mount names is looked up with the
+    // permissions of the sandbox's unprivileged host uid. Targets are relative to the new root.
+    become_sandbox_root(rfd);
     for (int i = 0; i < c->nmounts; i++) apply_mount(rfd, &c->mounts[i], i);
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching the top mount
     // leaves only the new root, with no path back to the host's.
-    if (chdir(c->new_root) < 0) fail(rfd, SBX_STEP_PIVOT_ROOT, -1);
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail(rfd, SBX_STEP_PIVOT_ROOT, -1);
     if (umount2(".", MNT_DETACH) < 0) fail(rfd, SBX_STEP_DETACH_OLD_ROOT, -1);
     if (chdir("/") < 0) fail(rfd, SBX_STEP_DETACH_OLD_ROOT, -1);
@@ -435,3 +440,6 @@ int sbx_memfd(const char *name) {
 int sbx_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
 }
+
+int sbx_setfsuid(unsigned int uid) { return (int)syscall(SYS_setfsuid, uid); }
+int sbx_setfsgid(unsigned int gid) { return (int)syscall(SYS_setfsgid, gid); }

@@ -16,21 +16,30 @@ enum ChildReport {
         let deadline = Sys.monotonicNow() + timeout
         var payload: Int32?
         var record = sbx_report()
+        var failure: sbx_report?
         while true {
             let remaining = deadline - Sys.monotonicNow()
-            if remaining <= 0 { return .timedOut(payloadPID: payload) }
+            if remaining <= 0 {
+                if let failure { return .failed(failure, payloadPID: payload) }
+                return .timedOut(payloadPID: payload)
+            }
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&pfd, 1, Int32(min(remaining * 1000 + 1, 60_000)))
             if ready < 0 && Sys.errno == EINTR { continue }
             if ready <= 0 { continue }
             let n = withUnsafeMutableBytes(of: &record) { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n < 0 && (Sys.errno == EINTR || Sys.errno == EAGAIN) { continue }
-            if n <= 0 { return .started(payloadPID: payload) }
+            if n <= 0 {
+                if let failure { return .failed(failure, payloadPID: payload) }
+                return .started(payloadPID: payload)
+            }
             if n != MemoryLayout<sbx_report>.size { continue }
             if record.step == Int32(SBX_STEP_NONE.rawValue) {
                 payload = record.value
-            } else {
-                return .failed(record, payloadPID: payload)
+            } else if failure == nil {
+                // Keep reading to EOF: the payload's pid may come after its failure, and an
+                // unreaped payload would keep the cgroup populated.
+                failure = record
             }
         }
     }

@@ -143,7 +143,15 @@ public final class LinuxSandbox: Sendable {
         // O_NONBLOCK: a FIFO planted in the workspace must not hang the daemon.
         let flags: Int32 = mode == .read ? (O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
             : (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
-        let fd = sbx_openat2(workspaceFD, path, UInt64(flags), 0o644, resolve)
+        // Open as the sandbox's root: files are created owned by it (the workspace tmpfs belongs
+        // to the sandbox's user namespace, where host root has no id), and the daemon's DAC
+        // capabilities do not apply (they leave the effective set while fsuid is not 0).
+        // setfsuid is per thread, and nothing suspends between the two calls.
+        let oldGID = sbx_setfsgid(hostID)
+        let oldUID = sbx_setfsuid(hostID)
+        let fd = sbx_openat2(workspaceFD, path, UInt64(flags), mode == .write ? 0o644 : 0, resolve)
+        _ = sbx_setfsuid(UInt32(oldUID))
+        _ = sbx_setfsgid(UInt32(oldGID))
         if fd < 0 {
             throw LinuxSandboxError(.workspacePath, "open \(spec.workspacePath)/\(path): \(errnoName(-fd))", path: path, errno: -fd)
         }
@@ -152,13 +160,8 @@ public final class LinuxSandbox: Sendable {
             close(fd)
             throw LinuxSandboxError(.workspacePath, "\(spec.workspacePath)/\(path) is not a regular file", path: path)
         }
-        if mode == .write {
-            fchown(fd, hostID, hostID)
-            // Back to blocking for ordinary writes.
-            _ = fcntl(fd, F_SETFL, O_WRONLY)
-        } else {
-            _ = fcntl(fd, F_SETFL, O_RDONLY)
-        }
+        // Back to blocking for ordinary reads and writes.
+        _ = fcntl(fd, F_SETFL, 0)
         return FileDescriptor(rawValue: fd)
     }
 

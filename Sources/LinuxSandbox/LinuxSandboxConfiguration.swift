@@ -29,7 +29,7 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
         cgroupRoot: String = "/sys/fs/cgroup",
         cgroupSubtree: String = "sandboxd",
         stateDirectory: String = "/run/sandboxd",
-        idBase: UInt32 = 200_000,
+        idBase: UInt32 = 524_288,
         idCount: UInt32 = 65_536,
         initExecutable: String? = nil,
         runtimePaths: [String] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"],

@@ -35,12 +35,10 @@ public final class LinuxSandboxEngine: Sendable {
         availableControllers = try cgroup.prepareSubtree()
 
         // The root tmpfs of each sandbox is mounted on this directory inside the sandbox's own
-        // mount namespace; the host only ever sees it empty. The child runs as the sandbox's
-        // unprivileged uid when it mounts, so the path must be searchable by others.
+        // mount namespace; the host only ever sees it empty.
         newRootPath = configuration.stateDirectory + "/rootfs"
         for dir in [configuration.stateDirectory, newRootPath] {
-            if mkdir(dir, 0o755) != 0 && Sys.errno != EEXIST { throw .system("mkdir", dir, Sys.errno) }
-            chmod(dir, 0o755)
+            if mkdir(dir, 0o700) != 0 && Sys.errno != EEXIST { throw .system("mkdir", dir, Sys.errno) }
         }
 
         let initPath = configuration.initExecutable ?? Self.besideRunningExecutable("sandboxd-init")
@@ -251,7 +249,7 @@ public final class LinuxSandboxEngine: Sendable {
                 sbx_mount(
                     kind: Int32(step.kind.rawValue), flags: step.flags,
                     source: arena.optionalString(step.source),
-                    target: arena.string(newRootPath + step.sandboxPath),
+                    target: arena.string(String(step.sandboxPath.dropFirst())),
                     data: step.data.map { arena.bytes($0) }, data_len: step.data?.count ?? 0,
                     attr_set: step.attributes, ms_flags: step.msFlags)
             }
@@ -268,7 +266,7 @@ public final class LinuxSandboxEngine: Sendable {
             final.envp = UnsafePointer(arena.stringArray([]))
             var config = sbx_create_config(
                 cgroup_fd: initCgroupFD, new_root: arena.string(newRootPath),
-                new_root_options: arena.string("mode=0755,size=4194304,nr_inodes=4096"),
+                new_root_options: arena.string("mode=0755,uid=0,gid=0,size=4194304,nr_inodes=4096"),
                 mounts: UnsafePointer(arena.array(mounts)), nmounts: Int32(mounts.count),
                 hostname: arena.string(spec.effectiveHostname), bring_up_loopback: 1, final: final)
             return sbx_spawn_create(&config, &spawned)

@@ -76,3 +76,35 @@ func openFDCount() -> Int {
     while readdir(dir) != nil { count += 1 }
     return count - 3   // ., .., and the directory's own fd
 }
+
+/// Parent of every engine suite: sandboxes are created one test at a time, so process-wide
+/// checks (open descriptors, cgroups) see only the test's own doing, and 2-core CI machines are
+/// not swamped.
+@Suite("LinuxSandbox", .serialized)
+struct LinuxSandboxTests {}
+
+/// True when the process's descriptor count returns to `expected` (other test targets may
+/// briefly hold descriptors of their own, so a few looks are taken).
+func fdCountSettles(at expected: Int) async -> Bool {
+    for _ in 0..<20 {
+        if openFDCount() == expected { return true }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    print("open descriptors: expected \(expected), have \(openFDCount()): \(describeFDs())")
+    return false
+}
+
+/// `fd → target` for every open descriptor, for failure messages.
+func describeFDs() -> String {
+    var parts: [String] = []
+    guard let dir = opendir("/proc/self/fd") else { return "" }
+    defer { closedir(dir) }
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        if name.hasPrefix(".") { continue }
+        var buffer = [CChar](repeating: 0, count: 512)
+        let n = readlink("/proc/self/fd/" + name, &buffer, 511)
+        parts.append(name + "→" + (n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
+    }
+    return parts.joined(separator: " ")
+}

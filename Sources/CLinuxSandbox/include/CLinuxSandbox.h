@@ -91,7 +91,7 @@ struct sbx_mount {
     int32_t kind;
     uint32_t flags;
     const char *source;
-    const char *target;      // absolute, already under the new root's host path
+    const char *target;      // relative to the new root (the child's working directory)
     const char *data;
     size_t data_len;
     uint64_t attr_set;       // MOUNT_ATTR_* applied recursively after the mount
@@ -173,6 +173,10 @@ int sbx_memfd(const char *name);
 
 /// `pipe2(fds, O_CLOEXEC)`, or -errno.
 int sbx_pipe_cloexec(int fds[2]);
+
+/// `setfsuid`/`setfsgid` of the calling thread only (raw syscalls); return the previous id.
+int sbx_setfsuid(unsigned int uid);
+int sbx_setfsgid(unsigned int gid);
 
 /// `pidfd_open` (close-on-exec by default).
 int sbx_pidfd_open(int pid);
