@@ -64,6 +64,12 @@ let package = Package(
         .executableTarget(name: "sandbox-bench", dependencies: ["LinuxSandbox", "SandboxCore"],
                           path: "Benchmarks/SandboxBenchmark"),
 
+        // Store insert rates against pgbench (make bench; Benchmarks/run).
+        .executableTarget(name: "StoreBenchmark", dependencies: [
+            "Store", "SandboxCore",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/StoreBenchmark"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),

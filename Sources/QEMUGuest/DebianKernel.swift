@@ -2,7 +2,9 @@ import Foundation
 
 /// A Debian kernel image package, named exactly (`linux-image-6.1.0-56-amd64` at `6.1.192-2`).
 public struct DebianKernelPackage: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// The binary package name (`linux-image-6.1.0-56-amd64`).
     public var name: String
+    /// The Debian version (`6.1.192-2`).
     public var version: String
 
     public init(name: String, version: String) {
@@ -40,6 +42,7 @@ public struct DebianKernelPackage: Hashable, Sendable, Codable, CustomStringConv
 
 /// A kernel package unpacked into a directory: its `vmlinuz` and its modules.
 public struct ExtractedKernel: Sendable {
+    /// The package it was unpacked from.
     public var package: DebianKernelPackage
     /// Where the package's file tree was unpacked.
     public var root: String
@@ -50,6 +53,7 @@ public struct ExtractedKernel: Sendable {
     public var vmlinuzPath: String { "\(root)/boot/vmlinuz-\(release)" }
     /// The kernel's build configuration (`CONFIG_*=y|m`).
     public var configPath: String { "\(root)/boot/config-\(release)" }
+    /// `lib/modules/<release>` of the unpacked tree.
     public var modulesDirectory: String { "\(root)/\(Self.modulesParent)/\(release)" }
 
     // Debian 12 ships modules under /lib/modules; later releases under /usr/lib/modules.
@@ -116,6 +120,7 @@ public struct ExtractedKernel: Sendable {
 
     /// A module to put into an initramfs: its facts and where its file is.
     public struct Module: Sendable, Hashable {
+        /// Its name and dependencies.
         public var info: KernelModuleInfo
         /// Absolute path of the `.ko` file on the host.
         public var path: String

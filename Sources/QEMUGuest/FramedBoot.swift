@@ -7,7 +7,9 @@ import Foundation
 /// Blocking; run it on a dedicated thread. The machine's serial ports are set here:
 /// `ttyS0` → `consolePath`, `ttyS1` → `resultPath`.
 public struct FramedBoot: Sendable {
+    /// The machine to boot; its `serialFiles` are replaced by the console and result files.
     public var machine: QEMUMachine
+    /// The markers the guest's init writes around the command's output on ttyS1.
     public var frame: SerialFrame
     /// The directory for the run's files (console, result port, QEMU's log); it must exist.
     public var runDirectory: String
@@ -24,8 +26,11 @@ public struct FramedBoot: Sendable {
         self.commandTimeout = commandTimeout
     }
 
+    /// ttyS0: kernel and init messages.
     public var consolePath: String { runDirectory + "/console.log" }
+    /// ttyS1: the framed result.
     public var resultPath: String { runDirectory + "/result.log" }
+    /// QEMU's own stdout and stderr.
     public var qemuLogPath: String { runDirectory + "/qemu.log" }
 
     /// How a run ended.
@@ -44,6 +49,7 @@ public struct FramedBoot: Sendable {
 
     /// What a run produced.
     public struct Outcome: Sendable {
+        /// Why the run ended.
         public var ending: Ending
         /// The framed output (complete when finished, partial otherwise).
         public var output: [UInt8]

@@ -5,8 +5,11 @@ import Foundation
 public enum HostTool {
     /// What a finished program printed, and how it ended.
     public struct Output: Sendable {
+        /// The exit status.
         public var status: Int32
+        /// Everything it printed on stdout, as UTF-8.
         public var standardOutput: String
+        /// Everything it printed on stderr, as UTF-8.
         public var standardError: String
     }
 

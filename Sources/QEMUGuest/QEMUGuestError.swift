@@ -16,7 +16,9 @@ public struct QEMUGuestError: Error, Hashable, Sendable, CustomStringConvertible
         case invalidArgument = "invalid_argument"
     }
 
+    /// What kind of failure this is.
     public var code: Code
+    /// What failed, naming the tool, file or package.
     public var message: String
 
     public init(_ code: Code, _ message: String) {

@@ -16,9 +16,11 @@ public struct QEMUMachine: Hashable, Sendable {
 
     /// A host directory shown to the guest over virtio-9p.
     public struct Share: Hashable, Sendable {
+        /// The host directory shared.
         public var hostPath: String
         /// The name the guest mounts it by (`mount -t 9p TAG /where`).
         public var tag: String
+        /// QEMU refuses every write from the guest (`readonly=on`).
         public var readOnly: Bool
 
         public init(hostPath: String, tag: String, readOnly: Bool = true) {
@@ -28,19 +30,25 @@ public struct QEMUMachine: Hashable, Sendable {
         }
     }
 
+    /// The kernel image (`-kernel`), e.g. a Debian `vmlinuz`.
     public var kernel: String
+    /// The initramfs (`-initrd`), if any.
     public var initrd: String?
     /// The kernel command line, one argument per element.
     public var kernelArguments: [String]
+    /// Guest RAM (`-m`).
     public var memoryMiB: Int = 1024
+    /// Virtual CPUs (`-smp`).
     public var cpus: Int = 2
     /// `max` gives a TCG guest every CPU feature QEMU can emulate.
     public var cpuModel: String = "max"
+    /// TCG unless a probe showed KVM works.
     public var accelerator: Accelerator = .tcg
     /// The firmware (`-bios`); nil keeps QEMU's SeaBIOS. qboot (`/usr/share/qemu/qboot.rom`,
     /// shipped with qemu-system-data) only loads the kernel and starts it, a second or more
     /// sooner under TCG.
     public var firmware: String?
+    /// Host directories shared over virtio-9p.
     public var shares: [Share] = []
     /// Host files that receive the guest's serial ports, in order: `ttyS0`, `ttyS1`, …
     public var serialFiles: [String] = []

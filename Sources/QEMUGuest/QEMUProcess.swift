@@ -23,6 +23,7 @@ public final class QEMUProcess {
     public let pid: pid_t
     /// Where QEMU's own stdout and stderr went (its errors, not the guest's console).
     public let logPath: String
+    /// How QEMU ended, once it has been reaped.
     public private(set) var termination: Termination?
 
     /// The path of `qemu-system-x86_64`, or an error naming the package to install.

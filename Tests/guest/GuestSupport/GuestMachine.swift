@@ -24,6 +24,7 @@ public struct GuestResult: Sendable {
 
 /// Why a guest run gave no result. `description` carries the guest console's tail.
 public struct GuestMachineError: Error, CustomStringConvertible, Sendable {
+    /// The kinds of failure.
     public enum Code: String, Sendable {
         /// The kernel/initramfs could not be built (download, unpack, missing tool).
         case imageBuild = "image_build"
@@ -39,7 +40,9 @@ public struct GuestMachineError: Error, CustomStringConvertible, Sendable {
         case cancelled
     }
 
+    /// What kind of failure this is.
     public var code: Code
+    /// What happened, with the time box or QEMU's exit status.
     public var message: String
     /// What the command printed before the failure, if it started.
     public var partialOutput: String = ""
@@ -73,7 +76,9 @@ public struct GuestMachineError: Error, CustomStringConvertible, Sendable {
 /// let result = try await GuestMachine().run(["cat", "/sys/fs/cgroup/cgroup.controllers"])
 /// ```
 public struct GuestMachine: Sendable {
+    /// Guest RAM; the cgroup checks' bombs need well above their limits.
     public var memoryMiB: Int
+    /// Virtual CPUs.
     public var cpus: Int
 
     public init(memoryMiB: Int = 1024, cpus: Int = 2) {

@@ -10,10 +10,13 @@ import QEMUGuest
 public struct HostRootImage: Sendable {
     /// `<cache>/test-image/<key>`.
     public var directory: String
-    public var kernelPath: String { directory + "/vmlinuz" }
+    /// The kernel QEMU boots: the uncompressed ELF (PVH entry) when the kernel has one, else the bzImage.
+    public var kernelPath: String { directory + "/kernel" }
+    /// The initramfs without the per-run job archive.
     public var initramfsPath: String { directory + "/initramfs.cpio" }
     /// The content hash of every input (see `HostRootImage.cacheKey`).
     public var key: String
+    /// The Debian package the kernel and modules came from.
     public var kernelPackage: DebianKernelPackage
     /// True when this process built it; false when it came from the cache.
     public var wasBuilt: Bool
@@ -23,7 +26,7 @@ public struct HostRootImage: Sendable {
     public static let moduleRoots = ["virtio_pci", "9pnet_virtio", "9p"]
 
     /// Bumped whenever the way the image is put together changes without its inputs changing.
-    static let formatVersion = "host-root-image 1"
+    static let formatVersion = "host-root-image 3"
 
     static let busyboxPath = "/bin/busybox"
 
@@ -45,7 +48,15 @@ public struct HostRootImage: Sendable {
     static func prepare(cache: BuildCache, log: (String) -> Void) throws(GuestMachineError) -> HostRootImage {
         do {
             let busybox = try readStaticBusybox()
-            let kernel = try DebianKernelPackage.resolve()
+            let kernel: DebianKernelPackage
+            do {
+                kernel = try DebianKernelPackage.resolve()
+            } catch where getuid() == 0 {
+                // A machine whose packages were installed from an image may have empty apt lists.
+                log("guest: \(error); running apt-get update once and retrying")
+                try HostTool.run(["apt-get", "update", "-qq"], package: "apt")
+                kernel = try DebianKernelPackage.resolve()
+            }
             let initScript = HostRootInit.script
             let key = cacheKey(kernel: kernel, busybox: busybox, initScript: initScript)
             let (directory, built) = try cache.directory(kind: "test-image", key: key) { (scratch) throws(QEMUGuestError) in
@@ -73,15 +84,22 @@ public struct HostRootImage: Sendable {
                 let order = modules.map(\.info.name).joined(separator: "\n") + "\n"
                 try archive.addFile("lib/modules/load-order", contents: Array(order.utf8))
                 try write(archive.finished(), to: scratch + "/initramfs.cpio")
-                do {
-                    try FileManager.default.copyItem(atPath: extracted.vmlinuzPath, toPath: scratch + "/vmlinuz")
-                } catch {
-                    throw QEMUGuestError(.io, "copy \(extracted.vmlinuzPath): \(error)")
+                guard let vmlinuz = FileManager.default.contents(atPath: extracted.vmlinuzPath).map({ [UInt8]($0) }) else {
+                    throw QEMUGuestError(.io, "cannot read \(extracted.vmlinuzPath)")
                 }
+                // Booting the uncompressed kernel skips its self-decompression: seconds under TCG.
+                var kernelFormat = "bzImage"
+                var kernelImage = vmlinuz
+                if let elf = try? KernelImage.extractELF(fromBzImage: vmlinuz, scratchDirectory: scratch), KernelImage.isPVHBootable(elf: elf) {
+                    kernelImage = elf
+                    kernelFormat = "ELF (PVH entry)"
+                }
+                try write(kernelImage, to: scratch + "/kernel")
                 let manifest = """
                     key: \(key)
                     kernel: \(kernel)
                     release: \(extracted.release)
+                    kernel-format: \(kernelFormat)
                     modules: \(modules.map(\.info.name).joined(separator: " "))
                     busybox-sha256: \(SHA256.hex(of: busybox))
 
