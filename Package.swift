@@ -7,7 +7,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sandboxd", targets: ["sandboxd"]),
-        .executable(name: "sandboxd-init", targets: ["sandboxd-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -35,10 +34,6 @@ let package = Package(
         // The only code between clone and exec (async-signal-safe, no allocation).
         .target(name: "CLinuxSandbox"),
 
-        // PID 1 of every sandbox: blocks all signals and reaps orphans. Tiny C, no Swift runtime.
-        // Linked fully static: it runs inside the sandbox's root, which has no Swift runtime.
-        .executableTarget(name: "sandboxd-init", linkerSettings: [.unsafeFlags(["-static-executable"])]),
-
         // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
         .target(name: "LinuxSandbox", dependencies: [
             "SandboxCore", "CLinuxSandbox", "CSeccomp",
@@ -60,8 +55,8 @@ let package = Package(
         // The QEMU test guest (host root over 9p, real cgroup2): GuestMachine.run(...). Test-only.
         .target(name: "GuestSupport", dependencies: ["QEMUGuest"], path: "Tests/guest/GuestSupport"),
 
-        // make bench: one-shot and exec latency against bubblewrap (Benchmarks/run).
-        .executableTarget(name: "sandbox-bench", dependencies: ["LinuxSandbox", "SandboxCore"],
+        // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
                           path: "Benchmarks/SandboxBenchmark"),
 
         // Store insert rates against pgbench (make bench; Benchmarks/run).

@@ -1,6 +1,6 @@
 // One-shot `/bin/true` through the LinuxSandbox library against bubblewrap doing the same
 // isolation, run alternately in this process; then exec into an existing sandbox.
-// Prints p50 and p99 of each and the ratios. Run by Benchmarks/run (`make bench`).
+// Prints p50 and p99 of each and the ratios. Run by Benchmarks/run (`make bench`), as root, with bubblewrap installed.
 import LinuxSandbox
 import SandboxCore
 

@@ -140,9 +140,8 @@ static void apply_mount(int rfd, const struct sbx_mount *m, int index) {
                       "size=0,mode=0555") < 0)
                 fail(rfd, SBX_STEP_MOUNT, index);
         } else {
+            // /dev/null reads as empty and swallows writes, read-only or not (as runc does).
             if (mount(m->source, m->target, NULL, MS_BIND, NULL) < 0) fail(rfd, SBX_STEP_MOUNT, index);
-            if (set_attr(m->target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0) < 0)
-                fail(rfd, SBX_STEP_MOUNT_SETATTR, index);
         }
         return;
     }
@@ -190,6 +189,31 @@ static int move_high(int fd) {
     return fd < 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 3);
 }
 
+/// Drops every privilege, in this order: securebits locked (needs CAP_SETPCAP), bounding set
+/// emptied (also needs it), ambient cleared, permitted/effective/inheritable zeroed, then
+/// no_new_privs; then the seccomp filter, last, because it forbids what came before.
+static void lock_down(int rfd, const struct sock_fprog *seccomp) {
+    if (prctl(PR_SET_SECUREBITS,
+              SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
+              SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+              0, 0, 0) < 0)
+        fail(rfd, SBX_STEP_SECUREBITS, -1);
+    for (int cap = 0; cap < 64; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+            if (errno == EINVAL) break;   // past CAP_LAST_CAP
+            fail(rfd, SBX_STEP_CAPBSET_DROP, cap);
+        }
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) fail(rfd, SBX_STEP_CAP_AMBIENT, -1);
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &hdr, data) < 0) fail(rfd, SBX_STEP_CAPSET, -1);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(rfd, SBX_STEP_NO_NEW_PRIVS, -1);
+    if (seccomp && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, seccomp) < 0)
+        fail(rfd, SBX_STEP_SECCOMP, -1);
+}
+
 __attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_final *f) {
     // stdio: first move every source above 2 so one dup2 cannot clobber another's source.
     int in = f->stdin_fd >= 0 ? move_high(f->stdin_fd) : open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -209,45 +233,25 @@ __attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_
     }
 
     // Handlers the daemon installed are reset by execve; ignored signals (SIGPIPE) are not.
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
+    // The init alone ignores SIGCHLD: the kernel then reaps the orphans reparented to it.
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
     for (int sig = 1; sig < NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        (void)sigaction(sig, &dfl, NULL);   // glibc-internal signals answer EINVAL: harmless
+        act.sa_handler = (sig == SIGCHLD && f->ignore_sigchld) ? SIG_IGN : SIG_DFL;
+        (void)sigaction(sig, &act, NULL);   // glibc-internal signals answer EINVAL: harmless
     }
 
     // Every fd but stdio closes at exec (the report pipe and the exec fd must live until then).
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) fail(rfd, SBX_STEP_CLOSE_FDS, -1);
 
-    // Capabilities: lock the securebits first (needs CAP_SETPCAP), then empty the bounding set
-    // (also needs it), the ambient set, and finally permitted/effective/inheritable.
-    if (prctl(PR_SET_SECUREBITS,
-              SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED |
-              SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
-              0, 0, 0) < 0)
-        fail(rfd, SBX_STEP_SECUREBITS, -1);
-    for (int cap = 0; cap < 64; cap++) {
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-            if (errno == EINVAL) break;   // past CAP_LAST_CAP
-            fail(rfd, SBX_STEP_CAPBSET_DROP, cap);
-        }
-    }
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) fail(rfd, SBX_STEP_CAP_AMBIENT, -1);
-    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
-    struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof data);
-    if (syscall(SYS_capset, &hdr, data) < 0) fail(rfd, SBX_STEP_CAPSET, -1);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail(rfd, SBX_STEP_NO_NEW_PRIVS, -1);
-
     sigset_t none;
     sigemptyset(&none);
     if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) fail(rfd, SBX_STEP_SIGNALS, -1);
 
-    // seccomp last: from here on only write (report), execve and exit_group are needed.
-    if (f->seccomp && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, f->seccomp) < 0)
-        fail(rfd, SBX_STEP_SECCOMP, -1);
+    lock_down(rfd, f->seccomp);
 
+    // From here on only write (report), execve and exit_group are needed.
     if (f->exec_fd >= 0) {
         syscall(SYS_execveat, f->exec_fd, "", f->argv, f->envp, AT_EMPTY_PATH);
         fail(rfd, SBX_STEP_EXEC, -1);
@@ -262,6 +266,42 @@ __attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_
     }
     errno = saved;
     fail(rfd, SBX_STEP_EXEC, saved_index);
+}
+
+/// PID 1 of a one-shot sandbox once its payload runs: holds nothing, may do nothing, reaps
+/// whatever reaches it and reports the payload's end. Its exit ends the pid namespace.
+__attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_t payload, const struct sock_fprog *seccomp) {
+    // The payload holds its own copy of the report pipe until exec; ours must go for EOF.
+    // Everything but the status pipe goes, stdio included.
+    int keep = move_high(status_fd);
+    if (keep < 0) fail(rfd, SBX_STEP_CLOSE_FDS, -1);
+    (void)syscall(SYS_close_range, 0U, (unsigned)keep - 1, 0U);
+    (void)syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
+    rfd = -1;
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    lock_down(keep, NULL);   // no report pipe any more: failures end up as a missing status
+    if (seccomp && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, seccomp) < 0) _exit(126);
+
+    struct sbx_exit result;
+    memset(&result, 0, sizeof result);
+    for (;;) {
+        int st = 0;
+        struct rusage ru;
+        pid_t pid = wait4(-1, &st, 0, &ru);
+        if (pid < 0) {
+            if (errno == EINTR) continue;
+            _exit(125);   // ECHILD: cannot happen while the payload is unreaped
+        }
+        if (pid != payload) continue;   // an orphan
+        if (WIFEXITED(st)) { result.code = CLD_EXITED; result.status = WEXITSTATUS(st); }
+        else { result.code = WCOREDUMP(st) ? CLD_DUMPED : CLD_KILLED; result.status = WTERMSIG(st); }
+        result.maxrss_kib = ru.ru_maxrss;
+        result.utime_usec = ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec;
+        result.stime_usec = ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec;
+        ssize_t n;
+        do { n = write(keep, &result, sizeof result); } while (n < 0 && errno == EINTR);
+        _exit(0);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,6 +343,20 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
     if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0) fail(rfd, SBX_STEP_SETHOSTNAME, -1);
     if (c->bring_up_loopback && loopback_up() < 0) fail(rfd, SBX_STEP_LOOPBACK, -1);
 
+    if (c->run_payload) {
+        // vfork: the payload borrows our memory until its exec instead of copying the page
+        // tables of a daemon-sized address space; it touches only its own stack frames.
+        pid_t pid = vfork();
+        if (pid == 0) finish_and_exec(rfd, &c->payload);
+        if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
+        // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments.
+        if (c->argv_area && c->argv_area_len > sizeof "sandboxd-init") {
+            memset(c->argv_area, 0, c->argv_area_len);
+            memcpy(c->argv_area, "sandboxd-init", sizeof "sandboxd-init");
+        }
+        (void)prctl(PR_SET_NAME, "sandboxd-init", 0, 0, 0);
+        one_shot_init(rfd, c->status_fd, pid, c->final.seccomp);
+    }
     finish_and_exec(rfd, &c->final);
 }
 

@@ -5,23 +5,123 @@ import SandboxCore
 import Glibc
 #endif
 
-extension LinuxSandbox {
+/// A command's argv, environment, executable candidates and working directory, computed by
+/// the daemon before the clone.
+struct CommandPlan {
     static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    /// The environment a command starts with: fixed PATH and HOME, then the spec's, then the
-    /// request's variables.
-    func environment(for request: ExecRequest) -> [String: String] {
+    let arguments: [String]
+    /// `KEY=value`, sorted.
+    let environment: [String]
+    /// Where `execve` looks, in order: `argv[0]` itself when it has a `/`, else each PATH entry.
+    let candidates: [String]
+    let cwd: String
+
+    /// Fixed PATH and HOME first, then the spec's variables, then the request's.
+    init(spec: SandboxSpec, request: ExecRequest) {
         var env = ["PATH": Self.defaultPath, "HOME": spec.workspacePath]
         for (k, v) in spec.environment { env[k] = v }
         for (k, v) in request.environment { env[k] = v }
-        return env
+        arguments = request.arguments
+        environment = env.keys.sorted().map { "\($0)=\(env[$0]!)" }
+        let name = request.arguments[0]
+        if name.contains("/") {
+            candidates = [name]
+        } else {
+            candidates = (env["PATH"] ?? Self.defaultPath).split(separator: ":", omittingEmptySubsequences: false)
+                .map { $0.isEmpty ? "./" + name : $0 + "/" + name }
+        }
+        cwd = request.workingDirectory ?? spec.workspacePath
     }
 
-    /// Where `execve` looks, in order: `argv[0]` itself when it has a `/`, else each PATH entry.
-    static func executableCandidates(_ name: String, path: String) -> [String] {
-        if name.contains("/") { return [name] }
-        return path.split(separator: ":", omittingEmptySubsequences: false)
-            .map { $0.isEmpty ? "./" + name : $0 + "/" + name }
+    /// The C description of the command's last steps; strings live in `arena`.
+    func final(arena: CArena, pipes: CommandPipes, rlimits: [sbx_rlimit], seccomp: SeccompProgram) -> sbx_final {
+        var final = sbx_final()
+        final.stdin_fd = pipes.stdinRead
+        final.stdout_fd = pipes.stdoutWrite
+        final.stderr_fd = pipes.stderrWrite
+        final.cwd = arena.string(cwd)
+        final.rlimits = UnsafePointer(arena.array(rlimits))
+        final.nrlimits = Int32(rlimits.count)
+        final.seccomp = UnsafePointer(seccomp.program)
+        final.exec_fd = -1
+        final.exec_paths = UnsafePointer(arena.array(candidates.map { Optional(arena.string($0)) }))
+        final.nexec_paths = Int32(candidates.count)
+        final.argv = UnsafePointer(arena.stringArray(arguments))
+        final.envp = UnsafePointer(arena.stringArray(environment))
+        final.ignore_sigchld = 0
+        return final
+    }
+
+    /// The path an exec failure names: the bare command when nothing on PATH had it.
+    func failedPath(_ record: sbx_report) -> String {
+        if record.error == ENOENT && !arguments[0].contains("/") { return arguments[0] }
+        return candidates[max(0, min(Int(record.index), candidates.count - 1))]
+    }
+}
+
+/// stdin, stdout and stderr pipes of one command. The child's ends are closed once it has its
+/// copies; ours are non-blocking. Everything is close-on-exec.
+struct CommandPipes {
+    var stdinRead: Int32 = -1, stdinWrite: Int32 = -1
+    var stdoutRead: Int32 = -1, stdoutWrite: Int32 = -1
+    var stderrRead: Int32 = -1, stderrWrite: Int32 = -1
+
+    init() throws(LinuxSandboxError) {
+        var made: [[Int32]] = []
+        for _ in 0..<3 {
+            var pair: [Int32] = [-1, -1]
+            let rc = sbx_pipe_cloexec(&pair)
+            if rc != 0 {
+                for fd in made.joined() { close(fd) }
+                throw .system("pipe2", nil, -rc)
+            }
+            made.append(pair)
+        }
+        (stdinRead, stdinWrite) = (made[0][0], made[0][1])
+        (stdoutRead, stdoutWrite) = (made[1][0], made[1][1])
+        (stderrRead, stderrWrite) = (made[2][0], made[2][1])
+        for fd in [stdinWrite, stdoutRead, stderrRead] { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
+        // Bigger pipes: fewer wake-ups when a command floods its output.
+        for fd in [stdoutRead, stderrRead] { _ = fcntl(fd, 1031 /* F_SETPIPE_SZ */, 1 << 20) }
+    }
+
+    mutating func closeChildEnds() {
+        for fd in [stdinRead, stdoutWrite, stderrWrite] where fd >= 0 { close(fd) }
+        stdinRead = -1; stdoutWrite = -1; stderrWrite = -1
+    }
+
+    /// Marks descriptors the monitor already closed.
+    mutating func forget(_ fds: [Int32]) {
+        for fd in fds {
+            if stdinWrite == fd { stdinWrite = -1 }
+            if stdoutRead == fd { stdoutRead = -1 }
+            if stderrRead == fd { stderrRead = -1 }
+        }
+    }
+
+    mutating func closeAll() {
+        closeChildEnds()
+        for fd in [stdinWrite, stdoutRead, stderrRead] where fd >= 0 { close(fd) }
+        stdinWrite = -1; stdoutRead = -1; stderrRead = -1
+    }
+}
+
+extension LinuxSandbox {
+    static func validate(_ request: ExecRequest) throws(LinuxSandboxError) {
+        guard !request.arguments.isEmpty, !request.arguments[0].isEmpty else {
+            throw LinuxSandboxError(.invalidRequest, "the command is empty")
+        }
+        if request.arguments.contains(where: { $0.utf8.contains(0) }) {
+            throw LinuxSandboxError(.invalidRequest, "a command argument contains a NUL byte")
+        }
+        for (key, value) in request.environment { try LinuxSandboxEngine.validateEnvironment(key, value) }
+        if let cwd = request.workingDirectory, !cwd.hasPrefix("/") || cwd.utf8.contains(0) {
+            throw LinuxSandboxError(.invalidRequest, "working directory \"\(cwd)\" must be an absolute path", path: cwd)
+        }
+        if let timeout = request.timeout, !(timeout > 0 && timeout.isFinite) {
+            throw LinuxSandboxError(.invalidRequest, "timeout must be a positive number of seconds")
+        }
     }
 
     func execBlocking(
@@ -33,9 +133,12 @@ extension LinuxSandbox {
         var keepCgroup = false
         defer {
             if !keepCgroup {
-                _ = cgroup.kill(execCgroup)
-                _ = cgroup.waitUntilEmpty(execCgroup, timeout: 2)
-                _ = cgroup.removeTree(execCgroup)
+                // Usually empty already: then rmdir is all it takes.
+                if !cgroup.removeTree(execCgroup, timeout: 0) {
+                    _ = cgroup.kill(execCgroup)
+                    _ = cgroup.waitUntilEmpty(execCgroup, timeout: 2)
+                    _ = cgroup.removeTree(execCgroup)
+                }
             }
         }
         let execCgroupFD = try cgroup.openDirectory(execCgroup)
@@ -43,53 +146,21 @@ extension LinuxSandbox {
         // One OOM kill takes the whole exec: no half-dead process trees.
         if engine.availableControllers.contains("memory") { try? Sys.writeFile(execCgroup + "/memory.oom.group", "1") }
 
-        // Pipes: the child's ends are dup'ed onto 0/1/2; ours are non-blocking.
-        var pipes: [[Int32]] = []
-        for _ in 0..<3 {
-            var pair: [Int32] = [-1, -1]
-            let rc = sbx_pipe_cloexec(&pair)
-            if rc != 0 {
-                let e = -rc
-                for fd in pipes.joined() { close(fd) }
-                throw .system("pipe2", nil, e)
-            }
-            pipes.append(pair)
-        }
-        let stdinPipe = pipes[0], stdoutPipe = pipes[1], stderrPipe = pipes[2]
-        let stdinWrite = stdinPipe[1], stdoutRead = stdoutPipe[0], stderrRead = stderrPipe[0]
-        for fd in [stdinWrite, stdoutRead, stderrRead] { _ = fcntl(fd, F_SETFL, O_NONBLOCK) }
-        // Bigger pipes: fewer wake-ups when a command floods its output.
-        for fd in [stdoutRead, stderrRead] { _ = fcntl(fd, 1031 /* F_SETPIPE_SZ */, 1 << 20) }
-
-        let env = environment(for: request)
-        let candidates = Self.executableCandidates(request.arguments[0], path: env["PATH"] ?? Self.defaultPath)
-        let cwd = request.workingDirectory ?? spec.workspacePath
+        let plan = CommandPlan(spec: spec, request: request)
+        var pipes = try CommandPipes()
+        defer { pipes.closeAll() }
 
         let start = Sys.monotonicNow()
         var spawned = sbx_spawned()
         let rc: Int32 = {
             let arena = CArena()
-            var final = sbx_final()
-            final.stdin_fd = stdinPipe[0]
-            final.stdout_fd = stdoutPipe[1]
-            final.stderr_fd = stderrPipe[1]
-            final.cwd = arena.string(cwd)
-            final.rlimits = UnsafePointer(arena.array(rlimits))
-            final.nrlimits = Int32(rlimits.count)
-            final.seccomp = UnsafePointer(engine.seccomp.program)
-            final.exec_fd = -1
-            let paths = candidates.map { arena.string($0) }
-            final.exec_paths = UnsafePointer(arena.array(paths.map { Optional($0) }))
-            final.nexec_paths = Int32(paths.count)
-            final.argv = UnsafePointer(arena.stringArray(request.arguments))
-            final.envp = UnsafePointer(arena.stringArray(env.keys.sorted().map { "\($0)=\(env[$0]!)" }))
-            var config = sbx_exec_config(cgroup_fd: execCgroupFD, init_pidfd: initPidfd, final: final)
+            var config = sbx_exec_config(
+                cgroup_fd: execCgroupFD, init_pidfd: initPidfd,
+                final: plan.final(arena: arena, pipes: pipes, rlimits: rlimits, seccomp: engine.seccomp))
             return sbx_spawn_exec(&config, &spawned)
         }()
         // The child has its copies; ours of the child's ends must go, or EOF never comes.
-        close(stdinPipe[0]); close(stdoutPipe[1]); close(stderrPipe[1])
-        var parentFDs: Set<Int32> = [stdinWrite, stdoutRead, stderrRead]
-        defer { for fd in parentFDs { close(fd) } }
+        pipes.closeChildEnds()
         if rc < 0 { throw .system("clone3", execCgroup, -rc) }
 
         // The intermediate child joins the namespaces, forks the command and exits at once.
@@ -108,10 +179,9 @@ extension LinuxSandbox {
             }
             var path: String?
             if record.step == Int32(SBX_STEP_EXEC.rawValue) {
-                path = record.error == ENOENT && !request.arguments[0].contains("/")
-                    ? request.arguments[0] : candidates[max(0, min(Int(record.index), candidates.count - 1))]
+                path = plan.failedPath(record)
             } else if record.step == Int32(SBX_STEP_CHDIR.rawValue) {
-                path = cwd
+                path = plan.cwd
             }
             throw ChildReport.error(record, path: path)
         case .timedOut(let pid):
@@ -135,11 +205,11 @@ extension LinuxSandbox {
 
         // Supervise: feed stdin, drain output, watch the pidfd and the clock.
         var monitor = ExecMonitor(
-            stdinFD: stdinWrite, stdin: request.stdin, stdoutFD: stdoutRead, stderrFD: stderrRead, pidfd: payloadPidfd,
-            outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout, onOutput: onOutput,
-            kill: { _ = cgroup.kill(execCgroup); _ = sbx_pidfd_send_signal(payloadPidfd, SIGKILL) })
+            stdinFD: pipes.stdinWrite, stdin: request.stdin, stdoutFD: pipes.stdoutRead, stderrFD: pipes.stderrRead,
+            pidfd: payloadPidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
+            onOutput: onOutput, kill: { _ = cgroup.kill(execCgroup); _ = sbx_pidfd_send_signal(payloadPidfd, SIGKILL) })
         monitor.run()
-        for fd in monitor.closedFDs { parentFDs.remove(fd) }
+        pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
 
         var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, maxRSS = 0, utime = 0, stime = 0

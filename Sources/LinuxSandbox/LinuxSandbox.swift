@@ -72,18 +72,8 @@ public final class LinuxSandbox: Sendable {
     public func exec(
         _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(LinuxSandboxError) -> ExecResult {
-        guard !request.arguments.isEmpty, !request.arguments[0].isEmpty else {
-            throw LinuxSandboxError(.invalidRequest, "the command is empty")
-        }
-        if request.arguments.contains(where: { $0.utf8.contains(0) }) {
-            throw LinuxSandboxError(.invalidRequest, "a command argument contains a NUL byte")
-        }
-        for (key, value) in request.environment { try LinuxSandboxEngine.validateEnvironment(key, value) }
-        if let cwd = request.workingDirectory, !cwd.hasPrefix("/") || cwd.utf8.contains(0) {
-            throw LinuxSandboxError(.invalidRequest, "working directory \"\(cwd)\" must be an absolute path", path: cwd)
-        }
+        try Self.validate(request)
         let timeout = request.timeout ?? spec.limits.executionTimeout
-        guard timeout > 0, timeout.isFinite else { throw LinuxSandboxError(.invalidRequest, "timeout must be positive") }
         let number: Int = try state.withLock { (s: inout State) throws(LinuxSandboxError) -> Int in
             if s.destroyed { throw LinuxSandboxError(.sandboxGone, "sandbox \(id) was destroyed") }
             s.execCount += 1
@@ -110,16 +100,7 @@ public final class LinuxSandbox: Sendable {
 
     private func destroyBlocking() {
         state.withLock { $0.destroyed = true }
-        let cgroup = engine.cgroup
-        if !cgroup.kill(cgroupPath) { _ = sbx_pidfd_send_signal(initPidfd, SIGKILL) }
-        // Reap our child, the init; the rest of the pid namespace dies with it.
-        var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
-        _ = poll(&pfd, 1, 5_000)
-        var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-        _ = sbx_waitid_pidfd(initPidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st)
-        let empty = cgroup.waitUntilEmpty(cgroupPath, timeout: 5)
-        // Only a sandbox whose processes are all gone gives its uid back.
-        if cgroup.removeTree(cgroupPath) && empty { engine.releaseSlot(slot) }
+        engine.destroySandbox(cgroupPath: cgroupPath, initPidfd: initPidfd, slot: slot)
     }
 
     // MARK: - Workspace files

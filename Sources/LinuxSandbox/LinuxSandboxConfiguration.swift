@@ -15,8 +15,10 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
     public var idBase: UInt32
     /// How many ids (and so concurrent sandboxes) the range holds.
     public var idCount: UInt32
-    /// The `sandboxd-init` executable (PID 1 of every sandbox); `nil`: next to the running binary.
-    public var initExecutable: String?
+    /// PID 1 of a persistent sandbox: a program from the sandbox's runtime that waits forever.
+    /// It runs with SIGCHLD ignored, so the kernel reaps every orphan reparented to it; it has no
+    /// handlers, so nothing inside can signal it. Shows as `sandboxd-init` in `/proc/1/cmdline`.
+    public var initCommand: [String]
     /// Host directories bound read-only at the same place (symlinks copied as symlinks).
     public var runtimePaths: [String]
     /// Non-secret host files under /etc the runtime needs (dynamic loader cache, alternatives,
@@ -31,7 +33,7 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
         stateDirectory: String = "/run/sandboxd",
         idBase: UInt32 = 524_288,
         idCount: UInt32 = 65_536,
-        initExecutable: String? = nil,
+        initCommand: [String] = ["/usr/bin/sleep", "infinity"],
         runtimePaths: [String] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"],
         hostEtcPaths: [String] = [
             "/etc/ld.so.cache", "/etc/alternatives", "/etc/ssl/certs", "/etc/ca-certificates",
@@ -44,7 +46,7 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
         self.stateDirectory = stateDirectory
         self.idBase = idBase
         self.idCount = idCount
-        self.initExecutable = initExecutable
+        self.initCommand = initCommand
         self.runtimePaths = runtimePaths
         self.hostEtcPaths = hostEtcPaths
         self.setupTimeout = setupTimeout

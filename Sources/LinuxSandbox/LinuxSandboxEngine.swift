@@ -15,9 +15,9 @@ public final class LinuxSandboxEngine: Sendable {
     /// The cgroup v2 limit controllers (`cpu`, `memory`, `pids`) sandboxes get on this host.
     public let availableControllers: Set<String>
     let cgroup: Cgroup2
-    let initExecutableFD: Int32
     let newRootPath: String
     let seccomp: SeccompProgram
+    let hostRuntime: RootfsPlan.HostRuntime
     private let usedSlots = Mutex<Set<UInt32>>([])
 
     /// Prepares the cgroup subtree, the state directory and the seccomp program.
@@ -41,29 +41,17 @@ public final class LinuxSandboxEngine: Sendable {
             if mkdir(dir, 0o700) != 0 && Sys.errno != EEXIST { throw .system("mkdir", dir, Sys.errno) }
         }
 
-        let initPath = configuration.initExecutable ?? Self.besideRunningExecutable("sandboxd-init")
-        let fd = open(initPath, Int32(SBX_O_PATH) | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw LinuxSandboxError(.system, "open(\"\(initPath)\"): \(errnoName(Sys.errno)) — the sandbox init executable (built as the sandboxd-init product) is needed next to the daemon or set in the configuration", errno: Sys.errno)
+        guard let initPath = configuration.initCommand.first, initPath.hasPrefix("/"),
+              configuration.runtimePaths.contains(where: { initPath.hasPrefix($0 + "/") }) else {
+            throw LinuxSandboxError(.invalidRequest, "the init command must be an absolute path inside one of the runtime paths \(configuration.runtimePaths)")
         }
         guard access(initPath, X_OK) == 0 else {
-            close(fd)
-            throw LinuxSandboxError(.system, "\(initPath) is not executable")
+            throw LinuxSandboxError(.system, "the sandbox init \(initPath) is not an executable on this host: \(errnoName(Sys.errno))", errno: Sys.errno)
         }
-        initExecutableFD = fd
         seccomp = try SeccompProgram.standard.get()
+        hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
     }
 
-    deinit { close(initExecutableFD) }
-
-    static func besideRunningExecutable(_ name: String) -> String {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return name }
-        let exe = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = exe.lastIndex(of: "/") else { return name }
-        return String(exe[..<slash]) + "/" + name
-    }
 
     // MARK: - Public API
 
@@ -83,18 +71,22 @@ public final class LinuxSandboxEngine: Sendable {
     }
 
     /// One-shot: create, run one command, destroy (also when the command or creation fails).
+    ///
+    /// The same isolation as `create` + `exec`, done in one step: the sandbox's PID 1 starts the
+    /// command itself and the whole sandbox is torn down when it ends (or times out).
     public func run(
         _ spec: SandboxSpec, _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(LinuxSandboxError) -> ExecResult {
-        let sandbox = try await create(spec)
-        do {
-            let result = try await sandbox.exec(request, onOutput: onOutput)
-            await sandbox.destroy()
-            return result
-        } catch {
-            await sandbox.destroy()
-            throw error
+        try Self.validate(spec)
+        try LinuxSandbox.validate(request)
+        let enforced = try limitsEnforced(for: spec)
+        let timeout = request.timeout ?? spec.limits.executionTimeout
+        let result: Result<ExecResult, LinuxSandboxError> = await onDedicatedThread {
+            Result { () throws(LinuxSandboxError) in
+                try self.runBlocking(spec, request, limitsEnforced: enforced, timeout: timeout, onOutput: onOutput)
+            }
         }
+        return try result.get()
     }
 
     /// Whether `spec`'s limits can all be enforced here. Throws `controllersMissing` when they
@@ -114,7 +106,8 @@ public final class LinuxSandboxEngine: Sendable {
             "resource limits need the cgroup v2 controller\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), "
                 + "which \(cgroup.subtreePath) does not offer (it offers: \(offered.isEmpty ? "none" : offered.joined(separator: " ")); "
                 + "\(cgroup.mountPoint)/cgroup.controllers lists: \(rootOffered.isEmpty ? "none" : rootOffered.joined(separator: " "))). "
-                + "Run on a host with a cgroup v2 hierarchy delegated to sandboxd, or set resources.enforcement: best-effort "
+                + "Run on a host with a cgroup v2 hierarchy delegated to sandboxd (whose own process sits in a leaf cgroup, not in a "
+                + "parent of the subtree, where controllers cannot be enabled), or set resources.enforcement: best-effort "
                 + "to fall back to rlimits and record limits_enforced: false")
     }
 
@@ -216,7 +209,39 @@ public final class LinuxSandboxEngine: Sendable {
         return list
     }
 
-    private func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool) throws(LinuxSandboxError) -> LinuxSandbox {
+    /// Where this process's argv strings lie (contiguous, at the top of the initial stack), so the
+    /// one-shot PID 1, a copy of this process, can blank them in its own memory.
+    static var commandLineArea: (start: UnsafeMutablePointer<CChar>?, length: Int) {
+        (UnsafeMutablePointer(bitPattern: commandLineRange.start), commandLineRange.length)
+    }
+    private static let commandLineRange: (start: UInt, length: Int) = {
+        let argc = Int(CommandLine.argc)
+        guard argc > 0, let first = CommandLine.unsafeArgv[0], let last = CommandLine.unsafeArgv[argc - 1] else { return (0, 0) }
+        let end = last + strlen(last) + 1
+        let length = end - first
+        return length > 0 && length < 1 << 20 ? (UInt(bitPattern: first), length) : (0, 0)
+    }()
+
+    /// A sandbox's init, started and past setup; the caller owns all of it.
+    struct Launched {
+        let slot: UInt32
+        let hostID: UInt32
+        let cgroupPath: String
+        let pid: Int32
+        let pidfd: Int32
+        let rlimits: [sbx_rlimit]
+    }
+
+    /// A one-shot command: PID 1 runs it and reports its end on `statusWrite`.
+    struct OneShotCommand {
+        let plan: CommandPlan
+        let pipes: CommandPipes
+        let statusWrite: Int32
+    }
+
+    /// Creates the cgroup, clones the child into every namespace, writes its id maps and waits
+    /// until it has built the sandbox and exec'd its init (or, one-shot, the command).
+    func launch(_ spec: SandboxSpec, limitsEnforced: Bool, oneShot: OneShotCommand?) throws(LinuxSandboxError) -> Launched {
         let slot = try allocateSlot()
         let hostID = configuration.idBase + slot
         let cgroupPath = cgroup.sandboxPath(spec.id)
@@ -224,7 +249,11 @@ public final class LinuxSandboxEngine: Sendable {
         var cgroupMade = false
         defer {
             if !succeeded {
-                if cgroupMade { _ = cgroup.kill(cgroupPath); _ = cgroup.removeTree(cgroupPath) }
+                if cgroupMade {
+                    _ = cgroup.kill(cgroupPath)
+                    _ = cgroup.waitUntilEmpty(cgroupPath, timeout: 5)
+                    _ = cgroup.removeTree(cgroupPath)
+                }
                 releaseSlot(slot)
             }
         }
@@ -239,7 +268,7 @@ public final class LinuxSandboxEngine: Sendable {
         let initCgroupFD = try cgroup.openDirectory(cgroupPath + "/init")
         defer { close(initCgroupFD) }
 
-        let steps = try RootfsPlan.build(spec: spec, configuration: configuration)
+        let steps = try RootfsPlan.build(spec: spec, host: hostRuntime)
         let limitList = rlimits(for: spec, enforced: limitsEnforced)
 
         var spawned = sbx_spawned()
@@ -253,22 +282,38 @@ public final class LinuxSandboxEngine: Sendable {
                     data: step.data.map { arena.bytes($0) }, data_len: step.data?.count ?? 0,
                     attr_set: step.attributes, ms_flags: step.msFlags)
             }
-            var final = sbx_final()
-            final.stdin_fd = -1; final.stdout_fd = -1; final.stderr_fd = -1
-            final.cwd = arena.string("/")
-            final.rlimits = UnsafePointer(arena.array(Array(limitList.prefix(2))))  // init: core + nofile only
-            final.nrlimits = 2
-            final.seccomp = UnsafePointer(seccomp.program)
-            final.exec_fd = initExecutableFD
-            final.exec_paths = nil
-            final.nexec_paths = 0
-            final.argv = UnsafePointer(arena.stringArray(["sandboxd-init"]))
-            final.envp = UnsafePointer(arena.stringArray([]))
-            var config = sbx_create_config(
-                cgroup_fd: initCgroupFD, new_root: arena.string(newRootPath),
-                new_root_options: arena.string("mode=0755,uid=0,gid=0,size=4194304,nr_inodes=4096"),
-                mounts: UnsafePointer(arena.array(mounts)), nmounts: Int32(mounts.count),
-                hostname: arena.string(spec.effectiveHostname), bring_up_loopback: 1, final: final)
+            // The init of a persistent sandbox: only the core and open-files limits, so a
+            // best-effort CPU or memory rlimit can never take it down.
+            var initFinal = sbx_final()
+            initFinal.stdin_fd = -1; initFinal.stdout_fd = -1; initFinal.stderr_fd = -1
+            initFinal.cwd = arena.string("/")
+            initFinal.rlimits = UnsafePointer(arena.array(Array(limitList.prefix(2))))
+            initFinal.nrlimits = 2
+            initFinal.seccomp = UnsafePointer(seccomp.program)
+            initFinal.exec_fd = -1
+            initFinal.exec_paths = UnsafePointer(arena.array([Optional(arena.string(configuration.initCommand[0]))]))
+            initFinal.nexec_paths = 1
+            initFinal.argv = UnsafePointer(arena.stringArray(["sandboxd-init"] + configuration.initCommand.dropFirst()))
+            initFinal.envp = UnsafePointer(arena.stringArray([]))
+            initFinal.ignore_sigchld = 1
+            var config = sbx_create_config()
+            config.cgroup_fd = initCgroupFD
+            config.new_root = arena.string(newRootPath)
+            config.new_root_options = arena.string("mode=0755,uid=0,gid=0,size=4194304,nr_inodes=4096")
+            config.mounts = UnsafePointer(arena.array(mounts))
+            config.nmounts = Int32(mounts.count)
+            config.hostname = arena.string(spec.effectiveHostname)
+            config.bring_up_loopback = 1
+            config.final = initFinal
+            if let oneShot {
+                config.run_payload = 1
+                config.status_fd = oneShot.statusWrite
+                config.payload = oneShot.plan.final(arena: arena, pipes: oneShot.pipes, rlimits: limitList,
+                                                    seccomp: seccomp)
+                let area = Self.commandLineArea
+                config.argv_area = area.start
+                config.argv_area_len = area.length
+            }
             return sbx_spawn_create(&config, &spawned)
         }()
         if rc < 0 { throw .system("clone3", cgroupPath + "/init", -rc) }
@@ -301,6 +346,10 @@ public final class LinuxSandboxEngine: Sendable {
                 if step.kind == SBX_MOUNT_BIND, let source = step.source, source != step.sandboxPath {
                     detail = "from \(source) on the host"
                 }
+            } else if record.step == Int32(SBX_STEP_EXEC.rawValue) {
+                path = oneShot.map { $0.plan.failedPath(record) } ?? configuration.initCommand[0]
+            } else if record.step == Int32(SBX_STEP_CHDIR.rawValue) {
+                path = oneShot?.plan.cwd
             }
             throw ChildReport.error(record, path: path, detail: detail)
         case .timedOut:
@@ -308,24 +357,112 @@ public final class LinuxSandboxEngine: Sendable {
         case .started:
             break
         }
-        // EOF without a record: exec'd, unless the child died on the way.
-        var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-        if sbx_waitid_pidfd(pidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st) == 0, pid != 0 {
-            pidfdOwned = false
-            close(pidfd)
-            throw LinuxSandboxError(.childSetup, "the sandbox init ended during setup (\(code == CLD_EXITED ? "exit \(status)" : "signal \(status)"))", step: "exec")
+        if oneShot == nil {
+            // EOF without a record: exec'd, unless the child died on the way.
+            var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
+            if sbx_waitid_pidfd(pidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st) == 0, pid != 0 {
+                pidfdOwned = false
+                close(pidfd)
+                throw LinuxSandboxError(.childSetup, "the sandbox init ended during setup (\(code == CLD_EXITED ? "exit \(status)" : "signal \(status)"))", step: "exec")
+            }
         }
-
-        let workspacePath = "/proc/\(spawned.pid)/root\(spec.workspacePath)"
-        let workspaceFD = open(workspacePath, Int32(SBX_O_PATH) | O_DIRECTORY | O_CLOEXEC)
-        if workspaceFD < 0 { throw .system("open", workspacePath, Sys.errno) }
-
         pidfdOwned = false
         succeeded = true
+        return Launched(slot: slot, hostID: hostID, cgroupPath: cgroupPath, pid: spawned.pid, pidfd: pidfd, rlimits: limitList)
+    }
+
+    private func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool) throws(LinuxSandboxError) -> LinuxSandbox {
+        let launched = try launch(spec, limitsEnforced: limitsEnforced, oneShot: nil)
+        let workspacePath = "/proc/\(launched.pid)/root\(spec.workspacePath)"
+        let workspaceFD = open(workspacePath, Int32(SBX_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        if workspaceFD < 0 {
+            let e = Sys.errno
+            tearDown(launched)
+            throw .system("open", workspacePath, e)
+        }
         return LinuxSandbox(
-            engine: self, spec: spec, slot: slot, hostID: hostID, initPID: spawned.pid, initPidfd: pidfd,
-            cgroupPath: cgroupPath, workspaceFD: workspaceFD, limitsEnforced: limitsEnforced,
-            rlimits: limitList)
+            engine: self, spec: spec, slot: launched.slot, hostID: launched.hostID, initPID: launched.pid,
+            initPidfd: launched.pidfd, cgroupPath: launched.cgroupPath, workspaceFD: workspaceFD,
+            limitsEnforced: limitsEnforced, rlimits: launched.rlimits)
+    }
+
+    /// Kills everything in a sandbox's cgroup, reaps its init, removes the cgroup and frees the
+    /// uid (only when nothing is left running under it). Closes the init's pidfd.
+    func tearDown(_ launched: Launched) {
+        destroySandbox(cgroupPath: launched.cgroupPath, initPidfd: launched.pidfd, slot: launched.slot)
+        close(launched.pidfd)
+    }
+
+    func destroySandbox(cgroupPath: String, initPidfd: Int32, slot: UInt32) {
+        if !cgroup.kill(cgroupPath) { _ = sbx_pidfd_send_signal(initPidfd, SIGKILL) }
+        // Reap our child, the init; the rest of the pid namespace dies with it.
+        var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, 5_000)
+        var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
+        _ = sbx_waitid_pidfd(initPidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st)
+        let empty = cgroup.waitUntilEmpty(cgroupPath, timeout: 5)
+        if cgroup.removeTree(cgroupPath) && empty { releaseSlot(slot) }
+    }
+
+    /// One-shot on one thread: PID 1 of the new sandbox runs the command itself, so no second
+    /// clone, no exec cgroup and no namespace entry are needed.
+    func runBlocking(
+        _ spec: SandboxSpec, _ request: ExecRequest, limitsEnforced: Bool, timeout: Double,
+        onOutput: (@Sendable (OutputChunk) -> Void)?
+    ) throws(LinuxSandboxError) -> ExecResult {
+        let plan = CommandPlan(spec: spec, request: request)
+        var pipes = try CommandPipes()
+        defer { pipes.closeAll() }
+        var status: [Int32] = [-1, -1]
+        let rc = sbx_pipe_cloexec(&status)
+        if rc < 0 { throw .system("pipe2", nil, -rc) }
+        var statusRead = status[0]
+        defer { if statusRead >= 0 { close(statusRead) } }
+
+        let start = Sys.monotonicNow()
+        let launched: Launched
+        do throws(LinuxSandboxError) {
+            defer { close(status[1]) }
+            launched = try launch(spec, limitsEnforced: limitsEnforced,
+                                  oneShot: OneShotCommand(plan: plan, pipes: pipes, statusWrite: status[1]))
+        } catch {
+            pipes.closeChildEnds()
+            throw error
+        }
+        pipes.closeChildEnds()
+        defer { tearDown(launched) }
+
+        let cgroupPath = launched.cgroupPath, pidfd = launched.pidfd
+        var monitor = ExecMonitor(
+            stdinFD: pipes.stdinWrite, stdin: request.stdin, stdoutFD: pipes.stdoutRead, stderrFD: pipes.stderrRead,
+            pidfd: pidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
+            onOutput: onOutput, kill: { _ = self.cgroup.kill(cgroupPath) })
+        monitor.run()
+        pipes.forget(monitor.closedFDs)
+        let end = monitor.exitTime ?? Sys.monotonicNow()
+
+        // PID 1 wrote how the command ended just before exiting; nothing there means it was
+        // killed with everything else (timeout, OOM of the whole sandbox).
+        var exit = sbx_exit()
+        let n = withUnsafeMutableBytes(of: &exit) { read(statusRead, $0.baseAddress, $0.count) }
+        close(statusRead)
+        statusRead = -1
+        var exitCode: Int32?
+        var signal: Int32?
+        if n == MemoryLayout<sbx_exit>.size {
+            if exit.code == CLD_EXITED { exitCode = exit.status } else { signal = exit.status }
+        } else {
+            signal = SIGKILL
+        }
+        let cpu = cgroup.cpuUsageMicroseconds(cgroupPath)
+            ?? UInt64(max(0, exit.utime_usec + exit.stime_usec))
+        let peak = cgroup.memoryPeak(cgroupPath) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
+        let oomKilled = cgroup.oomKills(cgroupPath) > 0
+        return ExecResult(
+            exitCode: exitCode, signal: signal, stdout: monitor.stdout.kept, stderr: monitor.stderr.kept,
+            stdoutTruncated: monitor.stdout.truncated, stderrTruncated: monitor.stderr.truncated,
+            wallTime: end - start, timedOut: monitor.timedOut, oomKilled: oomKilled,
+            usage: ResourceUsage(cpuMicroseconds: cpu, memoryPeakBytes: peak), limitsEnforced: limitsEnforced)
     }
 }
 

@@ -38,7 +38,49 @@ enum RootfsPlan {
     static let readOnlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
     static let devices = ["null", "zero", "full", "random", "urandom", "tty"]
 
-    static func build(spec: SandboxSpec, configuration: LinuxSandboxConfiguration) throws(LinuxSandboxError) -> [MountStep] {
+    /// What of the host's runtime exists, looked up once per engine (not per sandbox).
+    struct HostRuntime: Sendable {
+        enum Entry: Sendable {
+            case directory(String)
+            case file(String)
+            case symlink(String, target: String)
+        }
+        let runtime: [Entry]
+        let etc: [Entry]
+
+        init(configuration: LinuxSandboxConfiguration) {
+            func lookUp(_ path: String) -> Entry? {
+                var st = stat()
+                guard lstat(path, &st) == 0 else { return nil }
+                switch st.st_mode & S_IFMT {
+                case S_IFLNK:
+                    var buffer = [CChar](repeating: 0, count: 4096)
+                    let n = readlink(path, &buffer, buffer.count - 1)
+                    guard n > 0 else { return nil }
+                    return .symlink(path, target: String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+                case S_IFDIR: return .directory(path)
+                case S_IFREG: return .file(path)
+                default: return nil
+                }
+            }
+            runtime = configuration.runtimePaths.compactMap(lookUp).filter {
+                if case .file = $0 { return false }
+                return true
+            }
+            // /etc entries are bound, so a symlink is followed to what it names.
+            etc = configuration.hostEtcPaths.compactMap { path in
+                var st = stat()
+                guard stat(path, &st) == 0 else { return nil }
+                switch st.st_mode & S_IFMT {
+                case S_IFDIR: return .directory(path)
+                case S_IFREG: return .file(path)
+                default: return nil
+                }
+            }
+        }
+    }
+
+    static func build(spec: SandboxSpec, host: HostRuntime) throws(LinuxSandboxError) -> [MountStep] {
         var steps: [MountStep] = []
         var made: Set<String> = ["/"]
 
@@ -49,13 +91,16 @@ enum RootfsPlan {
                 if made.insert(current).inserted { steps.append(MountStep(kind: SBX_MOUNT_MKDIR, sandboxPath: current)) }
             }
         }
-        func bind(_ host: String, _ inside: String, readOnly: Bool, optional: Bool = false) throws(LinuxSandboxError) {
-            var st = stat()
-            if stat(host, &st) != 0 {
-                if optional { return }
-                throw LinuxSandboxError(.invalidRequest, "mount source \(host): \(errnoName(Sys.errno))", path: host, errno: Sys.errno)
+        func bind(_ host: String, _ inside: String, readOnly: Bool, optional: Bool = false, isDirectory: Bool? = nil) throws(LinuxSandboxError) {
+            var isDir = isDirectory ?? true
+            if isDirectory == nil {
+                var st = stat()
+                if stat(host, &st) != 0 {
+                    if optional { return }
+                    throw LinuxSandboxError(.invalidRequest, "mount source \(host): \(errnoName(Sys.errno))", path: host, errno: Sys.errno)
+                }
+                isDir = (st.st_mode & S_IFMT) == S_IFDIR
             }
-            let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             mkdirs(inside)
             made.insert(inside)
             steps.append(MountStep(
@@ -78,16 +123,11 @@ enum RootfsPlan {
         }
 
         // Host runtime, read-only. Symlinks are recreated as they are (usr-merge).
-        for path in configuration.runtimePaths {
-            var st = stat()
-            guard lstat(path, &st) == 0 else { continue }
-            if (st.st_mode & S_IFMT) == S_IFLNK {
-                var buffer = [CChar](repeating: 0, count: 4096)
-                let n = readlink(path, &buffer, buffer.count - 1)
-                guard n > 0 else { continue }
-                symlink(String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), path)
-            } else if (st.st_mode & S_IFMT) == S_IFDIR {
-                try bind(path, path, readOnly: true)
+        for entry in host.runtime {
+            switch entry {
+            case .symlink(let path, let target): symlink(target, path)
+            case .directory(let path): try bind(path, path, readOnly: true, isDirectory: true)
+            case .file: break
             }
         }
 
@@ -101,8 +141,12 @@ enum RootfsPlan {
         file("/etc/hostname", hostname + "\n")
         file("/etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\nprotocols: files\nservices: files\n")
         file("/etc/resolv.conf", "")
-        for path in configuration.hostEtcPaths {
-            try bind(path, path, readOnly: true, optional: true)
+        for entry in host.etc {
+            switch entry {
+            case .directory(let path): try bind(path, path, readOnly: true, optional: true, isDirectory: true)
+            case .file(let path): try bind(path, path, readOnly: true, optional: true, isDirectory: false)
+            case .symlink: break
+            }
         }
 
         // /proc with runc's masks.
@@ -111,9 +155,10 @@ enum RootfsPlan {
 
         // Minimal /dev.
         tmpfs("/dev", "mode=0755,size=65536,nr_inodes=64", msNoSuid | msNoExec)
+        // Device nodes need no extra mount flags: nothing executes or setuids through them.
         for device in devices {
             steps.append(MountStep(kind: SBX_MOUNT_BIND, flags: UInt32(SBX_MF_FILE.rawValue), source: "/dev/" + device,
-                                   sandboxPath: "/dev/" + device, attributes: attrNoSuid | attrNoExec))
+                                   sandboxPath: "/dev/" + device))
         }
         made.insert("/dev/pts")
         steps.append(MountStep(kind: SBX_MOUNT_DEVPTS, sandboxPath: "/dev/pts",

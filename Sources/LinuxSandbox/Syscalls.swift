@@ -140,3 +140,5 @@ private final class Box: @unchecked Sendable {
     let run: () -> Void
     init(_ run: @escaping () -> Void) { self.run = run }
 }
+
+

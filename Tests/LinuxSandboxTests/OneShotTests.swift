@@ -126,6 +126,34 @@ extension LinuxSandboxTests {
             #expect(await t.finish())
         }
 
+        @Test("a one-shot timeout kills detached descendants too and reports timedOut")
+        func timeout() async throws {
+            guard Host.canRunSandboxes else { return }
+            let t = try TestEngine()
+            let script = "setsid sh -c 'sleep 1011 & sleep 1012 &' ; echo detached; exec sleep 1013"
+            let r = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/sh", "-c", script], timeout: 1))
+            #expect(r.timedOut)
+            #expect(r.status == .timeout)
+            #expect(r.out == "detached\n")
+            #expect(r.wallTime >= 1 && r.wallTime < 5)
+            #expect(t.engine.listCgroups().isEmpty)
+            #expect(processesInIDRange(t.engine.configuration).isEmpty)
+            #expect(await t.finish())
+        }
+
+        @Test("a bad working directory is a typed chdir error naming it")
+        func badWorkingDirectory() async throws {
+            guard Host.canRunSandboxes else { return }
+            let t = try TestEngine()
+            let error = await #expect(throws: LinuxSandboxError.self) {
+                _ = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/true"], workingDirectory: "/nonexistent"))
+            }
+            #expect(error?.step == "chdir")
+            #expect(error?.path == "/nonexistent")
+            #expect(error?.message == "chdir /nonexistent: ENOENT (No such file or directory)")
+            #expect(await t.finish())
+        }
+
         @Test("a missing command is a typed exec error naming it")
         func missingCommand() async throws {
             guard Host.canRunSandboxes else { return }

@@ -69,6 +69,14 @@ extension ExecResult {
     var err: String { String(decoding: stderr, as: UTF8.self) }
 }
 
+nonisolated(unsafe) var fdSnapshot = ""
+
+/// Counts open descriptors and remembers them, for `fdCountSettles` to name what changed.
+func takeFDSnapshot() -> Int {
+    fdSnapshot = describeFDs()
+    return openFDCount()
+}
+
 func openFDCount() -> Int {
     guard let dir = opendir("/proc/self/fd") else { return -1 }
     defer { closedir(dir) }
@@ -88,9 +96,11 @@ struct LinuxSandboxTests {}
 func fdCountSettles(at expected: Int) async -> Bool {
     for _ in 0..<20 {
         if openFDCount() == expected { return true }
-        try? await Task.sleep(for: .milliseconds(100))
+        usleep(100_000)   // not Task.sleep: its first use opens a timerfd of its own
     }
-    print("open descriptors: expected \(expected), have \(openFDCount()): \(describeFDs())")
+    let before = Set(fdSnapshot.split(separator: " "))
+    let now = Set(describeFDs().split(separator: " "))
+    print("open descriptors: expected \(expected), have \(openFDCount()); new: \(now.subtracting(before).sorted()) gone: \(before.subtracting(now).sorted())")
     return false
 }
 

@@ -117,10 +117,24 @@ struct sbx_final {
     int nexec_paths;
     char *const *argv;
     char *const *envp;
+    int ignore_sigchld;                 // the sandbox's init: orphans are reaped by the kernel
+};
+
+/// What PID 1 of a one-shot sandbox writes on the status pipe when its payload ended.
+struct sbx_exit {
+    int32_t code;        // CLD_EXITED / CLD_KILLED / CLD_DUMPED
+    int32_t status;      // exit status or signal
+    int64_t maxrss_kib;
+    int64_t utime_usec;
+    int64_t stime_usec;
 };
 
 /// Creating a sandbox: a child in new user/pid/mount/net/ipc/uts/cgroup namespaces that builds
-/// the root filesystem, pivots into it and execs the sandbox's init.
+/// the root filesystem, pivots into it and execs the sandbox's init (`final`).
+///
+/// One-shot (`run_payload`): instead, PID 1 vforks the payload (`payload`), locks itself down
+/// like any sandbox process, reaps until the payload ends, writes a `struct sbx_exit` on
+/// `status_fd` and exits, which ends the pid namespace and everything left in it.
 struct sbx_create_config {
     int cgroup_fd;                 // CLONE_INTO_CGROUP target (the sandbox's init cgroup)
     const char *new_root;          // host path of an empty directory the new root tmpfs goes on
@@ -130,6 +144,11 @@ struct sbx_create_config {
     const char *hostname;
     int bring_up_loopback;
     struct sbx_final final;
+    int run_payload;
+    int status_fd;
+    struct sbx_final payload;
+    char *argv_area;        // one-shot PID 1 blanks the daemon's command line it was cloned with
+    size_t argv_area_len;
 };
 
 /// Entering a sandbox: a child placed in `cgroup_fd` that joins the namespaces of the sandbox's
