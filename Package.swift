@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // Value types, configuration and policy parsing. No I/O.
@@ -25,6 +26,18 @@ let package = Package(
         .target(name: "Store", dependencies: [
             "SandboxCore", "CLibPQ",
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // libseccomp, found by pkg-config: compiles the seccomp policy to BPF once per policy.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+
+        // The only code between clone and exec (async-signal-safe, no allocation).
+        .target(name: "CLinuxSandbox"),
+
+        // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
+        .target(name: "LinuxSandbox", dependencies: [
+            "SandboxCore", "CLinuxSandbox", "CSeccomp",
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
@@ -42,6 +55,10 @@ let package = Package(
         // The QEMU test guest (host root over 9p, real cgroup2): GuestMachine.run(...). Test-only.
         .target(name: "GuestSupport", dependencies: ["QEMUGuest"], path: "Tests/guest/GuestSupport"),
 
+        // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
+                          path: "Benchmarks/SandboxBenchmark"),
+
         // Store insert rates against pgbench (make bench; Benchmarks/run).
         .executableTarget(name: "StoreBenchmark", dependencies: [
             "Store", "SandboxCore",
@@ -52,6 +69,7 @@ let package = Package(
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
+        .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
     ],
     swiftLanguageModes: [.v6]
 )
