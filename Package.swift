@@ -65,6 +65,20 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
 
+        // Level 3: the daemon ↔ guest agent wire format (frames, Codable messages).
+        .target(name: "VMAgentProtocol", dependencies: ["SandboxCore"]),
+
+        // Level 3: guest image, jailed QEMU, KVM/TCG choice, agent connection, warm pool.
+        .target(name: "VMSandbox", dependencies: ["VMAgentProtocol", "QEMUGuest", "SandboxCore"]),
+
+        // The level-3 guest's PID 1 and agent: serves VMAgentProtocol on virtio-serial and runs
+        // commands in a LinuxSandbox inside the guest. The image carries the Swift runtime
+        // libraries it links (GuestImageBuilder), not the toolchain directory.
+        .executableTarget(name: "sandbox-guest", dependencies: ["VMAgentProtocol", "LinuxSandbox", "SandboxCore"]),
+
+        // Level-3 maintenance without the daemon: image build (with progress), accelerator probe, one run.
+        .executableTarget(name: "sandbox-vm", dependencies: ["VMSandbox", "SandboxCore"]),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),

@@ -1,0 +1,312 @@
+import Foundation
+import QEMUGuest
+import SandboxCore
+import VMAgentProtocol
+
+/// How the level-3 engine runs.
+public struct VMSandboxConfiguration: Sendable, Hashable {
+    /// Per-VM state (console log, QEMU log); root-only.
+    public var stateDirectory: String
+    /// Where the guest image is cached (`<dir>/vm-image/<key>`); must be world-traversable.
+    public var imageCacheDirectory: String
+    /// The `sandbox-guest` executable put into the image.
+    public var agentBinary: String
+    /// The cgroup2 mount; nil picks `/sys/fs/cgroup` on pure cgroup v2 hosts, else `/sys/fs/cgroup/unified`.
+    public var cgroupRoot: String?
+    /// The directory below it holding one cgroup per VM.
+    public var cgroupSubtree: String
+    /// QEMU runs as `qemuUIDBase + slot` (uid = gid), one per live VM.
+    public var qemuUIDBase: UInt32
+    public var qemuUIDCount: UInt32
+    /// Guest RAM unless a spec needs more (its memory limit + `memoryOverheadMiB`).
+    public var memoryMiB: Int
+    public var memoryOverheadMiB: Int
+    /// vCPUs unless a spec's cpu limit needs more.
+    public var cpus: Int
+    /// auto (probe /dev/kvm, time-boxed), tcg or kvm.
+    public var accelerator: AcceleratorChoice.Preference
+    /// Pre-booted guests kept ready; 0 disables the pool.
+    public var poolSize: Int
+    /// From QEMU's start to the agent's hello.
+    public var bootTimeout: Double
+    /// The console log is cut to its newest half beyond this many bytes.
+    public var consoleLogLimit: Int
+    /// Lets `VMSandbox.panicGuestForTesting` work (kernel command line `sandboxd.test_hooks=1`). Tests only.
+    public var enableTestHooks: Bool
+
+    public init(
+        stateDirectory: String = "/run/sandboxd/vm",
+        imageCacheDirectory: String = "/var/cache/sandboxd",
+        agentBinary: String = GuestImageBuilder.defaultAgentBinary(),
+        cgroupRoot: String? = nil,
+        cgroupSubtree: String = "sandboxd-vm",
+        qemuUIDBase: UInt32 = 589_824,
+        qemuUIDCount: UInt32 = 4096,
+        memoryMiB: Int = 512,
+        memoryOverheadMiB: Int = 192,
+        cpus: Int = 1,
+        accelerator: AcceleratorChoice.Preference = .auto,
+        poolSize: Int = 0,
+        bootTimeout: Double = 180,
+        consoleLogLimit: Int = 256 << 10,
+        enableTestHooks: Bool = false
+    ) {
+        self.stateDirectory = stateDirectory
+        self.imageCacheDirectory = imageCacheDirectory
+        self.agentBinary = agentBinary
+        self.cgroupRoot = cgroupRoot
+        self.cgroupSubtree = cgroupSubtree
+        self.qemuUIDBase = qemuUIDBase
+        self.qemuUIDCount = qemuUIDCount
+        self.memoryMiB = memoryMiB
+        self.memoryOverheadMiB = memoryOverheadMiB
+        self.cpus = cpus
+        self.accelerator = accelerator
+        self.poolSize = poolSize
+        self.bootTimeout = bootTimeout
+        self.consoleLogLimit = consoleLogLimit
+        self.enableTestHooks = enableTestHooks
+    }
+}
+
+/// Level 3: QEMU guests with an agent, jailed QEMU, KVM when it works, and a warm pool.
+///
+/// ```swift
+/// let engine = try await VMSandboxEngine.start(configuration: .init(poolSize: 2)) { print($0) }
+/// let sandbox = try await engine.create(spec)        // takes a pre-booted guest when one fits
+/// let result = try await sandbox.exec(ExecRequest(["uname", "-r"]))
+/// await sandbox.destroy()
+/// await engine.shutdown()                            // destroys the pool
+/// ```
+public final class VMSandboxEngine: Sendable {
+    public let configuration: VMSandboxConfiguration
+    /// The guest image in use.
+    public let image: GuestImage
+    /// TCG or KVM, and why (`sandboxctl info`).
+    public let accelerator: AcceleratorChoice
+    /// The cgroup directory holding one child per VM.
+    public let cgroupParent: String
+
+    private let settings: JailedQEMU.Settings
+    private let state = NSLockedValue(EngineState())
+
+    private struct EngineState {
+        var usedSlots: Set<UInt32> = []
+        var ready: [(JailedQEMU, AgentHello)] = []
+        var booting = 0
+        var stopped = false
+        /// Every VM this engine started and has not yet released (reapLeftovers spares them).
+        var live: Set<String> = []
+    }
+
+    /// Builds or finds the image, creates the state and cgroup directories, probes the
+    /// accelerator, and starts filling the warm pool in the background.
+    public static func start(configuration: VMSandboxConfiguration, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws(VMSandboxError) -> VMSandboxEngine {
+        let result: Result<VMSandboxEngine, VMSandboxError> = await onThread {
+            Result { () throws(VMSandboxError) in try VMSandboxEngine(configuration: configuration, progress: progress) }
+        }
+        let engine = try result.get()
+        let reaped = await engine.reapLeftovers()
+        if !reaped.isEmpty { progress("vm: reaped \(reaped.count) guests a previous daemon left: \(reaped.joined(separator: " "))") }
+        engine.refillPool()
+        return engine
+    }
+
+    private init(configuration: VMSandboxConfiguration, progress: (String) -> Void) throws(VMSandboxError) {
+        self.configuration = configuration
+        guard configuration.memoryMiB >= 128, configuration.cpus >= 1, configuration.poolSize >= 0, configuration.qemuUIDCount >= 1 else {
+            throw VMSandboxError(.invalidRequest, "vm configuration: memoryMiB ≥ 128, cpus ≥ 1, poolSize ≥ 0 and qemuUIDCount ≥ 1 required")
+        }
+        let root = configuration.cgroupRoot ?? Self.detectCgroupRoot()
+        guard let root, access(root + "/cgroup.procs", F_OK) == 0 else {
+            throw VMSandboxError(.launch, "no cgroup2 hierarchy found (looked for \(configuration.cgroupRoot ?? "/sys/fs/cgroup and /sys/fs/cgroup/unified")): QEMU must run in a cgroup of its own")
+        }
+        cgroupParent = root + "/" + configuration.cgroupSubtree
+        for directory in [configuration.stateDirectory, configuration.imageCacheDirectory] {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw VMSandboxError(.system, "mkdir \(directory): \(error)")
+            }
+        }
+        chmod(configuration.stateDirectory, 0o700)
+        if mkdir(cgroupParent, 0o755) != 0, errno != EEXIST { throw .system("mkdir", cgroupParent) }
+        image = try GuestImageBuilder(cacheDirectory: configuration.imageCacheDirectory, agentBinary: configuration.agentBinary).build(progress: progress)
+        accelerator = AcceleratorChoice.probe(configuration.accelerator, scratchDirectory: configuration.stateDirectory)
+        progress("vm: accelerator \(accelerator)")
+        if configuration.accelerator == .kvm, accelerator.accelerator != .kvm {
+            throw VMSandboxError(.launch, "KVM was required but does not work here: \(accelerator.reason)")
+        }
+        settings = JailedQEMU.Settings(image: image, stateRoot: configuration.stateDirectory, cgroupParent: cgroupParent,
+                                       consoleLogLimit: configuration.consoleLogLimit, testHooks: configuration.enableTestHooks)
+    }
+
+    static func detectCgroupRoot() -> String? {
+        // A cgroup2 root has cgroup.controllers; a v1 hierarchy does not.
+        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where access(root + "/cgroup.controllers", F_OK) == 0 {
+            return root
+        }
+        return nil
+    }
+
+    /// Guests booted and waiting in the pool.
+    public var pooledCount: Int { state.withLock { $0.ready.count } }
+
+    /// A sandbox for `spec`: a pooled guest when its size fits, else a fresh boot. The guest's
+    /// agent then builds the level-1 sandbox (spec limits as real cgroup v2 limits in the guest).
+    public func create(_ spec: SandboxSpec) async throws(VMSandboxError) -> VMSandbox {
+        let shape = shape(for: spec)
+        let pooled: (JailedQEMU, AgentHello)? = state.withLock { s in
+            guard let index = s.ready.firstIndex(where: { $0.0.shape == shape && $0.0.connection.closed == nil }) else { return nil }
+            return s.ready.remove(at: index)
+        }
+        refillPool()
+        let (machine, hello): (JailedQEMU, AgentHello)
+        if let pooled { (machine, hello) = pooled } else { (machine, hello) = try await boot(shape) }
+        let sandbox = VMSandbox(spec: spec, machine: machine, hello: hello, accelerator: accelerator) { [weak self] machine in
+            self?.release(machine)
+        }
+        do {
+            let frame = try AgentFrame(.configure, json: spec)
+            let failure = NSLockedValue<AgentFailure?>(nil)
+            try await machine.connection.request(frame, timeout: 60) { reply in
+                if reply.kind == .error { failure.withLock { $0 = try? reply.decode(AgentFailure.self) } }
+                return true
+            }
+            if let failure = failure.withLock({ $0 }) {
+                throw VMSandboxError(.guest, "configuring the guest sandbox: \(failure.message)", guestCode: failure.code)
+            }
+        } catch {
+            await sandbox.destroy()
+            if let error = error as? VMSandboxError { throw error }
+            throw VMSandboxError(.system, "configuring the guest sandbox: \(error)")
+        }
+        return sandbox
+    }
+
+    func shape(for spec: SandboxSpec) -> MachineShape {
+        var memory = configuration.memoryMiB
+        if let limit = spec.limits.memory {
+            memory = max(memory, Int(limit.bytes >> 20) + configuration.memoryOverheadMiB)
+        }
+        var cpus = configuration.cpus
+        if let cpu = spec.limits.cpu { cpus = max(cpus, Int(cpu.rounded(.up))) }
+        return MachineShape(memoryMiB: memory, cpus: cpus)
+    }
+
+    /// Starts a jailed QEMU and waits for its agent's hello.
+    func boot(_ shape: MachineShape) async throws(VMSandboxError) -> (JailedQEMU, AgentHello) {
+        let count = configuration.qemuUIDCount
+        let claimed: UInt32? = state.withLock { s in
+            guard let free = (0..<count).first(where: { !s.usedSlots.contains($0) }) else { return nil }
+            s.usedSlots.insert(free)
+            return free
+        }
+        guard let slot = claimed else { throw VMSandboxError(.launch, "all \(count) QEMU uids are in use") }
+        let name = "vm-" + Self.randomHex(8)
+        let machine: JailedQEMU
+        do {
+            machine = try JailedQEMU(name: name, shape: shape, accelerator: accelerator.accelerator,
+                                     uid: configuration.qemuUIDBase + slot, settings: settings)
+        } catch {
+            _ = state.withLock { $0.usedSlots.remove(slot) }
+            throw error
+        }
+        _ = state.withLock { $0.live.insert(name) }
+        let hello = NSLockedValue<AgentHello?>(nil)
+        do {
+            try await machine.connection.request(nil, timeout: configuration.bootTimeout) { frame in
+                if frame.kind == .hello { hello.withLock { $0 = try? frame.decode(AgentHello.self) } }
+                return true
+            }
+        } catch {
+            let console = machine.console.tail(maxBytes: 3000)
+            let qemuLog = (try? String(contentsOfFile: machine.stateDirectory + "/qemu.log", encoding: .utf8)) ?? ""
+            await onThread { machine.terminate() }
+            release(machine)
+            let reason = (error as? VMSandboxError)?.message ?? "\(error)"
+            throw VMSandboxError(.bootTimedOut, "guest \(name) did not start: \(reason)\nQEMU: \(qemuLog.suffix(1500))\nconsole: \(console)")
+        }
+        guard let greeting = hello.withLock({ $0 }), greeting.version == AgentHello.currentVersion else {
+            await onThread { machine.terminate() }
+            release(machine)
+            throw VMSandboxError(.protocolViolation, "guest \(name) did not greet with protocol version \(AgentHello.currentVersion)")
+        }
+        return (machine, greeting)
+    }
+
+    private func release(_ machine: JailedQEMU) {
+        state.withLock { s in
+            s.usedSlots.remove(machine.uid - configuration.qemuUIDBase)
+            s.live.remove(machine.name)
+        }
+    }
+
+    /// Boots guests in the background, one at a time, until the pool is full.
+    func refillPool() {
+        let shape = MachineShape(memoryMiB: configuration.memoryMiB, cpus: configuration.cpus)
+        let start = state.withLock { s -> Bool in
+            guard !s.stopped, s.booting == 0, s.ready.count < configuration.poolSize else { return false }
+            s.booting = 1
+            return true
+        }
+        guard start else { return }
+        Task.detached { [self] in
+            while true {
+                let booted = try? await boot(shape)
+                let again = state.withLock { s -> Bool in
+                    if let booted {
+                        if s.stopped { return false }
+                        s.ready.append(booted)
+                    }
+                    let more = booted != nil && !s.stopped && s.ready.count < configuration.poolSize
+                    if !more { s.booting = 0 }
+                    return more
+                }
+                if let booted, state.withLock({ $0.stopped }), !state.withLock({ s in s.ready.contains { $0.0 === booted.0 } }) {
+                    await onThread { booted.0.terminate() }
+                    release(booted.0)
+                }
+                if !again { return }
+            }
+        }
+    }
+
+    /// Destroys the pooled guests and stops refilling. Live sandboxes are the caller's.
+    public func shutdown() async {
+        let pooled = state.withLock { s -> [(JailedQEMU, AgentHello)] in
+            s.stopped = true
+            defer { s.ready = [] }
+            return s.ready
+        }
+        for (machine, _) in pooled {
+            await onThread { machine.terminate() }
+            release(machine)
+        }
+    }
+
+    /// Kills and removes what a previous daemon left: VM cgroups (and so their QEMUs) and state
+    /// directories. Call once at start, before `create`. Returns the names reaped.
+    public func reapLeftovers() async -> [String] {
+        let live = state.withLock { $0.live }
+        let parent = cgroupParent, stateRoot = configuration.stateDirectory
+        return await onThread {
+            var reaped: [String] = []
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where entry.hasPrefix("vm-") && !live.contains(entry) {
+                JailedQEMU.killCgroup(parent + "/" + entry)
+                JailedQEMU.removeCgroup(parent + "/" + entry)
+                reaped.append(entry)
+            }
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: stateRoot)) ?? [] where entry.hasPrefix("vm-") && !live.contains(entry) {
+                try? FileManager.default.removeItem(atPath: stateRoot + "/" + entry)
+                if !reaped.contains(entry) { reaped.append(entry) }
+            }
+            return reaped
+        }
+    }
+
+    static func randomHex(_ bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+}
