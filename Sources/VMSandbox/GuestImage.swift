@@ -114,7 +114,8 @@ public struct GuestImageBuilder: Sendable {
             let (shares, links) = try runtimeLayout()
             var base = CPIOArchive()
             try addGuestEtc(to: &base)
-            try base.addFile("shares", contents: Array(shares.map { "\($0.tag) \($0.path)\n" }.joined().utf8))
+            let guestShares = shares + [RuntimeShare(tag: "agent", path: "/.sandbox")]
+            try base.addFile("shares", contents: Array(guestShares.map { "\($0.tag) \($0.path)\n" }.joined().utf8))
             try base.addFile("links", contents: Array(links.map { "\($0.0) \($0.1)\n" }.joined().utf8))
             try base.addFile("init", contents: Array(GuestInit.script.utf8), mode: 0o755)
             try base.addFile("bin/busybox", contents: busybox, mode: 0o755)
@@ -126,10 +127,11 @@ public struct GuestImageBuilder: Sendable {
             hasher.update(field: kernel.version)
             hasher.update(field: Self.moduleRoots.joined(separator: ","))
             hasher.update(field: SHA256.hex(of: baseBytes))
-            hasher.update(field: SHA256.hex(of: agent))
+            let agentDigest = try Self.fileDigest(agentBinary)
+            hasher.update(field: agentDigest)
             for library in agentLibraries {
                 hasher.update(field: library.name)
-                hasher.update(field: SHA256.hex(of: library.contents))
+                hasher.update(field: try Self.fileDigest(library.path))
             }
             let key = hasher.finalizeHex()
 
@@ -171,7 +173,10 @@ public struct GuestImageBuilder: Sendable {
                 try Self.write(agent, to: scratch + "/agent/sandbox-guest", mode: 0o755)
                 try Self.mkdir(scratch + "/agent/lib")
                 for library in agentLibraries {
-                    try Self.write(library.contents, to: scratch + "/agent/lib/" + library.name, mode: 0o755)
+                    guard let contents = FileManager.default.contents(atPath: library.path) else {
+                        throw QEMUGuestError(.io, "cannot read \(library.path), which \(agentBinary) links")
+                    }
+                    try Self.write([UInt8](contents), to: scratch + "/agent/lib/" + library.name, mode: 0o755)
                 }
                 let manifest = """
                     key: \(key)
@@ -180,7 +185,7 @@ public struct GuestImageBuilder: Sendable {
                     kernel-format: \(kernelFormat)
                     modules: \(modules.map(\.info.name).joined(separator: " "))
                     shares: \(shares.map(\.path).joined(separator: " "))
-                    agent-sha256: \(SHA256.hex(of: agent))
+                    agent-sha256: \(agentDigest)
 
                     """
                 try Self.write(Array(manifest.utf8), to: scratch + "/manifest.txt")
@@ -191,29 +196,25 @@ public struct GuestImageBuilder: Sendable {
             chmod(cacheDirectory, 0o755)
             chmod(cacheDirectory + "/vm-image", 0o755)
             progress(built ? "image: built \(directory)" : "image: up to date (\(key.prefix(12)))")
-            return GuestImage(directory: directory, key: key, kernelPackage: kernel, wasBuilt: built,
-                              shares: shares + [RuntimeShare(tag: "agent", path: "/.sandbox")])
+            return GuestImage(directory: directory, key: key, kernelPackage: kernel, wasBuilt: built, shares: guestShares)
         }
     }
 
     /// The shared libraries `binary` loads from outside the runtime directories (ldd).
-    func privateLibraries(of binary: String) throws(VMSandboxError) -> [(name: String, contents: [UInt8])] {
+    func privateLibraries(of binary: String) throws(VMSandboxError) -> [(name: String, path: String)] {
         let output: HostTool.Output
         do {
             output = try HostTool.run(["ldd", binary], package: "libc-bin")
         } catch {
             throw VMSandboxError(.imageBuild, "ldd \(binary): \(error)")
         }
-        var libraries: [(name: String, contents: [UInt8])] = []
+        var libraries: [(name: String, path: String)] = []
         for line in output.standardOutput.split(separator: "\n") {
             let parts = line.split(separator: " ")
             guard let arrow = parts.firstIndex(of: "=>"), arrow + 1 < parts.count else { continue }
             let path = String(parts[arrow + 1])
             guard path.hasPrefix("/"), !runtimePaths.contains(where: { path.hasPrefix($0 + "/") }) else { continue }
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw VMSandboxError(.imageBuild, "cannot read \(path), which \(binary) links")
-            }
-            libraries.append((String(path.split(separator: "/").last!), [UInt8](data)))
+            libraries.append((String(path.split(separator: "/").last!), path))
         }
         return libraries.sorted { $0.name < $1.name }
     }
@@ -277,6 +278,22 @@ public struct GuestImageBuilder: Sendable {
             }
         default:
             return
+        }
+    }
+
+    /// SHA-256 of a file by coreutils' sha256sum: the Swift runtime libraries are ~80 MB, and
+    /// hashing them at every daemon start must not take seconds.
+    static func fileDigest(_ path: String) throws(VMSandboxError) -> String {
+        do {
+            let output = try HostTool.run(["sha256sum", "--", path], package: "coreutils")
+            guard let digest = output.standardOutput.split(separator: " ").first, digest.count == 64 else {
+                throw VMSandboxError(.imageBuild, "sha256sum \(path): unexpected output")
+            }
+            return String(digest)
+        } catch let error as VMSandboxError {
+            throw error
+        } catch {
+            throw VMSandboxError(.imageBuild, "sha256sum \(path): \(error)")
         }
     }
 

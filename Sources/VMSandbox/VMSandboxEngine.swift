@@ -177,9 +177,11 @@ public final class VMSandboxEngine: Sendable {
                 throw VMSandboxError(.guest, "configuring the guest sandbox: \(failure.message)", guestCode: failure.code)
             }
         } catch {
+            let console = machine.console.tail(maxBytes: 2000)
             await sandbox.destroy()
-            if let error = error as? VMSandboxError { throw error }
-            throw VMSandboxError(.system, "configuring the guest sandbox: \(error)")
+            var failure = (error as? VMSandboxError) ?? VMSandboxError(.system, "configuring the guest sandbox: \(error)")
+            failure.message += "\nconsole: \(console)"
+            throw failure
         }
         return sandbox
     }

@@ -182,7 +182,8 @@ while true {
     do {
         while let frame = try decoder.next() {
             let done = DispatchSemaphore(value: 0)
-            Task { await handle(frame, state: state, writer: writer); done.signal() }
+            // Detached: top-level code is on the main actor, which done.wait() is blocking.
+            Task.detached { await handle(frame, state: state, writer: writer); done.signal() }
             done.wait()
         }
     } catch {
