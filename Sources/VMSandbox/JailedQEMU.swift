@@ -76,7 +76,7 @@ final class JailedQEMU: @unchecked Sendable {
         let qemuArguments = Self.qemuArguments(image: settings.image, shape: shape, accelerator: accelerator, testHooks: settings.testHooks)
         let argv: [String]
         do {
-            argv = try Self.jailedCommand(cgroup: cgroupDirectory, uid: uid, qemu: qemuArguments)
+            argv = try Self.jailedCommand(cgroup: cgroupDirectory, uid: uid, kvm: accelerator == .kvm, qemu: qemuArguments)
         } catch {
             close(agentPair[0]); close(consolePair[0]); unwind()
             throw error
@@ -121,7 +121,7 @@ final class JailedQEMU: @unchecked Sendable {
     }
 
     /// `sh` (into the cgroup) → `unshare` (namespaces) → `setpriv` (uid, no caps) → QEMU.
-    static func jailedCommand(cgroup: String, uid: UInt32, qemu: [String]) throws(VMSandboxError) -> [String] {
+    static func jailedCommand(cgroup: String, uid: UInt32, kvm: Bool, qemu: [String]) throws(VMSandboxError) -> [String] {
         func tool(_ name: String, _ package: String) throws(VMSandboxError) -> String {
             guard let path = HostTool.find(name) else { throw VMSandboxError(.launch, "\(name) not found: install the Debian package \(package)") }
             return path
@@ -131,9 +131,13 @@ final class JailedQEMU: @unchecked Sendable {
         let setpriv = try tool("setpriv", "util-linux")
         let qemuPath: String
         do { qemuPath = try QEMUProcess.findExecutable() } catch { throw VMSandboxError(.launch, error.description) }
+        // Its only supplementary group, and only under KVM: the owner group of /dev/kvm.
+        var groups = "--clear-groups"
+        var info = stat()
+        if kvm, stat("/dev/kvm", &info) == 0, info.st_gid != 0 { groups = "--groups=\(info.st_gid)" }
         return [shell, "-c", #"echo $$ > "$0/cgroup.procs" && exec "$@""#, cgroup,
                 unshare, "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child", "--",
-                setpriv, "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--inh-caps=-all",
+                setpriv, "--reuid=\(uid)", "--regid=\(uid)", groups, "--inh-caps=-all",
                 "--bounding-set=-all", "--no-new-privs", "--",
                 qemuPath] + qemu
     }

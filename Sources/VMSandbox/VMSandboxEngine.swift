@@ -132,13 +132,55 @@ public final class VMSandboxEngine: Sendable {
         chmod(configuration.stateDirectory, 0o700)
         if mkdir(cgroupParent, 0o755) != 0, errno != EEXIST { throw .system("mkdir", cgroupParent) }
         image = try GuestImageBuilder(cacheDirectory: configuration.imageCacheDirectory, agentBinary: configuration.agentBinary).build(progress: progress)
-        accelerator = AcceleratorChoice.probe(configuration.accelerator, scratchDirectory: configuration.stateDirectory)
+        settings = JailedQEMU.Settings(image: image, stateRoot: configuration.stateDirectory, cgroupParent: cgroupParent,
+                                       consoleLogLimit: configuration.consoleLogLimit, testHooks: configuration.enableTestHooks)
+        var choice = AcceleratorChoice.probe(configuration.accelerator, scratchDirectory: configuration.stateDirectory)
+        if choice.accelerator == .kvm {
+            // A 16-byte guest is not a kernel: nested KVM can run the one and hang on the other.
+            // The real guest must greet the host, jailed as every guest is, within the time box.
+            choice = Self.probeKernelBoot(settings: settings, uid: configuration.qemuUIDBase + configuration.qemuUIDCount - 1, romResult: choice)
+        }
+        accelerator = choice
         progress("vm: accelerator \(accelerator)")
         if configuration.accelerator == .kvm, accelerator.accelerator != .kvm {
             throw VMSandboxError(.launch, "KVM was required but does not work here: \(accelerator.reason)")
         }
-        settings = JailedQEMU.Settings(image: image, stateRoot: configuration.stateDirectory, cgroupParent: cgroupParent,
-                                       consoleLogLimit: configuration.consoleLogLimit, testHooks: configuration.enableTestHooks)
+    }
+
+    /// Boots the guest image under KVM and waits at most `timeout` seconds for the agent's hello.
+    static func probeKernelBoot(settings: JailedQEMU.Settings, uid: UInt32, romResult: AcceleratorChoice, timeout: Double = 20) -> AcceleratorChoice {
+        var info = stat()
+        if stat("/dev/kvm", &info) == 0, info.st_gid == 0 || info.st_mode & 0o060 != 0o060 {
+            return AcceleratorChoice(.tcg, reason: String(format: "/dev/kvm is mode %o, group %d: the jailed QEMU (an unprivileged uid with only the device's group) cannot open it; give it group kvm and mode 0660 to use KVM", info.st_mode & 0o777, info.st_gid))
+        }
+        let started = Date()
+        let machine: JailedQEMU
+        do {
+            machine = try JailedQEMU(name: "vm-kvmprobe-" + randomHex(4), shape: MachineShape(memoryMiB: 256, cpus: 1),
+                                     accelerator: .kvm, uid: uid, settings: settings)
+        } catch {
+            return AcceleratorChoice(.tcg, reason: "KVM probe guest did not start: \(error)")
+        }
+        defer { machine.terminate() }
+        let greeted = DispatchSemaphore(value: 0)
+        let hello = NSLockedValue(false)
+        Task.detached {
+            do {
+                try await machine.connection.request(nil, timeout: timeout) { frame in
+                    hello.withLock { $0 = frame.kind == .hello }
+                    return true
+                }
+            } catch {}
+            greeted.signal()
+        }
+        greeted.wait()
+        let elapsed = String(format: "%.2f", Date().timeIntervalSince(started))
+        if hello.withLock({ $0 }) {
+            return AcceleratorChoice(.kvm, reason: "\(romResult.reason); the guest kernel booted to its agent under KVM in \(elapsed) s")
+        }
+        let qemuLog = ((try? String(contentsOfFile: machine.stateDirectory + "/qemu.log", encoding: .utf8)) ?? "")
+            .split(separator: "\n").last.map(String.init) ?? ""
+        return AcceleratorChoice(.tcg, reason: "/dev/kvm runs a trivial guest but the guest kernel did not reach its agent under KVM within \(Int(timeout)) s (nested virtualisation?)\(qemuLog.isEmpty ? "" : ": " + qemuLog)")
     }
 
     static func detectCgroupRoot() -> String? {
