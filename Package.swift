@@ -80,6 +80,7 @@ let package = Package(
         .executableTarget(name: "sandbox-vm", dependencies: ["VMSandbox", "SandboxCore"]),
 
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
+        .testTarget(name: "VMSandboxTests", dependencies: ["VMSandbox", "VMAgentProtocol", "SandboxCore"]),
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),

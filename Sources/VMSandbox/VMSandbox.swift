@@ -18,6 +18,8 @@ public final class VMSandbox: Sendable {
     public let guestControllers: [String]
     /// TCG or KVM, and why.
     public let accelerator: AcceleratorChoice
+    /// True when `create` took a pre-booted guest from the warm pool.
+    public let fromPool: Bool
     /// Guest memory and vCPUs.
     public var memoryMiB: Int { machine.shape.memoryMiB }
     public var cpus: Int { machine.shape.cpus }
@@ -47,13 +49,14 @@ public final class VMSandbox: Sendable {
     private let stateBox = NSLockedValue(State.running)
     private let onEnd: @Sendable (JailedQEMU) -> Void
 
-    init(spec: SandboxSpec, machine: JailedQEMU, hello: AgentHello, accelerator: AcceleratorChoice, onEnd: @escaping @Sendable (JailedQEMU) -> Void) {
+    init(spec: SandboxSpec, machine: JailedQEMU, hello: AgentHello, accelerator: AcceleratorChoice, fromPool: Bool, onEnd: @escaping @Sendable (JailedQEMU) -> Void) {
         self.id = spec.id
         self.spec = spec
         self.machine = machine
         self.guestKernelRelease = hello.kernelRelease
         self.guestControllers = hello.controllers
         self.accelerator = accelerator
+        self.fromPool = fromPool
         self.onEnd = onEnd
     }
 

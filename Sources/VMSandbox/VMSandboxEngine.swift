@@ -205,7 +205,7 @@ public final class VMSandboxEngine: Sendable {
         refillPool()
         let (machine, hello): (JailedQEMU, AgentHello)
         if let pooled { (machine, hello) = pooled } else { (machine, hello) = try await boot(shape) }
-        let sandbox = VMSandbox(spec: spec, machine: machine, hello: hello, accelerator: accelerator) { [weak self] machine in
+        let sandbox = VMSandbox(spec: spec, machine: machine, hello: hello, accelerator: accelerator, fromPool: pooled != nil) { [weak self] machine in
             self?.release(machine)
         }
         do {

@@ -177,7 +177,9 @@ while true {
         if errno == EINTR || errno == EAGAIN { continue }
         powerOff("read from the agent port: \(String(cString: strerror(errno)))")
     }
-    if count == 0 { usleep(20_000); continue }  // host side not connected yet
+    // The port is connected from QEMU's start (a socket QEMU inherits); end of file means the
+    // daemon's end closed: it exited or dropped this guest. Nobody is left to serve.
+    if count == 0 { powerOff("the host closed the agent port") }
     decoder.append(buffer[0..<count])
     do {
         while let frame = try decoder.next() {
