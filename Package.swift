@@ -59,6 +59,10 @@ let package = Package(
         .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
                           path: "Benchmarks/SandboxBenchmark"),
 
+        // Level 3: cold create+exec against a raw QEMU boot, warm-pool create+exec (make bench; root).
+        .executableTarget(name: "VMBenchmark", dependencies: ["VMSandbox", "QEMUGuest", "SandboxCore"],
+                          path: "Benchmarks/VMBenchmark"),
+
         // Store insert rates against pgbench (make bench; Benchmarks/run).
         .executableTarget(name: "StoreBenchmark", dependencies: [
             "Store", "SandboxCore",

@@ -22,6 +22,12 @@ public struct GuestImage: Sendable, Hashable {
     public var initramfsPath: String { directory + "/initramfs.cpio" }
     /// The directory holding only `sandbox-guest`, shared read-only at `/.sandbox`.
     public var agentDirectory: String { directory + "/agent" }
+
+    /// QEMU arguments (TCG) for the benchmark's baseline: this image booted without jail, agent
+    /// or level-1 sandbox; init runs `uname -r` on the console and powers off.
+    public func rawBaselineArguments(memoryMiB: Int, cpus: Int, consolePath: String) -> [String] {
+        JailedQEMU.rawBaselineArguments(image: self, shape: MachineShape(memoryMiB: memoryMiB, cpus: cpus), consolePath: consolePath)
+    }
 }
 
 /// One host directory the guest sees, read-only, at the same path.

@@ -5,7 +5,8 @@
 /// host's `/`), the runtime's symlinks (`/links`), the generated `/etc` (`/guest-etc`), fresh
 /// proc, sysfs, cgroup2 (every controller enabled), devtmpfs, devpts and tmpfs scratch places;
 /// remounts that root read-only and switches to it, running the agent as PID 1.
-/// A failure powers off; if the agent dies, `panic=-1` and QEMU's `-no-reboot` end the machine.
+/// With `sandboxd.raw=1` on the kernel command line it runs `uname -r` instead and powers off
+/// (the benchmark's raw-boot baseline). A failure powers off; if the agent dies, `panic=-1` and QEMU's `-no-reboot` end the machine.
 enum GuestInit {
     static let script = #"""
         #!/bin/busybox sh
@@ -49,6 +50,12 @@ enum GuestInit {
         done
         mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs $R/run || fail "mount tmpfs /run"
         mount -o remount,ro $R || fail "remount $R read-only"
+        # The benchmark's baseline (sandboxd.raw=1): the same boot, then the command straight
+        # from init, without agent, protocol or level-1 sandbox.
+        if grep -q 'sandboxd.raw=1' /proc/cmdline; then
+            chroot $R /usr/bin/uname -r
+            poweroff -f
+        fi
         umount /proc /sys
         # The agent's private libraries (the Swift runtime) sit next to it.
         exec switch_root $R /lib64/ld-linux-x86-64.so.2 --library-path /.sandbox/lib /.sandbox/sandbox-guest

@@ -173,6 +173,17 @@ final class JailedQEMU: @unchecked Sendable {
 
     static let agentPortName = "org.sandboxd.agent"
 
+    /// The benchmark's baseline: the same machine, kernel, initramfs and shares, unjailed, with
+    /// no agent port, and `sandboxd.raw=1` so that init runs `uname -r` itself and powers off.
+    static func rawBaselineArguments(image: GuestImage, shape: MachineShape, consolePath: String) -> [String] {
+        var arguments = qemuArguments(image: image, shape: shape, accelerator: .tcg, testHooks: false)
+        if let index = arguments.firstIndex(of: "-kernel") { arguments[index + 1] = image.kernelPath }
+        if let index = arguments.firstIndex(of: "-initrd") { arguments[index + 1] = image.initramfsPath }
+        if let index = arguments.firstIndex(of: "-append") { arguments[index + 1] += " sandboxd.raw=1" }
+        if let index = arguments.firstIndex(of: "-chardev") { arguments.removeSubrange(index...) }
+        return arguments + ["-serial", "file:\(consolePath)"]
+    }
+
     /// QEMU's own pid (a member of the VM's cgroup other than the launcher), nil once gone.
     var qemuPID: pid_t? {
         let procs = (try? String(contentsOfFile: cgroupDirectory + "/cgroup.procs", encoding: .utf8)) ?? ""
@@ -194,9 +205,23 @@ final class JailedQEMU: @unchecked Sendable {
         }
         guard first else { return }
         connection.shutdown()
-        Self.killCgroup(cgroupDirectory)
+        // QEMU first, by its pid: unshare (its parent, our child) then reaps it and exits. Killing
+        // the whole cgroup at once could take unshare first, and QEMU would linger as a zombie
+        // of the host's init.
+        if let qemu = qemuPID { kill(qemu, SIGKILL) }
         var status: Int32 = 0
-        while waitpid(launcherPID, &status, 0) < 0, errno == EINTR {}
+        let deadline = Date().addingTimeInterval(5)
+        while true {
+            let result = waitpid(launcherPID, &status, WNOHANG)
+            if result == launcherPID || (result < 0 && errno != EINTR) { break }
+            if Date() >= deadline {
+                Self.killCgroup(cgroupDirectory)
+                while waitpid(launcherPID, &status, 0) < 0, errno == EINTR {}
+                break
+            }
+            usleep(5_000)
+        }
+        Self.killCgroup(cgroupDirectory)
         Self.removeCgroup(cgroupDirectory)
         console.stop()
         try? FileManager.default.removeItem(atPath: stateDirectory)

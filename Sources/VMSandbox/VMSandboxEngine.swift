@@ -297,7 +297,12 @@ public final class VMSandboxEngine: Sendable {
         guard start else { return }
         Task.detached { [self] in
             while true {
-                let booted = try? await boot(shape)
+                var booted = try? await boot(shape)
+                if let (machine, _) = booted, !(await warmUp(machine)) {
+                    await onThread { machine.terminate() }
+                    release(machine)
+                    booted = nil
+                }
                 let again = state.withLock { s -> Bool in
                     if let booted {
                         if s.stopped { return false }
@@ -313,6 +318,29 @@ public final class VMSandboxEngine: Sendable {
                 }
                 if !again { return }
             }
+        }
+    }
+
+    /// Runs one throwaway sandbox in a pooled guest, so that the runtime's pages are in the
+    /// guest's cache and the agent's first real configure and exec are quick. False when the
+    /// guest failed at it (it is then not pooled).
+    func warmUp(_ machine: JailedQEMU) async -> Bool {
+        do {
+            let spec = SandboxSpec(id: "warmup", limits: ResourceLimits())
+            for frame in [try AgentFrame(.configure, json: spec), try AgentFrame(.exec, json: ExecRequest(["/bin/sh", "-c", "true"]))] {
+                let ok = NSLockedValue(false)
+                try await machine.connection.request(frame, timeout: 120) { reply in
+                    switch reply.kind {
+                    case .stdout, .stderr: return false
+                    case .ok, .execResult: ok.withLock { $0 = true }; return true
+                    default: return true
+                    }
+                }
+                guard ok.withLock({ $0 }) else { return false }
+            }
+            return true
+        } catch {
+            return false
         }
     }
 
