@@ -22,7 +22,7 @@ func environmentInt(_ name: String, _ fallback: Int) -> Int {
 func rawBoot(image: GuestImage, scratch: String) throws -> (Double, String) {
     let console = scratch + "/raw-console.log"
     unlink(console)
-    let arguments = image.rawBaselineArguments(memoryMiB: 512, cpus: 1, consolePath: console)
+    let arguments = image.rawBaselineArguments(memoryMiB: 768, cpus: 1, consolePath: console)
     let started = Date()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: try QEMUProcess.findExecutable())
@@ -72,14 +72,17 @@ for round in 0..<environmentInt("VM_BENCH_WARM", 6) {
     let sandbox = try await warmEngine.create(SandboxSpec(id: "bench-warm-\(round)"))
     let result = try await sandbox.exec(ExecRequest(["uname", "-r"]))
     let elapsed = Date().timeIntervalSince(started)
-    guard result.exitCode == 0, sandbox.fromPool else { print("warm run \(round) failed or was not pooled"); exit(1) }
+    guard result.exitCode == 0, sandbox.fromPool else {
+        print("warm run \(round) failed or was not pooled: exit \(String(describing: result.exitCode)); pool: \(warmEngine.lastPoolError ?? "no error")")
+        exit(1)
+    }
     warm.append(elapsed)
     await sandbox.destroy()
 }
 await warmEngine.shutdown()
 
 let rawP50 = percentile(raw, 0.5), coldP50 = percentile(cold, 0.5), warmP50 = percentile(warm, 0.5)
-print("VM sandbox (level 3, TCG, \(release), 512 MiB, 1 vCPU), command: uname -r")
+print("VM sandbox (level 3, TCG, \(release), 768 MiB, 1 vCPU), command: uname -r")
 print(String(format: "  raw qemu boot + command   p50 %7.2f s   (n=%d, baseline)", rawP50, raw.count))
 print(String(format: "  cold create+exec          p50 %7.2f s   %.2fx raw   (target <= 1.2x)", coldP50, coldP50 / rawP50))
 print(String(format: "  warm-pool create+exec     p50 %7.1f ms  p90 %.1f ms  %.3fx raw  (n=%d, target p50 <= 100 ms)", warmP50 * 1000, percentile(warm, 0.9) * 1000, warmP50 / rawP50, warm.count))

@@ -181,3 +181,12 @@ func onThread<Result: Sendable>(_ body: @escaping @Sendable () -> Result) async 
         thread.start()
     }
 }
+
+extension SandboxSpec {
+    /// Same sandbox apart from the id: what a pooled guest's ready sandbox can stand in for.
+    func matches(_ other: SandboxSpec) -> Bool {
+        limits == other.limits && enforcement == other.enforcement && environment == other.environment
+            && mounts == other.mounts && workspacePath == other.workspacePath && network == other.network
+            && (other.hostname == nil || other.hostname == hostname)
+    }
+}

@@ -18,7 +18,8 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
     /// QEMU runs as `qemuUIDBase + slot` (uid = gid), one per live VM.
     public var qemuUIDBase: UInt32
     public var qemuUIDCount: UInt32
-    /// Guest RAM unless a spec needs more (its memory limit + `memoryOverheadMiB`).
+    /// Guest RAM unless a spec needs more (its memory limit + `memoryOverheadMiB`); pooled guests
+    /// have this size and serve every spec that fits. The default fits the default 512 MiB limit.
     public var memoryMiB: Int
     public var memoryOverheadMiB: Int
     /// vCPUs unless a spec's cpu limit needs more.
@@ -27,6 +28,10 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
     public var accelerator: AcceleratorChoice.Preference
     /// Pre-booted guests kept ready; 0 disables the pool.
     public var poolSize: Int
+    /// Pooled guests hold a ready level-1 sandbox with these limits; a spec with the same limits
+    /// (and no mounts, extra environment or own hostname) takes it as it is, without a configure
+    /// round trip. Set it to the default policy's limits.
+    public var poolLimits: ResourceLimits
     /// From QEMU's start to the agent's hello.
     public var bootTimeout: Double
     /// The console log is cut to its newest half beyond this many bytes.
@@ -42,11 +47,12 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
         cgroupSubtree: String = "sandboxd-vm",
         qemuUIDBase: UInt32 = 589_824,
         qemuUIDCount: UInt32 = 4096,
-        memoryMiB: Int = 512,
+        memoryMiB: Int = 768,
         memoryOverheadMiB: Int = 192,
         cpus: Int = 1,
         accelerator: AcceleratorChoice.Preference = .auto,
         poolSize: Int = 0,
+        poolLimits: ResourceLimits = ResourceLimits(),
         bootTimeout: Double = 180,
         consoleLogLimit: Int = 256 << 10,
         enableTestHooks: Bool = false
@@ -63,6 +69,7 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
         self.cpus = cpus
         self.accelerator = accelerator
         self.poolSize = poolSize
+        self.poolLimits = poolLimits
         self.bootTimeout = bootTimeout
         self.consoleLogLimit = consoleLogLimit
         self.enableTestHooks = enableTestHooks
@@ -95,6 +102,10 @@ public final class VMSandboxEngine: Sendable {
         var ready: [(JailedQEMU, AgentHello)] = []
         var booting = 0
         var stopped = false
+        /// Why the last pool boot failed (for `info`), nil after a success.
+        var lastPoolError: String?
+        /// The guest the refill task is booting now (shutdown kills it).
+        var inFlight: JailedQEMU?
         /// Every VM this engine started and has not yet released (reapLeftovers spares them).
         var live: Set<String> = []
     }
@@ -191,6 +202,9 @@ public final class VMSandboxEngine: Sendable {
         return nil
     }
 
+    /// Why the last pool refill failed, nil when it worked.
+    public var lastPoolError: String? { state.withLock { $0.lastPoolError } }
+
     /// Guests booted and waiting in the pool.
     public var pooledCount: Int { state.withLock { $0.ready.count } }
 
@@ -199,7 +213,9 @@ public final class VMSandboxEngine: Sendable {
     public func create(_ spec: SandboxSpec) async throws(VMSandboxError) -> VMSandbox {
         let shape = shape(for: spec)
         let pooled: (JailedQEMU, AgentHello)? = state.withLock { s in
-            guard let index = s.ready.firstIndex(where: { $0.0.shape == shape && $0.0.connection.closed == nil }) else { return nil }
+            guard let index = s.ready.firstIndex(where: {
+                $0.0.shape.memoryMiB >= shape.memoryMiB && $0.0.shape.cpus >= shape.cpus && $0.0.connection.closed == nil
+            }) else { return nil }
             return s.ready.remove(at: index)
         }
         refillPool()
@@ -208,6 +224,8 @@ public final class VMSandboxEngine: Sendable {
         let sandbox = VMSandbox(spec: spec, machine: machine, hello: hello, accelerator: accelerator, fromPool: pooled != nil) { [weak self] machine in
             self?.release(machine)
         }
+        // The pooled guest's sandbox was built from poolSpec and has run only `true`.
+        if pooled != nil, Self.poolSpec(configuration.poolLimits).matches(spec) { return sandbox }
         do {
             let frame = try AgentFrame(.configure, json: spec)
             let failure = NSLockedValue<AgentFailure?>(nil)
@@ -228,6 +246,10 @@ public final class VMSandboxEngine: Sendable {
         return sandbox
     }
 
+    static func poolSpec(_ limits: ResourceLimits) -> SandboxSpec {
+        SandboxSpec(id: "pooled", hostname: "sandbox", limits: limits)
+    }
+
     func shape(for spec: SandboxSpec) -> MachineShape {
         var memory = configuration.memoryMiB
         if let limit = spec.limits.memory {
@@ -239,7 +261,7 @@ public final class VMSandboxEngine: Sendable {
     }
 
     /// Starts a jailed QEMU and waits for its agent's hello.
-    func boot(_ shape: MachineShape) async throws(VMSandboxError) -> (JailedQEMU, AgentHello) {
+    func boot(_ shape: MachineShape, forPool: Bool = false) async throws(VMSandboxError) -> (JailedQEMU, AgentHello) {
         let count = configuration.qemuUIDCount
         let claimed: UInt32? = state.withLock { s in
             guard let free = (0..<count).first(where: { !s.usedSlots.contains($0) }) else { return nil }
@@ -256,7 +278,17 @@ public final class VMSandboxEngine: Sendable {
             _ = state.withLock { $0.usedSlots.remove(slot) }
             throw error
         }
-        _ = state.withLock { $0.live.insert(name) }
+        let stopped = state.withLock { s in
+            s.live.insert(name)
+            if forPool { s.inFlight = machine }
+            return s.stopped
+        }
+        defer { if forPool { state.withLock { $0.inFlight = nil } } }
+        if forPool, stopped {
+            await onThread { machine.terminate() }
+            release(machine)
+            throw VMSandboxError(.launch, "the engine is shutting down")
+        }
         let hello = NSLockedValue<AgentHello?>(nil)
         do {
             try await machine.connection.request(nil, timeout: configuration.bootTimeout) { frame in
@@ -297,12 +329,20 @@ public final class VMSandboxEngine: Sendable {
         guard start else { return }
         Task.detached { [self] in
             while true {
-                var booted = try? await boot(shape)
-                if let (machine, _) = booted, !(await warmUp(machine)) {
+                var booted: (JailedQEMU, AgentHello)?
+                var failure: String?
+                do {
+                    booted = try await boot(shape, forPool: true)
+                } catch {
+                    failure = "boot: \(error)"
+                }
+                if let (machine, _) = booted, let problem = await warmUp(machine) {
+                    failure = "warm-up: \(problem)\nconsole: \(machine.console.tail(maxBytes: 1500))"
                     await onThread { machine.terminate() }
                     release(machine)
                     booted = nil
                 }
+                state.withLock { $0.lastPoolError = failure }
                 let again = state.withLock { s -> Bool in
                     if let booted {
                         if s.stopped { return false }
@@ -322,35 +362,39 @@ public final class VMSandboxEngine: Sendable {
     }
 
     /// Runs one throwaway sandbox in a pooled guest, so that the runtime's pages are in the
-    /// guest's cache and the agent's first real configure and exec are quick. False when the
-    /// guest failed at it (it is then not pooled).
-    func warmUp(_ machine: JailedQEMU) async -> Bool {
+    /// guest's cache and the agent's first real configure and exec are quick. Returns why the
+    /// guest failed at it (it is then not pooled), nil on success.
+    func warmUp(_ machine: JailedQEMU) async -> String? {
         do {
-            let spec = SandboxSpec(id: "warmup", limits: ResourceLimits())
+            let spec = Self.poolSpec(configuration.poolLimits)
             for frame in [try AgentFrame(.configure, json: spec), try AgentFrame(.exec, json: ExecRequest(["/bin/sh", "-c", "true"]))] {
-                let ok = NSLockedValue(false)
+                let answer = NSLockedValue<AgentFrame?>(nil)
                 try await machine.connection.request(frame, timeout: 120) { reply in
                     switch reply.kind {
                     case .stdout, .stderr: return false
-                    case .ok, .execResult: ok.withLock { $0 = true }; return true
-                    default: return true
+                    default: answer.withLock { $0 = reply }; return true
                     }
                 }
-                guard ok.withLock({ $0 }) else { return false }
+                guard let reply = answer.withLock({ $0 }), reply.kind == .ok || reply.kind == .execResult else {
+                    let reply = answer.withLock { $0 }
+                    return "\(frame.kind) answered \(reply.map { "\($0.kind) \(String(decoding: $0.payload, as: UTF8.self))" } ?? "nothing")"
+                }
             }
-            return true
+            return nil
         } catch {
-            return false
+            return "\(error)"
         }
     }
 
     /// Destroys the pooled guests and stops refilling. Live sandboxes are the caller's.
     public func shutdown() async {
-        let pooled = state.withLock { s -> [(JailedQEMU, AgentHello)] in
+        let (pooled, inFlight) = state.withLock { s -> ([(JailedQEMU, AgentHello)], JailedQEMU?) in
             s.stopped = true
             defer { s.ready = [] }
-            return s.ready
+            return (s.ready, s.inFlight)
         }
+        // Its boot then fails, and the refill task releases it.
+        if let inFlight { await onThread { inFlight.terminate() } }
         for (machine, _) in pooled {
             await onThread { machine.terminate() }
             release(machine)
