@@ -16,8 +16,9 @@ public struct GuestImage: Sendable, Hashable {
     /// Host runtime directories shared read-only with the guest (tag, host path = guest path).
     public var shares: [RuntimeShare]
 
-    /// The kernel QEMU boots (the ELF with a PVH entry when the kernel has one).
-    public var kernelPath: String { directory + "/kernel" }
+    /// The kernel QEMU boots (the ELF with a PVH entry when the kernel has one), in its own
+    /// cache directory keyed by the kernel package (`<cache>/vm-kernel/<key>/kernel`).
+    public var kernelPath: String
     /// The initramfs (busybox, modules, init, generated /etc).
     public var initramfsPath: String { directory + "/initramfs.cpio" }
     /// The directory holding only `sandbox-guest`, shared read-only at `/.sandbox`.
@@ -127,29 +128,22 @@ public struct GuestImageBuilder: Sendable {
             try base.addFile("bin/busybox", contents: busybox, mode: 0o755)
             let baseBytes = base.bytes
 
-            var hasher = SHA256()
-            hasher.update(field: Self.formatVersion)
-            hasher.update(field: kernel.name)
-            hasher.update(field: kernel.version)
-            hasher.update(field: Self.moduleRoots.joined(separator: ","))
-            hasher.update(field: SHA256.hex(of: baseBytes))
-            let agentDigest = try Self.fileDigest(agentBinary)
-            hasher.update(field: agentDigest)
-            for library in agentLibraries {
-                hasher.update(field: library.name)
-                hasher.update(field: try Self.fileDigest(library.path))
-            }
-            let key = hasher.finalizeHex()
-
             let cache = BuildCache(root: cacheDirectory)
-            let (directory, built) = try cache.directory(kind: "vm-image", key: key) { (scratch) throws(QEMUGuestError) in
-                progress("image: building \(key.prefix(12)) from \(kernel)")
+            // Stage 1, keyed by the kernel package alone: kernel and module archive. A new agent
+            // or runtime does not download the kernel again.
+            var kernelHasher = SHA256()
+            kernelHasher.update(field: Self.formatVersion + " kernel")
+            kernelHasher.update(field: kernel.name)
+            kernelHasher.update(field: kernel.version)
+            kernelHasher.update(field: Self.moduleRoots.joined(separator: ","))
+            let kernelKey = kernelHasher.finalizeHex()
+            let (kernelDirectory, _) = try cache.directory(kind: "vm-kernel", key: kernelKey) { (scratch) throws(QEMUGuestError) in
                 let download = scratch + "/download"
                 try Self.mkdir(download)
                 progress("image: downloading and unpacking \(kernel) (apt-get download, dpkg-deb -x)")
                 let extracted = try ExtractedKernel.download(kernel, into: download)
                 let modules = try extracted.loadOrder(for: Self.moduleRoots)
-                progress("image: initramfs with busybox and \(modules.count) modules")
+                progress("image: module archive (\(modules.count) modules)")
                 var archive = CPIOArchive()
                 for directory in ["bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"] {
                     try archive.addDirectory(directory)
@@ -161,13 +155,12 @@ public struct GuestImageBuilder: Sendable {
                     try archive.addFile("lib/modules/\(module.info.name).ko", contents: [UInt8](contents))
                 }
                 try archive.addFile("lib/modules/load-order", contents: Array((modules.map(\.info.name).joined(separator: "\n") + "\n").utf8))
-                // The base part (etc, init, busybox) goes last: an archive's trailer ends it,
-                // and the kernel reads concatenated archives one after another.
-                try Self.write(archive.finished() + base.finished(), to: scratch + "/initramfs.cpio")
+                try Self.write(archive.finished(), to: scratch + "/modules.cpio")
                 progress("image: kernel")
                 guard let vmlinuz = FileManager.default.contents(atPath: extracted.vmlinuzPath).map({ [UInt8]($0) }) else {
                     throw QEMUGuestError(.io, "cannot read \(extracted.vmlinuzPath)")
                 }
+                // The uncompressed ELF through its PVH entry: TCG skips the kernel's own decompression.
                 var kernelFormat = "bzImage"
                 var kernelImage = vmlinuz
                 if let elf = try? KernelImage.extractELF(fromBzImage: vmlinuz, scratchDirectory: scratch), KernelImage.isPVHBootable(elf: elf) {
@@ -175,6 +168,32 @@ public struct GuestImageBuilder: Sendable {
                     kernelFormat = "ELF (PVH entry)"
                 }
                 try Self.write(kernelImage, to: scratch + "/kernel")
+                let manifest = "kernel: \(kernel)\nrelease: \(extracted.release)\nkernel-format: \(kernelFormat)\nmodules: \(modules.map(\.info.name).joined(separator: " "))\n"
+                try Self.write(Array(manifest.utf8), to: scratch + "/manifest.txt")
+                try? FileManager.default.removeItem(atPath: download)
+                chmod(scratch, 0o755)
+            }
+
+            // Stage 2: the initramfs (modules + init, busybox, /etc) and the agent.
+            var hasher = SHA256()
+            hasher.update(field: Self.formatVersion)
+            hasher.update(field: kernelKey)
+            hasher.update(field: SHA256.hex(of: baseBytes))
+            let agentDigest = try Self.fileDigest(agentBinary)
+            hasher.update(field: agentDigest)
+            for library in agentLibraries {
+                hasher.update(field: library.name)
+                hasher.update(field: try Self.fileDigest(library.path))
+            }
+            let key = hasher.finalizeHex()
+            let (directory, built) = try cache.directory(kind: "vm-image", key: key) { (scratch) throws(QEMUGuestError) in
+                progress("image: building \(key.prefix(12)) (initramfs, agent)")
+                guard let modules = FileManager.default.contents(atPath: kernelDirectory + "/modules.cpio").map({ [UInt8]($0) }) else {
+                    throw QEMUGuestError(.io, "cannot read \(kernelDirectory)/modules.cpio")
+                }
+                // The base part (etc, init, busybox) goes last: an archive's trailer ends it,
+                // and the kernel reads concatenated archives one after another.
+                try Self.write(modules + base.finished(), to: scratch + "/initramfs.cpio")
                 try Self.mkdir(scratch + "/agent")
                 try Self.write(agent, to: scratch + "/agent/sandbox-guest", mode: 0o755)
                 try Self.mkdir(scratch + "/agent/lib")
@@ -184,25 +203,24 @@ public struct GuestImageBuilder: Sendable {
                     }
                     try Self.write([UInt8](contents), to: scratch + "/agent/lib/" + library.name, mode: 0o755)
                 }
+                let kernelManifest = (try? String(contentsOfFile: kernelDirectory + "/manifest.txt", encoding: .utf8)) ?? ""
                 let manifest = """
                     key: \(key)
-                    kernel: \(kernel)
-                    release: \(extracted.release)
-                    kernel-format: \(kernelFormat)
-                    modules: \(modules.map(\.info.name).joined(separator: " "))
-                    shares: \(shares.map(\.path).joined(separator: " "))
+                    kernel-directory: \(kernelDirectory)
+                    \(kernelManifest)shares: \(shares.map(\.path).joined(separator: " "))
                     agent-sha256: \(agentDigest)
 
                     """
                 try Self.write(Array(manifest.utf8), to: scratch + "/manifest.txt")
-                try? FileManager.default.removeItem(atPath: download)
                 chmod(scratch, 0o755)
             }
             // The jailed QEMU runs as an unprivileged uid and must reach the image.
             chmod(cacheDirectory, 0o755)
             chmod(cacheDirectory + "/vm-image", 0o755)
+            chmod(cacheDirectory + "/vm-kernel", 0o755)
             progress(built ? "image: built \(directory)" : "image: up to date (\(key.prefix(12)))")
-            return GuestImage(directory: directory, key: key, kernelPackage: kernel, wasBuilt: built, shares: guestShares)
+            return GuestImage(directory: directory, key: key, kernelPackage: kernel, wasBuilt: built, shares: guestShares,
+                              kernelPath: kernelDirectory + "/kernel")
         }
     }
 
