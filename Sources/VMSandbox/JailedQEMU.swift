@@ -27,7 +27,10 @@ final class JailedQEMU: @unchecked Sendable {
     let uid: UInt32
     let stateDirectory: String
     let cgroupDirectory: String
+    /// The launcher shell (our child; it stays in the VM's cgroup, watching `watchFD`).
     let launcherPID: pid_t
+    /// The write end of the launcher's watch pipe; closing it makes the launcher kill the cgroup.
+    private let watchFD: Int32
     let connection: AgentConnection
     let console: ConsoleLog
     private let lock = NSLock()
@@ -61,6 +64,14 @@ final class JailedQEMU: @unchecked Sendable {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &consolePair) == 0 else {
             close(agentPair[0]); close(agentPair[1]); unwind(); throw .system("socketpair", "console")
         }
+        // The launcher shell holds the read end; when this end closes (destroy, or the daemon
+        // died), it kills the VM's cgroup. A QEMU never outlives its daemon.
+        var watchPipe: [Int32] = [-1, -1]
+        guard pipe(&watchPipe) == 0, fcntl(watchPipe[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(watchPipe[1], F_SETFD, FD_CLOEXEC) == 0 else {
+            close(agentPair[0]); close(agentPair[1]); close(consolePair[0]); close(consolePair[1]); unwind()
+            throw .system("pipe", "launcher watch")
+        }
+        defer { close(watchPipe[0]) }
         let kernelFD = open(settings.image.kernelPath, O_RDONLY | O_CLOEXEC)
         let initrdFD = open(settings.image.initramfsPath, O_RDONLY | O_CLOEXEC)
         defer {
@@ -69,7 +80,7 @@ final class JailedQEMU: @unchecked Sendable {
             if initrdFD >= 0 { close(initrdFD) }
         }
         guard kernelFD >= 0, initrdFD >= 0 else {
-            close(agentPair[0]); close(consolePair[0]); unwind()
+            close(agentPair[0]); close(consolePair[0]); close(watchPipe[1]); unwind()
             throw .system("open", kernelFD < 0 ? settings.image.kernelPath : settings.image.initramfsPath)
         }
 
@@ -78,7 +89,7 @@ final class JailedQEMU: @unchecked Sendable {
         do {
             argv = try Self.jailedCommand(cgroup: cgroupDirectory, uid: uid, kvm: accelerator == .kvm, qemu: qemuArguments)
         } catch {
-            close(agentPair[0]); close(consolePair[0]); unwind()
+            close(agentPair[0]); close(consolePair[0]); close(watchPipe[1]); unwind()
             throw error
         }
         let logPath = stateDirectory + "/qemu.log"
@@ -89,10 +100,10 @@ final class JailedQEMU: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         // Sources are moved above 100 first, so that no dup2 below overwrites a later source.
-        let sources = [agentPair[1], consolePair[1], kernelFD, initrdFD].map { fcntl($0, F_DUPFD_CLOEXEC, 100) }
+        let sources = [agentPair[1], consolePair[1], kernelFD, initrdFD, watchPipe[0]].map { fcntl($0, F_DUPFD_CLOEXEC, 100) }
         defer { for fd in sources where fd >= 0 { close(fd) } }
         guard !sources.contains(where: { $0 < 0 }) else {
-            close(agentPair[0]); close(consolePair[0]); unwind()
+            close(agentPair[0]); close(consolePair[0]); close(watchPipe[1]); unwind()
             throw .system("fcntl(F_DUPFD_CLOEXEC)", "QEMU's inherited descriptors")
         }
         for (index, fd) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + index)) }
@@ -112,15 +123,17 @@ final class JailedQEMU: @unchecked Sendable {
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, argv[0], &actions, &attributes, cArguments, environment)
         guard spawned == 0 else {
-            close(agentPair[0]); close(consolePair[0]); unwind()
+            close(agentPair[0]); close(consolePair[0]); close(watchPipe[1]); unwind()
             throw VMSandboxError(.launch, "posix_spawn(\(argv[0])): \(String(cString: strerror(spawned)))")
         }
         launcherPID = pid
+        watchFD = watchPipe[1]
         connection = AgentConnection(fd: agentPair[0])
         console = ConsoleLog(fd: consolePair[0], path: stateDirectory + "/console.log", limit: settings.consoleLogLimit)
     }
 
-    /// `sh` (into the cgroup) → `unshare` (namespaces) → `setpriv` (uid, no caps) → QEMU.
+    /// `sh` (into the cgroup, then watching the daemon) → `unshare` (namespaces) → `setpriv`
+    /// (uid, no caps) → QEMU.
     static func jailedCommand(cgroup: String, uid: UInt32, kvm: Bool, qemu: [String]) throws(VMSandboxError) -> [String] {
         func tool(_ name: String, _ package: String) throws(VMSandboxError) -> String {
             guard let path = HostTool.find(name) else { throw VMSandboxError(.launch, "\(name) not found: install the Debian package \(package)") }
@@ -135,7 +148,10 @@ final class JailedQEMU: @unchecked Sendable {
         var groups = "--clear-groups"
         var info = stat()
         if kvm, stat("/dev/kvm", &info) == 0, info.st_gid != 0 { groups = "--groups=\(info.st_gid)" }
-        return [shell, "-c", #"echo $$ > "$0/cgroup.procs" && exec "$@""#, cgroup,
+        // fd 7 is the watch pipe: its read returns when the daemon's end closes.
+        // The shell drops QEMU's descriptors itself, so that QEMU's exit closes the agent socket.
+        let launcher = #"echo $$ > "$0/cgroup.procs" || exit 1; "$@" 7<&- & exec 3<&- 4<&- 5<&- 6<&-; read _ <&7; echo 1 > "$0/cgroup.kill""#
+        return [shell, "-c", launcher, cgroup,
                 unshare, "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child", "--",
                 setpriv, "--reuid=\(uid)", "--regid=\(uid)", groups, "--inh-caps=-all",
                 "--bounding-set=-all", "--no-new-privs", "--",
@@ -208,7 +224,14 @@ final class JailedQEMU: @unchecked Sendable {
         // QEMU first, by its pid: unshare (its parent, our child) then reaps it and exits. Killing
         // the whole cgroup at once could take unshare first, and QEMU would linger as a zombie
         // of the host's init.
-        if let qemu = qemuPID { kill(qemu, SIGKILL) }
+        if let qemu = qemuPID {
+            kill(qemu, SIGKILL)
+            // Until unshare has reaped it (the /proc entry goes), so no zombie is left to init.
+            let deadline = Date().addingTimeInterval(5)
+            while access("/proc/\(qemu)", F_OK) == 0, Date() < deadline { usleep(5_000) }
+        }
+        // The launcher wakes up and kills what is left of the cgroup (unshare, itself).
+        close(watchFD)
         var status: Int32 = 0
         let deadline = Date().addingTimeInterval(5)
         while true {
