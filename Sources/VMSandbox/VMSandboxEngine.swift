@@ -32,6 +32,8 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
     /// (and no mounts, extra environment or own hostname) takes it as it is, without a configure
     /// round trip. Set it to the default policy's limits.
     public var poolLimits: ResourceLimits
+    /// Seconds between handing out a pooled guest and starting to boot its replacement.
+    public var poolRefillDelay: Double
     /// From QEMU's start to the agent's hello.
     public var bootTimeout: Double
     /// The console log is cut to its newest half beyond this many bytes.
@@ -53,6 +55,7 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
         accelerator: AcceleratorChoice.Preference = .auto,
         poolSize: Int = 0,
         poolLimits: ResourceLimits = ResourceLimits(),
+        poolRefillDelay: Double = 2,
         bootTimeout: Double = 180,
         consoleLogLimit: Int = 256 << 10,
         enableTestHooks: Bool = false
@@ -70,6 +73,7 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
         self.accelerator = accelerator
         self.poolSize = poolSize
         self.poolLimits = poolLimits
+        self.poolRefillDelay = poolRefillDelay
         self.bootTimeout = bootTimeout
         self.consoleLogLimit = consoleLogLimit
         self.enableTestHooks = enableTestHooks
@@ -218,7 +222,9 @@ public final class VMSandboxEngine: Sendable {
             }) else { return nil }
             return s.ready.remove(at: index)
         }
-        refillPool()
+        // A booting guest takes a host core for seconds under TCG: the new sandbox's first
+        // commands go first.
+        refillPool(after: pooled == nil ? 0 : configuration.poolRefillDelay)
         let (machine, hello): (JailedQEMU, AgentHello)
         if let pooled { (machine, hello) = pooled } else { (machine, hello) = try await boot(shape) }
         let sandbox = VMSandbox(spec: spec, machine: machine, hello: hello, accelerator: accelerator, fromPool: pooled != nil) { [weak self] machine in
@@ -319,7 +325,7 @@ public final class VMSandboxEngine: Sendable {
     }
 
     /// Boots guests in the background, one at a time, until the pool is full.
-    func refillPool() {
+    func refillPool(after delay: Double = 0) {
         let shape = MachineShape(memoryMiB: configuration.memoryMiB, cpus: configuration.cpus)
         let start = state.withLock { s -> Bool in
             guard !s.stopped, s.booting == 0, s.ready.count < configuration.poolSize else { return false }
@@ -328,6 +334,7 @@ public final class VMSandboxEngine: Sendable {
         }
         guard start else { return }
         Task.detached { [self] in
+            if delay > 0 { try? await Task.sleep(for: .milliseconds(Int(delay * 1000))) }
             while true {
                 var booted: (JailedQEMU, AgentHello)?
                 var failure: String?
