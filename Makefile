@@ -12,7 +12,7 @@ CONFIGURATION ?= debug
 # Debian packages the build and the daemon need.
 APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
 # Extra packages the tests and benchmarks need.
-APT_TEST := $(APT_RUNTIME) postgresql-contrib python3 bubblewrap
+APT_TEST := $(APT_RUNTIME) postgresql-contrib iproute2 curl python3 bubblewrap
 APT_TEST += qemu-system-x86 busybox-static cpio xz-utils
 
 .PHONY: all build run test bench deps test-deps clean clean-guest

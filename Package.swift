@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
         // Value types, configuration and policy parsing. No I/O.
@@ -38,6 +39,15 @@ let package = Package(
         .target(name: "LinuxSandbox", dependencies: [
             "SandboxCore", "CLinuxSandbox", "CSeccomp",
             .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+
+        // Egress allowlist proxy: serves a listener created inside a sandbox's network namespace.
+        .target(name: "EgressProxy", dependencies: [
+            "SandboxCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
@@ -87,6 +97,16 @@ let package = Package(
         .testTarget(name: "VMSandboxTests", dependencies: ["VMSandbox", "VMAgentProtocol", "SandboxCore"]),
         .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
         .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
+
+        // Egress proxy cost against direct connections (make bench; Benchmarks/run).
+        .executableTarget(name: "EgressBenchmark", dependencies: [
+            "EgressProxy", "SandboxCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], path: "Benchmarks/EgressBenchmark"),
+
+        .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
     ],
