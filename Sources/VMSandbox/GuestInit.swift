@@ -15,6 +15,8 @@ enum GuestInit {
         fail() { echo "guest-init: $*"; poweroff -f; sleep 5; exit 1; }
 
         mount -t devtmpfs devtmpfs /dev || fail "mount devtmpfs /dev"
+        # The initramfs has no /dev/console node, so the kernel started init without stdio.
+        exec 0<>/dev/console 1>&0 2>&0
         mount -t proc proc /proc || fail "mount proc /proc"
         mount -t sysfs sysfs /sys || fail "mount sysfs /sys"
         while read -r module; do
@@ -56,6 +58,7 @@ enum GuestInit {
             chroot $R /usr/bin/uname -r
             poweroff -f
         fi
+        echo "guest-init: root ready at $(cut -d' ' -f1 /proc/uptime) s"
         umount /proc /sys
         # The agent's private libraries (the Swift runtime) sit next to it.
         exec switch_root $R /lib64/ld-linux-x86-64.so.2 --library-path /.sandbox/lib /.sandbox/sandbox-guest

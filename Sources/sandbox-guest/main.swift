@@ -90,6 +90,7 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) async {
             let spec = try frame.decode(SandboxSpec.self)
             if let old = state.sandbox { await old.destroy(); state.sandbox = nil }
             state.sandbox = try await state.engine.create(spec)
+            log("sandbox configured at \(uptime()) s")
             writer.send(AgentFrame(.ok))
         } catch {
             let (code, message) = failure(error)
@@ -167,6 +168,10 @@ do {
     powerOff("LinuxSandboxEngine: \(error)")
 }
 let state = AgentState(engine: engine)
+func uptime() -> String {
+    ((try? String(contentsOfFile: "/proc/uptime", encoding: .utf8)) ?? "?").split(separator: " ").first.map(String.init) ?? "?"
+}
+log("ready at \(uptime()) s after boot")
 writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
 
 var decoder = AgentFrameDecoder()

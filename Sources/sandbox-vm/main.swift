@@ -55,6 +55,9 @@ case ["run"]:
         FileHandle.standardError.write(Data(String(format: "sandbox-vm: %@, boot %.2f s, exec %.3f s, exit %@\n",
             sandbox.accelerator.description, booted.timeIntervalSince(started), finished.timeIntervalSince(booted),
             result.exitCode.map(String.init) ?? "signal \(result.signal ?? 0)").utf8))
+        if ProcessInfo.processInfo.environment["SANDBOX_VM_CONSOLE"] != nil {
+            FileHandle.standardError.write((try? Data(contentsOf: URL(fileURLWithPath: sandbox.consoleLogPath))) ?? Data())
+        }
         await sandbox.destroy()
         await engine.shutdown()
         exit(result.exitCode ?? 1)
