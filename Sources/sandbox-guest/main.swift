@@ -148,6 +148,10 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) async {
 
 // MARK: - main
 
+func uptime() -> String {
+    ((try? String(contentsOfFile: "/proc/uptime", encoding: .utf8)) ?? "?").split(separator: " ").first.map(String.init) ?? "?"
+}
+log("started at \(uptime()) s")
 signal(SIGPIPE, SIG_IGN)
 guard let portPath = findPort() else { powerOff("no virtio-serial port named \(portName)") }
 let portFD = open(portPath, O_RDWR | O_CLOEXEC)
@@ -168,9 +172,6 @@ do {
     powerOff("LinuxSandboxEngine: \(error)")
 }
 let state = AgentState(engine: engine)
-func uptime() -> String {
-    ((try? String(contentsOfFile: "/proc/uptime", encoding: .utf8)) ?? "?").split(separator: " ").first.map(String.init) ?? "?"
-}
 log("ready at \(uptime()) s after boot")
 writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
 
