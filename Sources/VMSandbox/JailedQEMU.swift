@@ -58,6 +58,11 @@ final class JailedQEMU: @unchecked Sendable {
         cleanup.append { [stateDirectory] in try? FileManager.default.removeItem(atPath: stateDirectory) }
         guard mkdir(cgroupDirectory, 0o755) == 0 else { unwind(); throw .system("mkdir", cgroupDirectory) }
         cleanup.append { [cgroupDirectory] in rmdir(cgroupDirectory) }
+        // Where the host offers the controllers (not on the build machines' hybrid cgroup2): QEMU
+        // gets guest RAM plus room for itself (TCG's translation cache), and a bounded thread count.
+        Self.writeIfPresent(cgroupDirectory + "/memory.max", String((shape.memoryMiB + 1024) << 20))
+        Self.writeIfPresent(cgroupDirectory + "/memory.swap.max", "0")
+        Self.writeIfPresent(cgroupDirectory + "/pids.max", "256")
 
         var agentPair: [Int32] = [-1, -1], consolePair: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &agentPair) == 0 else { unwind(); throw .system("socketpair", "agent port") }
@@ -248,6 +253,13 @@ final class JailedQEMU: @unchecked Sendable {
         Self.removeCgroup(cgroupDirectory)
         console.stop()
         try? FileManager.default.removeItem(atPath: stateDirectory)
+    }
+
+    static func writeIfPresent(_ path: String, _ value: String) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = value.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
     }
 
     static func killCgroup(_ directory: String) {

@@ -146,6 +146,11 @@ public final class VMSandboxEngine: Sendable {
         }
         chmod(configuration.stateDirectory, 0o700)
         if mkdir(cgroupParent, 0o755) != 0, errno != EEXIST { throw .system("mkdir", cgroupParent) }
+        // Best effort, in our own subtree only: offer memory and pids to the VM cgroups where
+        // the level above offers them (systemd's delegation on production hosts).
+        for controller in ["+memory", "+pids"] {
+            JailedQEMU.writeIfPresent(cgroupParent + "/cgroup.subtree_control", controller)
+        }
         image = try GuestImageBuilder(cacheDirectory: configuration.imageCacheDirectory, agentBinary: configuration.agentBinary).build(progress: progress)
         settings = JailedQEMU.Settings(image: image, stateRoot: configuration.stateDirectory, cgroupParent: cgroupParent,
                                        consoleLogLimit: configuration.consoleLogLimit, testHooks: configuration.enableTestHooks)
