@@ -2,7 +2,8 @@
 //
 //   sandbox-vm image build [--cache DIR]        build (or find) the guest image, with progress
 //   sandbox-vm probe                            which accelerator the engine would use, and why
-//   sandbox-vm run [--cache DIR] [--tcg] -- CMD ARG...   boot a guest, run CMD in its sandbox, destroy it
+//   sandbox-vm run [--cache DIR] [--tcg] [--state DIR] [--subtree NAME] -- CMD ARG...
+//                                               boot a guest, run CMD in its sandbox, destroy it
 import Foundation
 import SandboxCore
 import VMSandbox
@@ -25,6 +26,18 @@ if let index = arguments.firstIndex(of: "--cache") {
     cache = arguments[index + 1]
     arguments.removeSubrange(index...(index + 1))
 }
+var stateDirectory = "/run/sandboxd/vm"
+var subtree = "sandboxd-vm"
+if let index = arguments.firstIndex(of: "--state") {
+    guard index + 1 < arguments.count else { usage() }
+    stateDirectory = arguments[index + 1]
+    arguments.removeSubrange(index...(index + 1))
+}
+if let index = arguments.firstIndex(of: "--subtree") {
+    guard index + 1 < arguments.count else { usage() }
+    subtree = arguments[index + 1]
+    arguments.removeSubrange(index...(index + 1))
+}
 if let index = arguments.firstIndex(of: "--tcg") {
     preference = .tcg
     arguments.remove(at: index)
@@ -45,7 +58,8 @@ case ["run"]:
     guard !command.isEmpty else { usage() }
     do {
         let started = Date()
-        let engine = try await VMSandboxEngine.start(configuration: .init(imageCacheDirectory: cache, accelerator: preference)) { print($0) }
+        let engine = try await VMSandboxEngine.start(configuration: .init(
+            stateDirectory: stateDirectory, imageCacheDirectory: cache, cgroupSubtree: subtree, accelerator: preference)) { print($0) }
         let sandbox = try await engine.create(SandboxSpec(id: "cli-" + String(getpid())))
         let booted = Date()
         let result = try await sandbox.exec(ExecRequest(command)) { chunk in

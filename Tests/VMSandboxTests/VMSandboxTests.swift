@@ -294,3 +294,50 @@ final class LoopbackListener: @unchecked Sendable {
 
     func close() { Glibc.close(fd) }
 }
+
+@Suite("VMSandbox: no QEMU outlives its daemon", .enabled(if: VMTestEnvironment.available))
+struct OrphanTests {
+    @Test("when the process that started a guest is killed, the guest's QEMU dies too")
+    func qemuDiesWithItsDaemon() async throws {
+        let tool = URL(fileURLWithPath: GuestImageBuilder.defaultAgentBinary()).deletingLastPathComponent().appendingPathComponent("sandbox-vm").path
+        try #require(access(tool, X_OK) == 0, "sandbox-vm is built next to sandbox-guest: \(tool)")
+        let root = try #require(VMSandboxEngine.detectCgroupRoot())
+        let subtree = "sandboxd-vm-test-orphan"
+        let parent = root + "/" + subtree
+        let state = NSTemporaryDirectory() + "sandboxd-vm-test-orphan"
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: tool)
+        daemon.arguments = ["run", "--cache", VMTestEnvironment.imageCache, "--tcg", "--state", state, "--subtree", subtree, "--", "sleep", "1000"]
+        daemon.standardOutput = FileHandle.nullDevice
+        daemon.standardError = FileHandle.nullDevice
+        try daemon.run()
+        // Its guest is up once a QEMU runs in one of the subtree's VM cgroups.
+        var qemu: pid_t?
+        for _ in 0..<2400 where qemu == nil {
+            for vm in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where vm.hasPrefix("vm-") {
+                let procs = (try? String(contentsOfFile: "\(parent)/\(vm)/cgroup.procs", encoding: .utf8)) ?? ""
+                for line in procs.split(separator: "\n") {
+                    if let pid = pid_t(line), ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? "").contains("qemu-system") { qemu = pid }
+                }
+            }
+            if qemu == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let pid = try #require(qemu, "no QEMU appeared under \(parent)")
+        kill(daemon.processIdentifier, SIGKILL)
+        daemon.waitUntilExit()
+        var gone = false
+        for _ in 0..<300 where !gone {
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            gone = stat.isEmpty || stat.contains(") Z ")
+            if !gone { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(gone, "QEMU \(pid) outlived the process that started it")
+        // The next daemon's start would reap these; this test cleans up after itself.
+        for vm in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where vm.hasPrefix("vm-") {
+            JailedQEMU.killCgroup(parent + "/" + vm)
+            JailedQEMU.removeCgroup(parent + "/" + vm)
+        }
+        rmdir(parent)
+        try? FileManager.default.removeItem(atPath: state)
+    }
+}
