@@ -315,14 +315,17 @@ final class ConsoleLog: @unchecked Sendable {
             if count < 0, errno == EINTR { continue }
             if count <= 0 { break }
             guard out >= 0 else { continue }
-            if size + count > limit, let data = FileManager.default.contents(atPath: path) {
-                let keep = [UInt8](data.suffix(limit / 2))
+            // Never more than `limit` bytes: beyond it, the newest half of file + chunk is kept.
+            var chunk = Array(buffer[0..<count])
+            if size + chunk.count > limit {
+                let data = FileManager.default.contents(atPath: path) ?? Data()
+                let combined = [UInt8](data) + chunk
+                chunk = Array(combined.suffix(limit / 2))
                 ftruncate(out, 0)
-                _ = keep.withUnsafeBytes { write(out, $0.baseAddress, $0.count) }
-                size = keep.count
+                size = 0
             }
-            _ = buffer.withUnsafeBytes { write(out, $0.baseAddress, count) }
-            size += count
+            _ = chunk.withUnsafeBytes { write(out, $0.baseAddress, $0.count) }
+            size += chunk.count
         }
         if out >= 0 { close(out) }
         close(fd)

@@ -60,4 +60,31 @@ struct AgentProtocolTests {
         #expect(!pool.matches(SandboxSpec(id: "c", environment: ["SECRET": "x"])))
         #expect(!pool.matches(SandboxSpec(id: "d", hostname: "other")))
     }
+
+    @Test("the console log never grows beyond its limit and keeps the newest output")
+    func consoleLogIsBounded() async throws {
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        let path = NSTemporaryDirectory() + "console-bound-\(getpid()).log"
+        defer { unlink(path) }
+        let console = ConsoleLog(fd: pair[0], path: path, limit: 4096)
+        var maximum = 0
+        for line in 0..<3000 {
+            let text = Array("console line \(line)\n".utf8)
+            _ = text.withUnsafeBytes { write(pair[1], $0.baseAddress, $0.count) }
+            if line % 500 == 0 {
+                try await Task.sleep(for: .milliseconds(20))
+                maximum = max(maximum, (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0)
+            }
+        }
+        close(pair[1])
+        var tail = ""
+        for _ in 0..<200 where !tail.hasSuffix("console line 2999\n") {
+            try await Task.sleep(for: .milliseconds(20))
+            tail = console.tail(maxBytes: 100)
+        }
+        let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1
+        #expect(size <= 4096 && maximum <= 4096, "size \(size), largest seen \(maximum)")
+        #expect(tail.hasSuffix("console line 2999\n"), "\(tail)")
+    }
 }
