@@ -61,11 +61,31 @@ let package = Package(
         .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
                           path: "Benchmarks/SandboxBenchmark"),
 
+        // Level 3: cold create+exec against a raw QEMU boot, warm-pool create+exec (make bench; root).
+        .executableTarget(name: "VMBenchmark", dependencies: ["VMSandbox", "QEMUGuest", "SandboxCore"],
+                          path: "Benchmarks/VMBenchmark"),
+
         // Store insert rates against pgbench (make bench; Benchmarks/run).
         .executableTarget(name: "StoreBenchmark", dependencies: [
             "Store", "SandboxCore",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
+
+        // Level 3: the daemon ↔ guest agent wire format (frames, Codable messages).
+        .target(name: "VMAgentProtocol", dependencies: ["SandboxCore"]),
+
+        // Level 3: guest image, jailed QEMU, KVM/TCG choice, agent connection, warm pool.
+        .target(name: "VMSandbox", dependencies: ["VMAgentProtocol", "QEMUGuest", "SandboxCore"]),
+
+        // The level-3 guest's PID 1 and agent: serves VMAgentProtocol on virtio-serial and runs
+        // commands in a LinuxSandbox inside the guest. The image carries the Swift runtime
+        // libraries it links (GuestImageBuilder), not the toolchain directory.
+        .executableTarget(name: "sandbox-guest", dependencies: ["VMAgentProtocol", "LinuxSandbox", "SandboxCore"]),
+
+        // Level-3 maintenance without the daemon: image build (with progress), accelerator probe, one run.
+        .executableTarget(name: "sandbox-vm", dependencies: ["VMSandbox", "SandboxCore"]),
+
+        .testTarget(name: "VMSandboxTests", dependencies: ["VMSandbox", "VMAgentProtocol", "SandboxCore"]),
 
         // Egress proxy cost against direct connections (make bench; Benchmarks/run).
         .executableTarget(name: "EgressBenchmark", dependencies: [
