@@ -91,13 +91,13 @@ extension LinuxSandboxTests {
         func oneShotTeardown() async throws {
             guard Host.canRunSandboxes else { return }
             let t = try TestEngine()
-            let mountsBefore = try readAll("/proc/self/mountinfo")
+            let mountsBefore = try engineMounts(of: t)
             _ = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/true"]))   // warm-up: lazy globals
             let fdsBefore = engineDescriptors(of: t)
             let r = try await t.engine.run(TestEngine.spec(), ExecRequest(["/bin/sh", "-c", "sleep 1005 & sleep 1006 & echo $$"]))
             #expect(r.exitCode == 0)
             #expect(t.engine.listCgroups().isEmpty)
-            #expect(try readAll("/proc/self/mountinfo") == mountsBefore)
+            #expect(try engineMounts(of: t) == mountsBefore)
             // No process runs as a sandbox uid any more.
             #expect(processesInIDRange(t.engine.configuration).isEmpty)
             #expect(await engineDescriptorsSettle(t, since: fdsBefore))
@@ -150,6 +150,15 @@ extension LinuxSandboxTests {
             #expect(await t.finish())
         }
     }
+}
+
+/// The host's mounts (this process's mount namespace is the host's) at or below the engine's state
+/// directory, where a sandbox's root is built, or naming its cgroup subtree. Other suites and
+/// other programs on the machine mount and unmount elsewhere meanwhile; a mount the engine leaks
+/// to the host can only be here.
+func engineMounts(of t: TestEngine) throws -> [String] {
+    String(decoding: try readAll("/proc/self/mountinfo"), as: UTF8.self).split(separator: "\n")
+        .filter { $0.contains(t.stateDirectory) || $0.contains(t.subtree) }.map(String.init)
 }
 
 /// Pids of live processes whose uid is in the engine's sandbox id range (each test engine has a range

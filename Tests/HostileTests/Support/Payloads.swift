@@ -101,23 +101,43 @@ struct HostileTestError: Error, CustomStringConvertible {
 }
 
 /// Runs a host command to completion (compiler, helpers); throws with its stderr when it fails.
+///
+/// Output goes to unlinked temporary files, not pipes: a process another suite spawns at the same
+/// moment (PostgreSQL, daemonized by pg_ctl) can inherit the write end of a pipe and keep it open
+/// for its whole life, and reading to EOF would then wait forever. An inherited file descriptor
+/// blocks nothing.
 enum HostCommand {
     @discardableResult
     static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let out = try capture(), err = try capture()
+        defer { try? out.close(); try? err.close() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        let out = Pipe(), err = Pipe()
+        process.standardInput = FileHandle.nullDevice
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        let stdout = try contents(out), stderr = try contents(err)
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {
             throw HostileTestError("\(executable) \(arguments.joined(separator: " ")) failed "
                 + "(\(process.terminationStatus)): \(String(decoding: stderr, as: UTF8.self))")
         }
         return String(decoding: stdout, as: UTF8.self)
+    }
+
+    private static func capture() throws -> FileHandle {
+        var template = Array("/tmp/sandboxd-hostile-output-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { throw HostileTestError("mkstemp: \(errnoText())") }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        unlink(String(cString: template))
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
+    private static func contents(_ handle: FileHandle) throws -> Data {
+        try handle.seek(toOffset: 0)
+        return try handle.readToEnd() ?? Data()
     }
 }
