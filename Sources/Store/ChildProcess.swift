@@ -42,6 +42,10 @@ struct ChildProcess {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
+        // Nothing else crosses: another thread's pipe (created without O_CLOEXEC, as Foundation's
+        // Pipe does) would otherwise stay open in a daemonized postgres for the server's lifetime,
+        // and whoever reads that pipe to EOF would wait forever.
+        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
 
         let cArgv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         let cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]

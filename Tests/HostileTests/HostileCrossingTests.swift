@@ -93,7 +93,8 @@ extension HostileSandboxTests {
         try await HostileScenario.run { s in
             let marker = "hostile-neighbour-\(s.tag)"
             try await s.withSandbox { neighbour in
-                async let lingering = neighbour.exec(ExecRequest([s.payloads.hostile, "linger", marker, "wait"], timeout: 6))
+                // Long enough to outlive the attacker's whole run on a loaded machine; the checks below need it alive.
+                async let lingering = neighbour.exec(ExecRequest([s.payloads.hostile, "linger", marker, "wait"], timeout: 25))
                 var neighbourPids: [pid_t] = []
                 for _ in 0..<80 where neighbourPids.isEmpty {
                     try await Task.sleep(for: .milliseconds(50))

@@ -111,18 +111,29 @@ enum HostCommand {
     static func run(_ executable: String, _ arguments: [String]) throws -> String {
         let out = try capture(), err = try capture()
         defer { try? out.close(); try? err.close() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
+        // posix_spawn + waitpid on this pid: Foundation's Process.waitUntilExit was seen to hang
+        // here while other suites ran long-lived children of the same process.
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, out.fileDescriptor, 1)
+        posix_spawn_file_actions_adddup2(&actions, err.fileDescriptor, 2)
+        let argv = [executable] + arguments
+        var cArgv = argv.map { strdup($0) } + [nil]
+        var cEnv = ["PATH=/usr/bin:/bin", "LC_ALL=C"].map { strdup($0) } + [nil]
+        defer { cArgv.forEach { free($0) }; cEnv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, nil, &cArgv, &cEnv)
+        guard rc == 0 else { throw HostileTestError("posix_spawn(\(executable)): \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw HostileTestError("waitpid(\(pid)): \(errnoText())") }
+        }
         let stdout = try contents(out), stderr = try contents(err)
-        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
+        guard status == 0 else {
             throw HostileTestError("\(executable) \(arguments.joined(separator: " ")) failed "
-                + "(\(process.terminationStatus)): \(String(decoding: stderr, as: UTF8.self))")
+                + "(wait status \(status)): \(String(decoding: stderr, as: UTF8.self))")
         }
         return String(decoding: stdout, as: UTF8.self)
     }
