@@ -16,6 +16,10 @@ struct ChildProcess {
         var succeeded: Bool { exitStatus == 0 }
     }
 
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        .map { unsafeBitCast($0, to: AddCloseFrom.self) }
+
     /// Runs `executable` with `arguments`, as `user` (through runuser) when given and we are root.
     static func run(
         _ executable: String, _ arguments: [String], asUser user: String? = nil, workingDirectory: String = "/"
@@ -45,7 +49,8 @@ struct ChildProcess {
         // Nothing else crosses: another thread's pipe (created without O_CLOEXEC, as Foundation's
         // Pipe does) would otherwise stay open in a daemonized postgres for the server's lifetime,
         // and whoever reads that pipe to EOF would wait forever.
-        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
+        // (glibc ≥ 2.34 has it, but Swift's Glibc module does not export it: looked up once.)
+        if let addCloseFrom = Self.addCloseFrom { _ = addCloseFrom(&actions, 3) }
 
         let cArgv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         let cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]

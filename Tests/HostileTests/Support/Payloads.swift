@@ -121,7 +121,8 @@ enum HostCommand {
         posix_spawn_file_actions_adddup2(&actions, err.fileDescriptor, 2)
         let argv = [executable] + arguments
         var cArgv = argv.map { strdup($0) } + [nil]
-        var cEnv = ["PATH=/usr/bin:/bin", "LC_ALL=C"].map { strdup($0) } + [nil]
+        let environment: [String] = ["PATH=/usr/bin:/bin", "LC_ALL=C"]
+        var cEnv = environment.map { strdup($0) } + [nil]
         defer { cArgv.forEach { free($0) }; cEnv.forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable, &actions, nil, &cArgv, &cEnv)
