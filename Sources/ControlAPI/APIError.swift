@@ -72,8 +72,8 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// The JSON body of an error response.
-public struct APIErrorBody: Codable, Sendable, Equatable {
-    public struct Content: Codable, Sendable, Equatable {
+public struct APIErrorBody: Codable, Sendable, Hashable {
+    public struct Content: Codable, Sendable, Hashable {
         public var code: String
         public var message: String
         public var details: [String: AnyJSON]

@@ -83,7 +83,7 @@ extension ControlListener {
             guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
                 throw .errno("mkdtemp", "\(directory)/.\(name).bind-XXXXXX")
             }
-            let privateDirectory = String(cString: template)
+            let privateDirectory = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             defer { rmdir(privateDirectory) }
             let temporaryPath = privateDirectory + "/" + name
 

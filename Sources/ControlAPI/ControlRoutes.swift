@@ -20,7 +20,9 @@ struct ControlRoutes {
             try jsonResponse(await service.health())
         }
         router.get("/v1/info") { _, context in
-            try jsonResponse(await service.info(caller: context.caller))
+            var info = await service.info(caller: context.caller)
+            info.limits.maxBodyBytes = configuration.maxBodyBytes
+            return try jsonResponse(info)
         }
         router.post("/v1/run") { request, context in
             let body = try await decodeBody(RunRequest.self, request, context)

@@ -46,12 +46,12 @@ extension Channel {
             guard credentials.uid != UInt32.max else {
                 return self.eventLoop.makeFailedFuture(APIError(.forbidden, "peer credentials are not available on this connection"))
             }
-            var isAdmin = credentials.uid == 0
-            guard !isAdmin, let adminGroup else {
+            let isRoot = credentials.uid == 0
+            guard !isRoot, let adminGroup else {
                 return self.eventLoop.makeSucceededFuture(
-                    Caller(uid: credentials.uid, gid: credentials.gid, pid: credentials.pid, isAdmin: isAdmin))
+                    Caller(uid: credentials.uid, gid: credentials.gid, pid: credentials.pid, isAdmin: isRoot))
             }
-            if credentials.gid == adminGroup { isAdmin = true }
+            let isAdmin = credentials.gid == adminGroup
             let groups: EventLoopFuture<PeerGroups> = provider.unsafeGetSocketOption(
                 level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(soPeerGroups))
             return groups.map { groups in

@@ -93,10 +93,10 @@ public struct ConfinedFiles: Sendable {
 
     /// Opens the directory holding the last component; creates missing directories when asked.
     private func openParent(_ parts: [String], create: Bool, requested: String) throws -> Int32 {
-        var directory = open(hostRoot, O_PATH | O_DIRECTORY | O_CLOEXEC)
+        var directory = open(hostRoot, openPathOnly | O_DIRECTORY | O_CLOEXEC)
         guard directory >= 0 else { throw refusal(requested, "open workspace", errno) }
         for part in parts.dropLast() {
-            var next = openat(directory, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            var next = openat(directory, part, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if next < 0, errno == ENOENT, create {
                 // O_PATH fds cannot be used with mkdirat on all kernels: reopen the parent for real.
                 let real = openat(directory, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -106,7 +106,7 @@ public struct ConfinedFiles: Sendable {
                     }
                     close(real)
                 }
-                next = openat(directory, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                next = openat(directory, part, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             }
             let code = errno
             close(directory)
@@ -170,3 +170,6 @@ public struct ConfinedFiles: Sendable {
         return Array(bytes[..<total])
     }
 }
+
+/// `O_PATH` (Linux, generic value 010000000): Glibc exports it only under `_GNU_SOURCE`.
+private let openPathOnly: Int32 = 0o10000000

@@ -50,5 +50,5 @@ func runReporting(_ body: () async throws -> Int32) async throws {
 func printError(_ text: String) {
     var line = text
     if !line.hasSuffix("\n") { line += "\n" }
-    _ = line.withCString { fputs($0, stderr) }
+    writeAll(line.utf8, to: 2)
 }

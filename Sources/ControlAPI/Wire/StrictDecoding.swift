@@ -94,9 +94,7 @@ extension APIError {
 }
 
 private func underlyingDescription(_ error: any Error) -> String {
-    let nsError = error as NSError
-    if let debug = nsError.userInfo["NSDebugDescription"] as? String { return debug }
-    return String(describing: error)
+    String(describing: error)
 }
 
 private func jsonTypeName(_ type: Any.Type) -> String {
