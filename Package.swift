@@ -70,9 +70,11 @@ let package = Package(
 
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
-        .testTarget(name: "ControlAPITests", dependencies: [
-            "ControlAPI", "SandboxCore",
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
+        // End to end through the real socket: curl and sandboxctl as real users against a real server.
+        .testTarget(name: "DaemonTests", dependencies: [
+            "ControlAPI", "Supervisor", "SandboxCore",
+            .product(name: "Logging", package: "swift-log"),
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -122,11 +122,7 @@ struct ControlRoutes {
                                details: ["content_type": .string(contentType)])
             }
         }
-        do {
-            return try JSONDecoder().decode(T.self, from: data)
-        } catch {
-            throw APIError.decoding(error)
-        }
+        return try APIError.decodeStrictly(T.self, from: Array(data)) { bytes in try JSONDecoder().decode(T.self, from: Data(bytes)) }
     }
 
     /// The whole body, refusing more than `limit` bytes and bodies that trickle in slower than the body timeout.

@@ -61,8 +61,12 @@ public final class Supervisor: SandboxService {
 
     /// Graceful stop: no new sandboxes or execs; running execs get the grace period, then every
     /// sandbox is destroyed (which kills what still runs) and every record is flushed.
+    /// Safe to call more than once: later callers wait for the first shutdown to finish.
     public func shutdown() async {
-        guard await state.begin() else { return }
+        await state.shutdown { await self.performShutdown() }
+    }
+
+    private func performShutdown() async {
         await registry.stopAccepting()
         let deadline = ContinuousClock.now + .milliseconds(Int64(configuration.gracePeriodSeconds * 1000))
         while await registry.runningExecCount > 0, ContinuousClock.now < deadline {
@@ -385,11 +389,12 @@ public final class Supervisor: SandboxService {
 actor ShutdownState {
     private(set) var stopping = false
     private(set) var inFlight = 0
+    private var task: Task<Void, Never>?
 
-    func begin() -> Bool {
-        guard !stopping else { return false }
+    func shutdown(_ body: @escaping @Sendable () async -> Void) async {
         stopping = true
-        return true
+        if task == nil { task = Task { await body() } }
+        await task!.value
     }
     func enter() { inFlight += 1 }
     func leave() { inFlight -= 1 }
