@@ -47,8 +47,32 @@ struct DaemonClient {
         guard (info.st_mode & S_IFMT) == S_IFSOCK else {
             throw ClientError(description: "\(socketPath) is not a socket")
         }
-        if access(socketPath, R_OK | W_OK) != 0 {
-            throw ClientError(description: "permission denied on \(socketPath): uid \(getuid()) may not use sandboxd; ask an administrator to add you to group sandboxd")
+        // A real connect tells "refused" (stale socket, daemon gone) and "denied" (not in the group)
+        // apart at once; the HTTP client would retry a refused connection until its deadline.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ClientError(description: "socket(AF_UNIX): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(socketPath.utf8)
+        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw ClientError(description: "socket path \(socketPath) is too long")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in pathBytes.enumerated() { raw[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if connected != 0 {
+            switch errno {
+            case EACCES, EPERM:
+                throw ClientError(description: "permission denied on \(socketPath): uid \(getuid()) may not use sandboxd; ask an administrator to add you to group sandboxd")
+            case ECONNREFUSED, ENOENT:
+                throw ClientError(description: "sandboxd is not running: nothing listens on \(socketPath) (connection refused)")
+            default:
+                throw ClientError(description: "cannot connect to \(socketPath): \(String(cString: strerror(errno)))")
+            }
         }
     }
 

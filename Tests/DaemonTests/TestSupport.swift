@@ -1,0 +1,135 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+@testable import ControlAPI
+import Supervisor
+
+/// Host facts and helpers for tests that need root, real users and real processes.
+enum TestHost {
+    static var isRoot: Bool { getuid() == 0 }
+
+    /// The package root (tests run from anywhere).
+    static let packageRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// A built executable of this package (`swift build --build-tests` builds them all).
+    static func product(_ name: String) -> String {
+        for configuration in ["debug", "release"] {
+            let path = packageRoot.appendingPathComponent(".build/\(configuration)/\(name)").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return packageRoot.appendingPathComponent(".build/debug/\(name)").path
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a program to completion, feeding `input` on stdin.
+    @discardableResult
+    static func run(_ argv: [String], input: Data = Data(), environment: [String: String]? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: argv[0])
+        process.arguments = Array(argv.dropFirst())
+        if let environment { process.environment = environment }
+        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        let writer = Thread {
+            try? stdin.fileHandleForWriting.write(contentsOf: input)
+            try? stdin.fileHandleForWriting.close()
+        }
+        writer.start()
+        // Read both pipes concurrently so a chatty child cannot block on a full pipe.
+        let errorData = LockedData()
+        let errorReader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
+        errorReader.start()
+        let out = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while !errorData.done { usleep(1000) }
+        return Result(status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+                      stderr: String(decoding: errorData.data, as: UTF8.self))
+    }
+
+    final class LockedData: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = Data()
+        private var finished = false
+        func set(_ data: Data) { lock.lock(); value = data; finished = true; lock.unlock() }
+        var done: Bool { lock.lock(); defer { lock.unlock() }; return finished }
+        var data: Data { lock.lock(); defer { lock.unlock() }; return value }
+    }
+
+    static func ensureGroup(_ name: String) throws {
+        if getgrnam(name) == nil { try run(["/usr/sbin/groupadd", "--system", name]) }
+    }
+
+    /// A throwaway system user (no home, no login shell) in exactly `groups`; returns its uid.
+    /// Users are reused across runs (named `sbxt-*`), their groups reset each time.
+    static func ensureUser(_ name: String, groups: [String]) throws -> UInt32 {
+        for group in groups { try ensureGroup(group) }
+        if getpwnam(name) == nil {
+            try run(["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+        }
+        try run(["/usr/sbin/usermod", "-G", groups.joined(separator: ","), name])
+        guard let entry = getpwnam(name) else { throw TestError("useradd \(name) did not create the user") }
+        return entry.pointee.pw_uid
+    }
+
+    /// `curl` over the Unix socket as `user` (nil: as root). Returns the HTTP status (0 when no response) and body.
+    static func curl(_ socket: String, _ method: String, _ path: String, as user: String? = nil, body: Data? = nil,
+                     contentType: String? = "application/json", extra: [String] = []) throws -> (status: Int, body: String, result: Result) {
+        var argv = ["/usr/bin/curl", "-sS", "--max-time", "30", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}"]
+        if let contentType { argv += ["-H", "Content-Type: \(contentType)"] }
+        if body != nil { argv += ["--data-binary", "@-"] }
+        argv += extra
+        argv.append("http://localhost" + path)
+        if let user { argv = ["/usr/sbin/runuser", "-u", user, "--"] + argv }
+        let result = try run(argv, input: body ?? Data())
+        let text = result.stdout
+        guard let newline = text.lastIndex(of: "\n") else { return (0, text, result) }
+        return (Int(text[text.index(after: newline)...]) ?? 0, String(text[..<newline]), result)
+    }
+}
+
+struct TestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A real control server on a real socket in a temporary directory, served in-process.
+final class TestServer: @unchecked Sendable {
+    let directory: String
+    let socketPath: String
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    init(service: any SandboxService, configuration: ControlAPIConfiguration = .init(), socketGroup: String? = "sandboxd") async throws {
+        var template = Array("/tmp/sandboxd-test-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
+        directory = String(cString: made)
+        chmod(directory, 0o755) // other test users must reach the socket; the socket's own mode decides
+        socketPath = directory + "/sandboxd.sock"
+        var logger = Logger(label: "test.control")
+        logger.logLevel = .warning
+        let server = ControlServer(listener: .path(socketPath, mode: 0o660, group: socketGroup), service: service,
+                                   configuration: configuration, logger: logger)
+        group = ServiceGroup(configuration: .init(services: [server], logger: logger))
+        let group = self.group
+        task = Task { try await group.run() }
+        for _ in 0..<500 {
+            if access(socketPath, F_OK) == 0 { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestError("server did not create \(socketPath)")
+    }
+
+    func stop() async throws {
+        await group.triggerGracefulShutdown()
+        try await task.value
+        rmdir(directory)
+    }
+}
