@@ -12,9 +12,11 @@ CONFIGURATION ?= debug
 # Debian packages the build and the daemon need.
 APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
 # Extra packages the tests and benchmarks need.
-APT_TEST := $(APT_RUNTIME) postgresql-contrib
+# curl, runuser/useradd (util-linux, passwd) and systemd-analyze/systemd-socket-activate (systemd)
+# drive the end-to-end tests of the control socket; python3-venv validates openapi.yaml.
+APT_TEST := $(APT_RUNTIME) postgresql-contrib curl util-linux passwd systemd python3-venv
 
-.PHONY: all build run test bench deps test-deps clean
+.PHONY: all build run test bench deps test-deps clean groups validate-openapi
 
 all: build
 
@@ -28,12 +30,21 @@ test-deps:
 build: deps
 	$(SWIFT) build -c $(CONFIGURATION)
 
-run: build
+# The control socket is 0660 root:sandboxd; members of sandboxd-admin see every sandbox.
+groups:
+	@getent group sandboxd >/dev/null || groupadd --system sandboxd
+	@getent group sandboxd-admin >/dev/null || groupadd --system sandboxd-admin
+
+run: build groups
 	$$($(SWIFT) build -c $(CONFIGURATION) --show-bin-path)/sandboxd $(ARGS)
 
-test: test-deps
+test: test-deps groups validate-openapi
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# openapi.yaml is the contract of the control API: it must be a valid OpenAPI 3 document.
+validate-openapi:
+	./scripts/validate-openapi openapi.yaml
 
 bench: test-deps
 	./Benchmarks/run

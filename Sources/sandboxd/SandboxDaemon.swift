@@ -4,6 +4,7 @@ import Glibc
 import ControlAPI
 import Logging
 import ServiceLifecycle
+import SandboxCore
 import Supervisor
 
 /// What the daemon needs to start serving (built from the configuration file and flags).
@@ -67,5 +68,23 @@ struct SupervisorService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await supervisor.shutdown()
+    }
+}
+
+extension DaemonSettings {
+    /// Settings from the resolved configuration. The socket comes from systemd when the daemon was
+    /// socket-activated (`LISTEN_FDS`), from `socket.path` otherwise.
+    init(configuration: DaemonConfiguration, version: String) {
+        listener = ControlListener.fromSocketActivation()
+            ?? .path(configuration.socket.path, mode: 0o660, group: configuration.socket.group)
+        api = ControlAPIConfiguration(maxBodyBytes: Int(clamping: configuration.sandbox.maxRequestBody.bytes),
+                                      adminGroup: configuration.socket.adminGroup)
+        supervisor = SupervisorConfiguration(
+            maxSandboxes: configuration.sandbox.maxSandboxes,
+            maxSandboxesPerUID: configuration.sandbox.maxSandboxesPerUID,
+            gracePeriodSeconds: configuration.shutdownGracePeriod,
+            limitEnforcement: configuration.resources.enforcement,
+            version: version)
+        logLevel = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
     }
 }
