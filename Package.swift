@@ -68,6 +68,12 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // Store insert rates against pgbench (make bench; Benchmarks/run).
+        .executableTarget(name: "StoreBenchmark", dependencies: [
+            "Store", "SandboxCore",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/StoreBenchmark"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
