@@ -79,7 +79,7 @@ let package = Package(
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
         // End to end through the real socket: curl and sandboxctl as real users against a real server.
         .testTarget(name: "DaemonTests", dependencies: [
-            "ControlAPI", "Supervisor", "SandboxCore",
+            "ControlAPI", "Supervisor", "SandboxCore", "Store",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

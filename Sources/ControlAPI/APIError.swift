@@ -1,4 +1,5 @@
 #if canImport(FoundationEssentials)
+import SandboxCore
 import FoundationEssentials
 #else
 import Foundation
@@ -54,9 +55,9 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var code: Code
     public var message: String
-    public var details: [String: AnyJSON]
+    public var details: [String: JSONValue]
 
-    public init(_ code: Code, _ message: String, details: [String: AnyJSON] = [:]) {
+    public init(_ code: Code, _ message: String, details: [String: JSONValue] = [:]) {
         self.code = code
         self.message = message
         self.details = details
@@ -76,7 +77,7 @@ public struct APIErrorBody: Codable, Sendable, Hashable {
     public struct Content: Codable, Sendable, Hashable {
         public var code: String
         public var message: String
-        public var details: [String: AnyJSON]
+        public var details: [String: JSONValue]
     }
     public var error: Content
 

@@ -1,4 +1,5 @@
 #if canImport(FoundationEssentials)
+import SandboxCore
 import FoundationEssentials
 #else
 import Foundation
@@ -141,7 +142,7 @@ struct ControlRoutes {
             }
             defer { group.cancelAll() }
             guard let first = try await group.next(), let buffer = first else {
-                throw APIError(.timeout, "request body did not arrive within \(timeout) s", details: ["timeout_seconds": .int(timeout)])
+                throw APIError(.timeout, "request body did not arrive within \(timeout) s", details: ["timeout_seconds": .integer(timeout)])
             }
             return buffer
         }
@@ -199,7 +200,7 @@ extension APIError {
     static func tooLarge(_ length: Int?, limit: Int) -> APIError {
         let got = length.map { " (\($0) bytes)" } ?? ""
         return APIError(.payloadTooLarge, "request body is larger than the limit of \(limit) bytes\(got)",
-                        details: ["limit_bytes": .int(Int64(limit))])
+                        details: ["limit_bytes": .integer(Int64(limit))])
     }
 }
 

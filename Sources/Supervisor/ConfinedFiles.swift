@@ -150,7 +150,7 @@ public struct ConfinedFiles: Sendable {
         }
         guard Int(info.st_size) <= limit else {
             throw APIError(.payloadTooLarge, "file \"\(requested)\" is \(info.st_size) bytes, above the limit of \(limit)",
-                           details: ["path": .string(requested), "limit_bytes": .int(Int64(limit))])
+                           details: ["path": .string(requested), "limit_bytes": .integer(Int64(limit))])
         }
         // One byte more than the size seen: filling it means the file changed under us.
         var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)

@@ -37,13 +37,13 @@ actor SandboxRegistry {
         guard accepting else { throw APIError(.shuttingDown, "sandboxd is shutting down; no new sandboxes") }
         guard entries.count < maxSandboxes else {
             throw APIError(.tooManyRequests, "sandboxd is at its limit of \(maxSandboxes) concurrent sandboxes; retry later or destroy one",
-                           details: ["limit": .int(Int64(maxSandboxes)), "scope": "global"])
+                           details: ["limit": .integer(Int64(maxSandboxes)), "scope": "global"])
         }
         let owned = entries.values.count { $0.ownerUID == description.ownerUID }
         guard owned < maxPerUID else {
             throw APIError(.tooManyRequests,
                            "uid \(description.ownerUID) already has \(owned) sandboxes, the per-user limit is \(maxPerUID); destroy one first",
-                           details: ["limit": .int(Int64(maxPerUID)), "scope": "uid"])
+                           details: ["limit": .integer(Int64(maxPerUID)), "scope": "uid"])
         }
         entries[description.sandboxID] = Entry(id: description.sandboxID, ownerUID: description.ownerUID, sandbox: nil,
                                                description: description, persistent: persistent, defaults: defaults)

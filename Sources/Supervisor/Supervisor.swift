@@ -17,7 +17,7 @@ import SandboxCore
 public final class Supervisor: SandboxService {
     private let configuration: SupervisorConfiguration
     private let engine: (any SandboxEngine)?
-    private let records: (any RecordStore)?
+    private let records: (any ExecutionRecorder)?
     private let registry: SandboxRegistry
     private let runtimes: RuntimeCatalog
     private let users = UserDirectory()
@@ -28,7 +28,7 @@ public final class Supervisor: SandboxService {
     /// - Parameters:
     ///   - engine: the level-1 engine; nil when this build or host has none (sandboxes are refused).
     ///   - records: the Store; nil when no database is available (execs are refused: nothing runs unrecorded).
-    public init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any RecordStore)?, logger: Logger) {
+    public init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
         self.configuration = configuration
         self.engine = engine
         self.records = records
@@ -86,7 +86,8 @@ public final class Supervisor: SandboxService {
             try? await Task.sleep(for: .milliseconds(20))
         }
         if let records {
-            do { try await records.flush() } catch { logger.error("flushing execution records failed: \(error)") }
+            let unwritten = await records.flush(timeout: .seconds(30))
+            if unwritten > 0 { logger.error("\(unwritten) execution records could not be written before exit") }
         }
         logger.info("supervisor stopped: destroyed \(sandboxes.count) sandboxes")
     }
@@ -192,6 +193,7 @@ public final class Supervisor: SandboxService {
         let records = try requireRecords()
         return try await records.executions(.init(sandboxID: query.sandboxID, sessionID: query.sessionID,
                                                   ownerUID: caller.isAdmin ? nil : caller.uid, limit: query.limit))
+            .map(ExecutionRecordView.init)
     }
 
     public func execution(id: UUID, caller: Caller) async throws -> ExecutionRecordView {
@@ -199,19 +201,21 @@ public final class Supervisor: SandboxService {
         guard let record = try await records.execution(id: id), caller.mayAccess(ownerUID: record.ownerUID) else {
             throw APIError.notFound("execution", id: id.uuidString.lowercased())
         }
-        return record
+        return ExecutionRecordView(record)
     }
 
     public func createSession(_ request: SessionCreateRequest, caller: Caller) async throws -> SessionDescription {
         let records = try requireRecords()
         let username = await users.name(of: caller.uid)
         let userID = try await records.ensureUser(unixUID: caller.uid, username: username)
-        return try await records.createSession(userID: userID, name: request.sessionName)
+        let session = try await records.createSession(userID: userID, name: request.sessionName)
+        return SessionDescription(sessionID: session.id, userID: userID, sessionName: session.name,
+                                  status: session.status ?? "active", createdAt: session.createdAt)
     }
 
     // MARK: Internals
 
-    private func requireRecords() throws(APIError) -> any RecordStore {
+    private func requireRecords() throws(APIError) -> any ExecutionRecorder {
         guard let records else {
             throw APIError(.unavailable, "no database is configured, so execution records cannot be read or written")
         }
@@ -221,7 +225,7 @@ public final class Supervisor: SandboxService {
     private func checkTimeout(_ timeout: Double) throws(APIError) {
         guard timeout <= configuration.maxTimeout else {
             throw APIError(.invalidField, "\"timeout\" \(timeout) s is above the limit of \(configuration.maxTimeout) s",
-                           details: ["field": "timeout", "limit": .double(configuration.maxTimeout)])
+                           details: ["field": "timeout", "limit": .number(configuration.maxTimeout)])
         }
     }
 
@@ -229,7 +233,7 @@ public final class Supervisor: SandboxService {
         if let timeout = payload.timeout { try checkTimeout(timeout) }
         if let stdin = payload.stdin, stdin.utf8.count > configuration.maxStdinBytes {
             throw APIError(.payloadTooLarge, "\"stdin\" is \(stdin.utf8.count) bytes, above the limit of \(configuration.maxStdinBytes)",
-                           details: ["field": "stdin", "limit_bytes": .int(Int64(configuration.maxStdinBytes))])
+                           details: ["field": "stdin", "limit_bytes": .integer(Int64(configuration.maxStdinBytes))])
         }
     }
 
@@ -239,14 +243,14 @@ public final class Supervisor: SandboxService {
             throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
         }
         guard let engine else {
-            throw APIError(.levelUnavailable, "no isolation engine is built into this sandboxd", details: ["isolation_level": .int(1)])
+            throw APIError(.levelUnavailable, "no isolation engine is built into this sandboxd", details: ["isolation_level": .integer(1)])
         }
         let level = IsolationLevel(rawValue: request.isolationLevel ?? 1) ?? .native
         let availability = await engine.availability().first { $0.level == level.rawValue }
         guard let availability, availability.available else {
             throw APIError(.levelUnavailable,
                            "isolation level \(level) is not available on this host: \(availability?.reason ?? "unknown level")",
-                           details: ["isolation_level": .int(Int64(level.rawValue))])
+                           details: ["isolation_level": .integer(Int64(level.rawValue))])
         }
         if let sessionID = request.sessionID {
             try await checkSession(sessionID, caller: caller)
@@ -281,7 +285,7 @@ public final class Supervisor: SandboxService {
 
     private func checkSession(_ id: UUID, caller: Caller) async throws {
         let records = try requireRecords()
-        guard let owner = try await records.sessionOwner(id), caller.mayAccess(ownerUID: owner) else {
+        guard let owner = try await records.sessionOwner(id), caller.mayAccess(ownerUID: owner ?? nil) else {
             throw APIError(.invalidField, "\"session_id\" \(id.uuidString.lowercased()) is not a session of this caller; create one with POST /v1/sessions",
                            details: ["field": "session_id"])
         }
@@ -306,15 +310,17 @@ public final class Supervisor: SandboxService {
 
     private func executeRecorded(_ payload: ExecPayload, language: CodeLanguage?, in sandbox: any EngineSandbox,
                                  description: SandboxDescription, sandboxDefaults: SandboxCreateRequest, caller: Caller,
-                                 output: OutputSink?, records: any RecordStore) async throws -> ExecutionResult {
+                                 output: OutputSink?, records: any ExecutionRecorder) async throws -> ExecutionResult {
         let executionID = UUID()
         let startedAt = Date()
         let clock = ContinuousClock.now
-        var draft = ExecutionRecordDraft(
-            id: executionID, sessionID: description.sessionID, agentType: description.agentType, sandboxID: description.sandboxID,
-            ownerUID: caller.uid, status: .running, isolationLevel: description.isolationLevel, policy: description.policy,
-            startedAt: startedAt, input: Self.recordedInput(payload), code: payload.code)
-        records.recordStarted(draft)
+        var draft = ExecutionRecord(
+            id: executionID, sessionID: description.sessionID, agentType: description.agentType,
+            inputData: Self.recordedInput(payload), sandboxID: description.sandboxID, status: .running,
+            isolationLevel: IsolationLevel(rawValue: description.isolationLevel), policy: description.policy,
+            startedAt: startedAt, ownerUID: caller.uid,
+            code: payload.code.map { CodeRun(code: $0.source, language: $0.language) })
+        await records.recordStarted(draft)
 
         var outcome: EngineExecOutcome
         var errorMessage: String?
@@ -352,7 +358,8 @@ public final class Supervisor: SandboxService {
         draft.executionTime = outcome.wallSeconds
         draft.usage = outcome.usage
         draft.limitsEnforced = sandbox.limitsEnforced
-        draft.output = try? AnyJSON(encoding: result)
+        draft.outputData = try? JSONValue.encoding(result)
+        draft.code?.result = draft.outputData
         do {
             try await records.recordFinished(draft)
         } catch {
@@ -366,13 +373,13 @@ public final class Supervisor: SandboxService {
 
     /// The request as recorded in `input_data`: environment values are dropped (they are where
     /// callers put tokens); names stay so the record still says what was set.
-    static func recordedInput(_ payload: ExecPayload) -> AnyJSON {
-        var fields: [String: AnyJSON] = [:]
+    static func recordedInput(_ payload: ExecPayload) -> JSONValue {
+        var fields: [String: JSONValue] = [:]
         if let command = payload.command { fields["command"] = .array(command.map { .string($0) }) }
         if let code = payload.code { fields["code"] = .object(["language": .string(code.language), "source": .string(code.source)]) }
         if let stdin = payload.stdin { fields["stdin"] = .string(stdin) }
         if let env = payload.env { fields["env"] = .object(env.mapValues { _ in .string("<redacted>") }) }
-        if let timeout = payload.timeout { fields["timeout"] = .double(timeout) }
+        if let timeout = payload.timeout { fields["timeout"] = .number(timeout) }
         return .object(fields)
     }
 

@@ -19,7 +19,7 @@ struct DaemonSettings: Sendable {
 /// running execs the grace period, kill what remains, flush every record, destroy every sandbox,
 /// exit 0. Readiness and shutdown are reported to systemd with sd_notify.
 enum SandboxDaemon {
-    static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any RecordStore)?) async throws {
+    static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?) async throws {
         let logger = Logger(label: "sandboxd")
         let notifier = SystemdNotifier()
         let supervisor = Supervisor(configuration: settings.supervisor, engine: engine, records: records,

@@ -35,14 +35,14 @@ struct StrictDecodingTests {
         #expect(error.code == .invalidJSON)
         #expect(error.message.hasPrefix("request body is not valid JSON"))
         #expect(error.message.contains("line 1, column"))
-        #expect(error.details["line"] == .int(1))
+        #expect(error.details["line"] == .integer(1))
     }
 
     @Test("the position of a syntax error is line and column")
     func position() throws {
         let error = try #require(decodeError(RunRequest.self, "{\n  \"command\": [\"a\",]\n}"))
-        #expect(error.details["line"] == .int(2))
-        #expect(error.details["column"] == .int(19))
+        #expect(error.details["line"] == .integer(2))
+        #expect(error.details["column"] == .integer(19))
     }
 
     @Test("hostile nesting depth is refused before decoding")

@@ -1,4 +1,5 @@
 #if canImport(FoundationEssentials)
+import SandboxCore
 import FoundationEssentials
 #else
 import Foundation
@@ -25,15 +26,15 @@ public struct ExecutionRecordView: Codable, Sendable, Hashable {
     public var cpuMicroseconds: UInt64?
     public var memoryPeakBytes: UInt64?
     /// The request as recorded (`input_data`, secrets removed).
-    public var input: AnyJSON?
+    public var input: JSONValue?
     /// The result as recorded (`output_data`).
-    public var output: AnyJSON?
+    public var output: JSONValue?
 
     public init(executionID: UUID, sandboxID: String?, sessionID: UUID?, agentType: String, status: String,
                 exitCode: Int32? = nil, signal: Int32? = nil, isolationLevel: Int? = nil, policy: String? = nil,
                 executionTime: Double? = nil, ownerUID: UInt32? = nil, createdAt: Date? = nil, startedAt: Date? = nil,
                 finishedAt: Date? = nil, limitsEnforced: Bool? = nil, cpuMicroseconds: UInt64? = nil,
-                memoryPeakBytes: UInt64? = nil, input: AnyJSON? = nil, output: AnyJSON? = nil) {
+                memoryPeakBytes: UInt64? = nil, input: JSONValue? = nil, output: JSONValue? = nil) {
         self.executionID = executionID
         self.sandboxID = sandboxID
         self.sessionID = sessionID

@@ -168,7 +168,7 @@ extension APIError {
     static func decodeStrictly<T: Decodable>(_ type: T.Type, from bytes: [UInt8], using decode: ([UInt8]) throws -> T) throws(APIError) -> T {
         do { try JSONSyntax.validate(bytes) } catch {
             throw APIError(.invalidJSON, "request body is not valid JSON: \(error.description)",
-                           details: ["line": .int(Int64(error.line)), "column": .int(Int64(error.column)), "reason": .string(error.reason)])
+                           details: ["line": .integer(Int64(error.line)), "column": .integer(Int64(error.column)), "reason": .string(error.reason)])
         }
         do { return try decode(bytes) } catch { throw APIError.decoding(error) }
     }

@@ -1,4 +1,5 @@
 #if canImport(FoundationEssentials)
+import SandboxCore
 import FoundationEssentials
 #else
 import Foundation

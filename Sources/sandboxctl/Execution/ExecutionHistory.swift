@@ -1,3 +1,4 @@
+import SandboxCore
 import ArgumentParser
 import ControlAPI
 
@@ -44,7 +45,7 @@ struct ExecutionHistory: AsyncParsableCommand {
         }
     }
 
-    private func summary(_ input: AnyJSON?) -> String {
+    private func summary(_ input: JSONValue?) -> String {
         if case .array(let parts)? = input?["command"] {
             let words = parts.compactMap { if case .string(let word) = $0 { word } else { nil } }
             let text = words.joined(separator: " ")
