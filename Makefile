@@ -14,7 +14,7 @@ APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
 # Extra packages the tests and benchmarks need.
 # curl, runuser/useradd (util-linux, passwd) and systemd-analyze/systemd-socket-activate (systemd)
 # drive the end-to-end tests of the control socket; python3-venv validates openapi.yaml.
-APT_TEST := $(APT_RUNTIME) postgresql-contrib curl util-linux passwd systemd python3-venv
+APT_TEST := $(APT_RUNTIME) postgresql-contrib iproute2 curl util-linux passwd systemd python3-venv
 
 .PHONY: all build run test bench deps test-deps clean groups validate-openapi
 

@@ -61,6 +61,15 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
+        // Egress allowlist proxy: serves a listener created inside a sandbox's network namespace.
+        .target(name: "EgressProxy", dependencies: [
+            "SandboxCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         .executableTarget(name: "sandboxd", dependencies: [
             "SandboxCore", "Store", "ControlAPI", "Supervisor",
             .product(name: "Logging", package: "swift-log"),
@@ -74,7 +83,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
 
+        // Egress proxy cost against direct connections (make bench; Benchmarks/run).
+        .executableTarget(name: "EgressBenchmark", dependencies: [
+            "EgressProxy", "SandboxCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], path: "Benchmarks/EgressBenchmark"),
+
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
+        .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
         // End to end through the real socket: curl and sandboxctl as real users against a real server.

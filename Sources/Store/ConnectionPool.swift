@@ -64,6 +64,9 @@ public actor ConnectionPool {
     /// Number of open connections (idle and leased), for tests and metrics.
     public var openConnectionCount: Int { slotsInUse }
 
+    /// Callers waiting for a connection, for tests and metrics.
+    public var waitingCount: Int { waiters.count }
+
     // MARK: - Leasing
 
     private var closedError: StoreError {

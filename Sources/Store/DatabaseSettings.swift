@@ -1,4 +1,5 @@
 import Foundation
+import SandboxCore
 
 /// Where and how to reach PostgreSQL.
 ///
@@ -20,6 +21,8 @@ public struct DatabaseSettings: Sendable, Hashable {
     public var sslMode: String?
     /// Shown in `pg_stat_activity`.
     public var applicationName: String
+    /// Further libpq connection parameters (`keepalives`, `sslrootcert`, `target_session_attrs`, …).
+    public var libpqParameters: [String: String] = [:]
 
     /// Debian's default socket directory, used when a URL names no host.
     public static let defaultSocketDirectory = "/var/run/postgresql"
@@ -74,8 +77,9 @@ public struct DatabaseSettings: Sendable, Hashable {
         if user.isEmpty { throw bad("user name is empty") }
         if poolSize < 1 { throw bad("pool size \(poolSize) must be at least 1") }
         if connectTimeoutSeconds < 1 { throw bad("connect timeout \(connectTimeoutSeconds)s must be at least 1 second") }
-        for (name, value) in [("host", host), ("database", database), ("user", user), ("password", password ?? "")]
-        where value.utf8.contains(0) {
+        let values = [("host", host), ("database", database), ("user", user), ("password", password ?? "")]
+            + libpqParameters.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        for (name, value) in values where value.utf8.contains(0) {
             throw bad("\(name) contains a NUL byte")
         }
     }
@@ -91,159 +95,42 @@ extension DatabaseSettings: CustomStringConvertible, CustomDebugStringConvertibl
 }
 
 extension DatabaseSettings {
-    /// Parses `postgresql://[user[:password]@][host][:port][/database][?param=value&…]`
-    /// (also `postgres://`). A Unix-socket directory is given percent-encoded as the host
-    /// (`postgresql://u@%2Fvar%2Frun%2Fpostgresql/db`) or as `?host=/var/run/postgresql`.
-    /// Recognised parameters: `host`, `port`, `dbname`, `user`, `password`, `sslmode`,
-    /// `connect_timeout`, `application_name`, `pool_size`; any other is an error naming it.
-    /// Errors never echo the password.
-    public init(url: String, defaultUser: String = "postgres") throws(StoreError) {
-        func bad(_ message: String) -> StoreError { StoreError(.invalidSettings, "POSTGRES_URL: \(message)") }
-
-        var rest = Substring(url)
-        guard let schemeEnd = rest.range(of: "://") else { throw bad("missing scheme; expected postgresql://…") }
-        let scheme = rest[..<schemeEnd.lowerBound].lowercased()
-        guard scheme == "postgresql" || scheme == "postgres" else {
-            throw bad("scheme \"\(scheme)\" is not postgresql:// or postgres://")
+    /// Settings for a target resolved from `POSTGRES_URL`, `POSTGRES_*` or `sandboxd.yaml`.
+    ///
+    /// `sslmode`, `connect_timeout` and `application_name` get their own fields; other libpq
+    /// parameters pass through unchanged. A password file must have been read already
+    /// (`DatabaseTarget.withPassword(fromFileContents:)`).
+    public init(target: DatabaseTarget) throws(StoreError) {
+        func bad(_ message: String) -> StoreError { StoreError(.invalidSettings, "database \(target): \(message)") }
+        guard target.passwordFile == nil || target.password != nil else {
+            throw bad("the password file \(target.passwordFile ?? "") has not been read")
         }
-        rest = rest[schemeEnd.upperBound...]
-
-        var query: Substring = ""
-        if let mark = rest.firstIndex(of: "?") {
-            query = rest[rest.index(after: mark)...]
-            rest = rest[..<mark]
+        var parameters = target.parameters
+        var timeout = 10
+        if let text = parameters.removeValue(forKey: "connect_timeout") {
+            guard let seconds = Int(text), seconds >= 1 else { throw bad("connect_timeout \"\(text)\" is not a whole number of seconds ≥ 1") }
+            timeout = seconds
         }
-        var path: Substring = ""
-        if let slash = rest.firstIndex(of: "/") {
-            path = rest[rest.index(after: slash)...]
-            rest = rest[..<slash]
-        }
-        var userInfo: Substring? = nil
-        if let at = rest.lastIndex(of: "@") {
-            userInfo = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-        }
-
-        var user: String? = nil
-        var password: String? = nil
-        if let userInfo {
-            if let colon = userInfo.firstIndex(of: ":") {
-                user = try Self.percentDecoded(userInfo[..<colon], what: "user")
-                password = try Self.percentDecoded(userInfo[userInfo.index(after: colon)...], what: "password")
-            } else {
-                user = try Self.percentDecoded(userInfo, what: "user")
-            }
-        }
-
-        var host: String? = nil
-        var port: Int? = nil
-        if rest.hasPrefix("[") {
-            guard let close = rest.firstIndex(of: "]") else { throw bad("unterminated [ in IPv6 host") }
-            host = String(rest[rest.index(after: rest.startIndex)..<close])
-            let after = rest[rest.index(after: close)...]
-            if !after.isEmpty {
-                guard after.hasPrefix(":") else { throw bad("unexpected text after IPv6 host") }
-                port = try Self.parsePort(after.dropFirst())
-            }
-        } else if !rest.isEmpty {
-            if let colon = rest.lastIndex(of: ":") {
-                host = try Self.percentDecoded(rest[..<colon], what: "host")
-                port = try Self.parsePort(rest[rest.index(after: colon)...])
-            } else {
-                host = try Self.percentDecoded(rest, what: "host")
-            }
-            if host?.isEmpty == true { host = nil }
-        }
-
-        var database: String? = path.isEmpty ? nil : try Self.percentDecoded(path, what: "database name")
-        var sslMode: String? = nil
-        var connectTimeout = 10
-        var poolSize = 8
-        var applicationName = "sandboxd"
-
-        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
-            let key: String
-            let value: String
-            if let equals = pair.firstIndex(of: "=") {
-                key = try Self.percentDecoded(pair[..<equals], what: "parameter name")
-                value = try Self.percentDecoded(pair[pair.index(after: equals)...], what: "parameter \(key)")
-            } else {
-                key = try Self.percentDecoded(pair, what: "parameter name")
-                value = ""
-            }
-            switch key {
-            case "host": host = value
-            case "port": port = try Self.parsePort(Substring(value))
-            case "dbname": database = value
-            case "user": user = value
-            case "password": password = value
-            case "sslmode": sslMode = value
-            case "application_name": applicationName = value
-            case "connect_timeout":
-                guard let seconds = Int(value), seconds >= 1 else {
-                    throw bad("connect_timeout \"\(value)\" is not a whole number of seconds ≥ 1")
-                }
-                connectTimeout = seconds
-            case "pool_size":
-                guard let size = Int(value), size >= 1 else { throw bad("pool_size \"\(value)\" is not a number ≥ 1") }
-                poolSize = size
-            default:
-                throw bad("unknown parameter \"\(key)\" (known: host, port, dbname, user, password, sslmode, connect_timeout, application_name, pool_size)")
-            }
-        }
-
-        let resolvedUser = user ?? defaultUser
         self.init(
-            host: host ?? Self.defaultSocketDirectory,
-            port: port ?? 5432,
-            database: database ?? resolvedUser,
-            user: resolvedUser,
-            password: password,
-            poolSize: poolSize,
-            connectTimeoutSeconds: connectTimeout,
-            sslMode: sslMode,
-            applicationName: applicationName)
+            host: target.host, port: target.port, database: target.database, user: target.user,
+            password: target.password?.revealed, poolSize: target.poolSize, connectTimeoutSeconds: timeout,
+            sslMode: parameters.removeValue(forKey: "sslmode"),
+            applicationName: parameters.removeValue(forKey: "application_name") ?? "sandboxd")
+        libpqParameters = parameters
+        do { try validate() } catch { throw bad(error.message) }
+    }
+
+    /// Parses `postgresql://[user[:password]@][host][:port][/database][?param=value&…]` (also
+    /// `postgres://`) with the same rules as `POSTGRES_URL` (`DatabaseTarget(url:)`): a Unix-socket
+    /// directory is a percent-encoded host (`%2Fvar%2Frun%2Fpostgresql`) or `?host=/dir`; no host
+    /// means Debian's socket directory. Errors never echo the URL (it may hold the password).
+    public init(url: String, poolSize: Int = DatabaseTarget.defaultPoolSize) throws(StoreError) {
+        let target: DatabaseTarget
         do {
-            try validate()
+            target = try DatabaseTarget(url: url, poolSize: poolSize)
         } catch {
-            throw bad(error.message)
+            throw StoreError(.invalidSettings, error.message)
         }
-    }
-
-    private static func parsePort(_ text: Substring) throws(StoreError) -> Int {
-        guard let port = Int(text), (1...65535).contains(port) else {
-            throw StoreError(.invalidSettings, "POSTGRES_URL: port \"\(text)\" is not a number between 1 and 65535")
-        }
-        return port
-    }
-
-    /// RFC 3986 percent-decoding; the error names the part but never shows its text (it may be a password).
-    private static func percentDecoded(_ text: Substring, what: String) throws(StoreError) -> String {
-        guard text.contains("%") else { return String(text) }
-        var bytes: [UInt8] = []
-        var iterator = text.utf8.makeIterator()
-        while let byte = iterator.next() {
-            if byte == UInt8(ascii: "%") {
-                guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
-                    throw StoreError(.invalidSettings, "POSTGRES_URL: bad percent-encoding in the \(what)")
-                }
-                bytes.append(high << 4 | low)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        guard let decoded = String(validating: bytes, as: UTF8.self) else {
-            throw StoreError(.invalidSettings, "POSTGRES_URL: the \(what) is not valid UTF-8 after percent-decoding")
-        }
-        return decoded
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
+        try self.init(target: target)
     }
 }

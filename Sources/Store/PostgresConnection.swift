@@ -108,6 +108,19 @@ public final class PostgresConnection: @unchecked Sendable {
         ]
         if let password = settings.password { parameters.append(("password", password)) }
         if let sslMode = settings.sslMode { parameters.append(("sslmode", sslMode)) }
+        if !settings.isUnixSocket {
+            // A peer that vanishes without closing (host down, network cut) would otherwise hold a
+            // connection thread in a blocking read for hours; keepalives notice within about a minute.
+            let keepalives = [("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3")]
+            for (key, value) in keepalives where settings.libpqParameters[key] == nil { parameters.append((key, value)) }
+        }
+        for (key, value) in settings.libpqParameters.sorted(by: { $0.key < $1.key }) {
+            if key == "options" {
+                parameters[parameters.firstIndex { $0.0 == "options" }!].1 += " " + value
+            } else if !parameters.contains(where: { $0.0 == key }) {
+                parameters.append((key, value))
+            }
+        }
 
         let handle: OpaquePointer? = withCStringArray(parameters.map(\.0)) { keywords in
             withCStringArray(parameters.map(\.1)) { values in
@@ -146,6 +159,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Runs one statement with `$n` parameters in text format (`nil` is NULL).
     @discardableResult
     public func query(_ sql: String, _ parameters: [String?] = []) throws(StoreError) -> QueryResult {
+        try Self.checkParameters(parameters, for: "statement")
         let result = withParameterPointers(parameters) { values in
             PQexecParams(handle, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
@@ -155,6 +169,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Runs a prepared statement, preparing it on this connection first if needed.
     @discardableResult
     public func execute(_ statement: PreparedStatement, _ parameters: [String?]) throws(StoreError) -> QueryResult {
+        try Self.checkParameters(parameters, for: statement.name)
         try prepareIfNeeded(statement)
         let result = withParameterPointers(parameters) { values in
             PQexecPrepared(handle, statement.name, Int32(parameters.count), values, nil, nil, 0)
@@ -167,6 +182,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// of them takes effect. Returns the affected-row count of each statement.
     public func pipeline(_ items: [(PreparedStatement, [String?])]) throws(StoreError) -> [Int] {
         guard !items.isEmpty else { return [] }
+        for (statement, parameters) in items { try Self.checkParameters(parameters, for: statement.name) }
         for statement in Set(items.map(\.0)) { try prepareIfNeeded(statement) }
 
         guard PQenterPipelineMode(handle) == 1 else { throw failure("entering pipeline mode", result: nil) }
@@ -208,6 +224,13 @@ public final class PostgresConnection: @unchecked Sendable {
         guard syncStatus == PGRES_PIPELINE_SYNC else { throw failure("reading the pipeline sync", result: nil) }
         if let firstError { throw firstError }
         return counts
+    }
+
+    /// Text parameters travel as C strings: a NUL byte would silently cut the value short.
+    private static func checkParameters(_ parameters: [String?], for what: String) throws(StoreError) {
+        if let index = parameters.firstIndex(where: { $0?.utf8.contains(0) == true }) {
+            throw StoreError(.encodingFailed, "parameter $\(index + 1) of \(what) contains a NUL byte, which PostgreSQL text cannot hold")
+        }
     }
 
     private func prepareIfNeeded(_ statement: PreparedStatement) throws(StoreError) {

@@ -2,22 +2,6 @@ import Foundation
 import Logging
 import SandboxCore
 
-/// Which execution records `RecordStore.list` returns; every set field must match.
-public struct ExecutionFilter: Sendable, Hashable {
-    public var sandboxID: String?
-    public var sessionID: UUID?
-    public var ownerUID: UInt32?
-    /// At most this many records, newest first.
-    public var limit: Int
-
-    public init(sandboxID: String? = nil, sessionID: UUID? = nil, ownerUID: UInt32? = nil, limit: Int = 100) {
-        self.sandboxID = sandboxID
-        self.sessionID = sessionID
-        self.ownerUID = ownerUID
-        self.limit = limit
-    }
-}
-
 /// Execution records, users and sessions in PostgreSQL, over a `ConnectionPool`.
 ///
 /// Every write is idempotent (keyed by an id chosen by the caller or by a unique column), so the
@@ -56,7 +40,10 @@ public struct RecordStore: Sendable {
     @discardableResult
     public func insert(_ record: ExecutionRecord) async throws -> Bool {
         let items = try Self.statements(for: record, upsert: false)
-        let counts = try await pool.withConnection { try $0.pipeline(items) }
+        let counts = try await pool.withConnection { connection in
+            // Without a code part one statement suffices; with one, the pipeline keeps both rows in one transaction.
+            items.count == 1 ? [try connection.execute(items[0].0, items[0].1).affectedRows] : try connection.pipeline(items)
+        }
         return counts.first == 1
     }
 
@@ -108,11 +95,12 @@ public struct RecordStore: Sendable {
     /// Records matching `filter`, newest first.
     public func list(_ filter: ExecutionFilter = ExecutionFilter()) async throws -> [ExecutionRecord] {
         guard filter.limit >= 0 else { throw StoreError(.invalidRecord, "list limit \(filter.limit) is negative") }
-        let parameters: [String?] = [
-            filter.sandboxID, filter.sessionID.map(Parameter.uuid), filter.ownerUID.map { String($0) }, String(filter.limit),
-        ]
+        let statement = Statements.list(sandbox: filter.sandboxID != nil, session: filter.sessionID != nil, owner: filter.ownerUID != nil)
+        let filters: [String] = [filter.sandboxID, filter.sessionID.map(Parameter.uuid), filter.ownerUID.map { String($0) }]
+            .compactMap { $0 }
+        let parameters: [String?] = filters + [String(filter.limit)]
         let result = try await pool.withConnection { connection in
-            try connection.execute(Statements.list, parameters)
+            try connection.execute(statement, parameters)
         }
         return try result.rows.map(Self.decodeRecord)
     }
@@ -206,79 +194,58 @@ public struct RecordStore: Sendable {
 
     /// The chunk as one JSONB array for the agent rows (and one for the code rows, if any).
     static func recordsetStatements(for records: ArraySlice<ExecutionRecord>) throws -> [(PreparedStatement, [String?])] {
-        var agentRows: [AgentRow] = []
-        var codeRows: [CodeRow] = []
-        agentRows.reserveCapacity(records.count)
-        for record in records {
+        var agentRows = "["
+        var codeRows = "["
+        var hasCodeRows = false
+        agentRows.reserveCapacity(records.count * 400)
+        for (index, record) in records.enumerated() {
             try validate(record)
-            for (value, column) in [(record.executionTime, "execution_time"), (record.startedAt?.timeIntervalSince1970, "started_at"),
-                                    (record.finishedAt?.timeIntervalSince1970, "finished_at")] {
-                if let value, !value.isFinite { throw StoreError(.invalidRecord, "\(column) is \(value); only finite numbers are stored") }
-            }
-            agentRows.append(AgentRow(record))
+            if index > 0 { agentRows += "," }
+            agentRows += try agentRow(record)
             if let code = record.code {
-                codeRows.append(CodeRow(
-                    id: Parameter.uuid(record.id), session_id: record.sessionID.map(Parameter.uuid), code: code.code,
-                    language: code.language, result: code.result.map { [$0] }, execution_time: record.executionTime))
+                var row = JSONWriter.Object()
+                row.string("id", Parameter.uuid(record.id))
+                row.string("session_id", record.sessionID.map(Parameter.uuid))
+                row.string("code", code.code)
+                row.string("language", code.language)
+                try row.wrapped("result", code.result)
+                try row.number("execution_time", record.executionTime)
+                if hasCodeRows { codeRows += "," }  // (String.count would be O(n) here)
+                hasCodeRows = true
+                codeRows += row.close()
             }
         }
-        var items = [(Statements.insertAgentRecordset, [try Parameter.json(encoding: agentRows)] as [String?])]
-        if !codeRows.isEmpty { items.append((Statements.insertCodeRecordset, [try Parameter.json(encoding: codeRows)])) }
+        agentRows += "]"
+        codeRows += "]"
+        var items: [(PreparedStatement, [String?])] = [(Statements.insertAgentRecordset, [agentRows])]
+        if hasCodeRows { items.append((Statements.insertCodeRecordset, [codeRows])) }
         return items
     }
 
-    /// One `agent_executions` row as a JSON object for jsonb_to_recordset (nil fields are left out → NULL).
-    struct AgentRow: Encodable {
-        var id: String
-        var session_id: String?
-        var agent_type: String
-        // JSON values travel wrapped in a one-element array (unwrapped by `-> 0`), so that a JSON
-        // null stays a JSON null instead of becoming SQL NULL.
-        var input_data: [JSONValue]?
-        var output_data: [JSONValue]?
-        var execution_time: Double?
-        var sandbox_id: String?
-        var status: String
-        var isolation_level: Int?
-        var policy: String?
-        var exit_code: Int32?
-        var signal: Int32?
-        var started_at: Double?
-        var finished_at: Double?
-        var cpu_usec: UInt64?
-        var memory_peak_bytes: UInt64?
-        var limits_enforced: Bool?
-        var owner_uid: UInt32?
-
-        init(_ record: ExecutionRecord) {
-            id = Parameter.uuid(record.id)
-            session_id = record.sessionID.map(Parameter.uuid)
-            agent_type = record.agentType
-            input_data = record.inputData.map { [$0] }
-            output_data = record.outputData.map { [$0] }
-            execution_time = record.executionTime
-            sandbox_id = record.sandboxID
-            status = record.status.rawValue
-            isolation_level = record.isolationLevel?.rawValue
-            policy = record.policy
-            exit_code = record.exitCode
-            signal = record.signal
-            started_at = record.startedAt?.timeIntervalSince1970
-            finished_at = record.finishedAt?.timeIntervalSince1970
-            cpu_usec = record.usage.cpuMicroseconds
-            memory_peak_bytes = record.usage.memoryPeakBytes
-            limits_enforced = record.limitsEnforced
-            owner_uid = record.ownerUID
-        }
-    }
-
-    struct CodeRow: Encodable {
-        var id: String
-        var session_id: String?
-        var code: String
-        var language: String
-        var result: [JSONValue]?
-        var execution_time: Double?
+    /// One `agent_executions` row as a JSON object for jsonb_to_recordset (nil fields left out → NULL).
+    /// JSON values travel wrapped in a one-element array (unwrapped by `-> 0`) so that a JSON null
+    /// stays a JSON null instead of becoming SQL NULL.
+    static func agentRow(_ record: ExecutionRecord) throws -> String {
+        var row = JSONWriter.Object()
+        row.string("id", Parameter.uuid(record.id))
+        row.string("session_id", record.sessionID.map(Parameter.uuid))
+        row.string("agent_type", record.agentType)
+        try row.wrapped("input_data", record.inputData)
+        try row.wrapped("output_data", record.outputData)
+        try row.number("execution_time", record.executionTime)
+        row.string("sandbox_id", record.sandboxID)
+        row.string("status", record.status.rawValue)
+        row.integer("isolation_level", record.isolationLevel?.rawValue)
+        row.string("policy", record.policy)
+        row.integer("exit_code", record.exitCode)
+        row.integer("signal", record.signal)
+        try row.number("started_at", record.startedAt?.timeIntervalSince1970)
+        try row.number("finished_at", record.finishedAt?.timeIntervalSince1970)
+        row.integer("cpu_usec", record.usage.cpuMicroseconds)
+        row.integer("memory_peak_bytes", record.usage.memoryPeakBytes)
+        row.bool("limits_enforced", record.limitsEnforced)
+        row.integer("owner_uid", record.ownerUID)
+        return row.close()
     }
 
     /// Checks what the columns would reject, so the error names the field instead of a SQLSTATE.
@@ -352,185 +319,5 @@ public struct RecordStore: Sendable {
             ownerUID: try row[17].map { try Decode.integer($0, "agent_executions.owner_uid") },
             createdAt: try row[18].map { try Decode.epoch($0, "agent_executions.created_at") },
             code: code)
-    }
-}
-
-/// The SQL the store runs, each prepared once per connection.
-enum Statements {
-    private static let agentValues = """
-        VALUES ($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb, $6::float8, $7, $8, $9::smallint, $10, $11::int, \
-        $12::int, to_timestamp($13::float8), to_timestamp($14::float8), $15::bigint, $16::bigint, $17::boolean, $18::bigint)
-        """
-
-    static let insertAgent = PreparedStatement(
-        name: "sandboxd_insert_agent_execution",
-        sql: "INSERT INTO agent_executions (\(RecordStore.recordColumns)) \(agentValues) ON CONFLICT (id) DO NOTHING")
-
-    static let upsertAgent = PreparedStatement(
-        name: "sandboxd_upsert_agent_execution",
-        sql: """
-            INSERT INTO agent_executions (\(RecordStore.recordColumns)) \(agentValues)
-            ON CONFLICT (id) DO UPDATE SET
-                session_id = EXCLUDED.session_id, agent_type = EXCLUDED.agent_type,
-                input_data = EXCLUDED.input_data, output_data = EXCLUDED.output_data,
-                execution_time = EXCLUDED.execution_time, sandbox_id = EXCLUDED.sandbox_id,
-                status = EXCLUDED.status, isolation_level = EXCLUDED.isolation_level, policy = EXCLUDED.policy,
-                exit_code = EXCLUDED.exit_code, signal = EXCLUDED.signal, started_at = EXCLUDED.started_at,
-                finished_at = EXCLUDED.finished_at, cpu_usec = EXCLUDED.cpu_usec,
-                memory_peak_bytes = EXCLUDED.memory_peak_bytes, limits_enforced = EXCLUDED.limits_enforced,
-                owner_uid = EXCLUDED.owner_uid
-            WHERE agent_executions.status = 'running' OR EXCLUDED.status <> 'running'
-            """)
-
-    private static let codeInsert = """
-        INSERT INTO code_executions (id, session_id, code, language, execution_mode, result, execution_time, agent_execution_id)
-        VALUES ($1::uuid, $2::uuid, $3, $4, 'sandbox', $5::jsonb, $6::float8, $1::uuid)
-        """
-
-    static let insertCode = PreparedStatement(
-        name: "sandboxd_insert_code_execution", sql: "\(codeInsert) ON CONFLICT (id) DO NOTHING")
-
-    static let upsertCode = PreparedStatement(
-        name: "sandboxd_upsert_code_execution",
-        sql: """
-            \(codeInsert) ON CONFLICT (id) DO UPDATE SET
-                session_id = EXCLUDED.session_id, code = EXCLUDED.code, language = EXCLUDED.language,
-                result = EXCLUDED.result, execution_time = EXCLUDED.execution_time,
-                agent_execution_id = EXCLUDED.agent_execution_id
-            """)
-
-    static let insertAgentRecordset = PreparedStatement(
-        name: "sandboxd_insert_agent_executions_recordset",
-        sql: """
-            INSERT INTO agent_executions (\(RecordStore.recordColumns))
-            SELECT r.id, r.session_id, r.agent_type, r.input_data -> 0, r.output_data -> 0, r.execution_time, r.sandbox_id, r.status,
-                   r.isolation_level, r.policy, r.exit_code, r.signal, to_timestamp(r.started_at), to_timestamp(r.finished_at),
-                   r.cpu_usec, r.memory_peak_bytes, r.limits_enforced, r.owner_uid
-            FROM jsonb_to_recordset($1::jsonb) AS r(
-                id uuid, session_id uuid, agent_type text, input_data jsonb, output_data jsonb, execution_time float8,
-                sandbox_id text, status text, isolation_level smallint, policy text, exit_code int, signal int,
-                started_at float8, finished_at float8, cpu_usec bigint, memory_peak_bytes bigint, limits_enforced boolean,
-                owner_uid bigint)
-            ON CONFLICT (id) DO NOTHING
-            """)
-
-    static let insertCodeRecordset = PreparedStatement(
-        name: "sandboxd_insert_code_executions_recordset",
-        sql: """
-            INSERT INTO code_executions (id, session_id, code, language, execution_mode, result, execution_time, agent_execution_id)
-            SELECT r.id, r.session_id, r.code, r.language, 'sandbox', r.result -> 0, r.execution_time, r.id
-            FROM jsonb_to_recordset($1::jsonb) AS r(
-                id uuid, session_id uuid, code text, language text, result jsonb, execution_time float8)
-            ON CONFLICT (id) DO NOTHING
-            """)
-
-    private static let select = """
-        SELECT a.id, a.session_id, a.agent_type, a.input_data, a.output_data, a.execution_time, a.sandbox_id,
-               a.status, a.isolation_level, a.policy, a.exit_code, a.signal,
-               extract(epoch FROM a.started_at), extract(epoch FROM a.finished_at), a.cpu_usec,
-               a.memory_peak_bytes, a.limits_enforced, a.owner_uid, extract(epoch FROM a.created_at),
-               c.code, c.language, c.result
-        FROM agent_executions a LEFT JOIN code_executions c ON c.agent_execution_id = a.id AND c.id = a.id
-        """
-
-    static let fetch = PreparedStatement(name: "sandboxd_fetch_execution", sql: "\(select) WHERE a.id = $1::uuid")
-
-    static let list = PreparedStatement(
-        name: "sandboxd_list_executions",
-        sql: """
-            \(select)
-            WHERE ($1::text IS NULL OR a.sandbox_id = $1::text)
-              AND ($2::uuid IS NULL OR a.session_id = $2::uuid)
-              AND ($3::bigint IS NULL OR a.owner_uid = $3::bigint)
-            ORDER BY a.created_at DESC, a.started_at DESC NULLS LAST, a.id
-            LIMIT $4::bigint
-            """)
-
-    static let markAborted = PreparedStatement(
-        name: "sandboxd_mark_running_aborted",
-        sql: "UPDATE agent_executions SET status = 'aborted', finished_at = COALESCE(finished_at, now()) WHERE status = 'running'")
-
-    static let ensureUser = PreparedStatement(
-        name: "sandboxd_ensure_user",
-        sql: """
-            INSERT INTO users (username, unix_uid) VALUES ($1, $2::bigint)
-            ON CONFLICT (unix_uid) DO UPDATE SET updated_at = CURRENT_TIMESTAMP
-            RETURNING id
-            """)
-
-    static let createSession = PreparedStatement(
-        name: "sandboxd_create_session",
-        sql: """
-            INSERT INTO sessions (id, user_id, session_name) VALUES ($1::uuid, $2::uuid, $3)
-            ON CONFLICT (id) DO UPDATE SET session_name = EXCLUDED.session_name
-            RETURNING id, user_id, session_name, extract(epoch FROM created_at), status
-            """)
-}
-
-/// Values as text parameters. Nothing here builds SQL.
-enum Parameter {
-    static func uuid(_ value: UUID) -> String { value.uuidString.lowercased() }
-
-    static func json(_ value: JSONValue) throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        do {
-            return String(decoding: try encoder.encode(value), as: UTF8.self)
-        } catch {
-            throw StoreError(.encodingFailed, "cannot encode a JSON value: \(error)")
-        }
-    }
-
-    /// Any Encodable as a JSONB parameter.
-    static func json<T: Encodable>(encoding value: T) throws -> String {
-        do {
-            return String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
-        } catch {
-            throw StoreError(.encodingFailed, "cannot encode \(T.self) as JSON: \(error)")
-        }
-    }
-
-    static func double(_ value: Double, _ column: String) throws -> String {
-        guard value.isFinite else { throw StoreError(.invalidRecord, "\(column) is \(value); only finite numbers are stored") }
-        return "\(value)"
-    }
-
-    static func date(_ value: Date, _ column: String) throws -> String {
-        try double(value.timeIntervalSince1970, column)
-    }
-}
-
-enum Decode {
-    static func uuid(_ text: String?, _ column: String) throws -> UUID {
-        guard let text, let value = UUID(uuidString: text) else {
-            throw StoreError(.decodingFailed, "\(column) \(text ?? "NULL") is not a UUID")
-        }
-        return value
-    }
-
-    static func number(_ text: String, _ column: String) throws -> Double {
-        guard let value = Double(text) else { throw StoreError(.decodingFailed, "\(column) \(text) is not a number") }
-        return value
-    }
-
-    static func integer<T: FixedWidthInteger>(_ text: String, _ column: String) throws -> T {
-        guard let value = T(text) else { throw StoreError(.decodingFailed, "\(column) \(text) is not a \(T.self)") }
-        return value
-    }
-
-    static func epoch(_ text: String, _ column: String) throws -> Date {
-        Date(timeIntervalSince1970: try number(text, column))
-    }
-
-    static func json(_ text: String, _ column: String) throws -> JSONValue {
-        try json(JSONValue.self, text, column)
-    }
-
-    static func json<T: Decodable>(_ type: T.Type, _ text: String, _ column: String) throws -> T {
-        do {
-            return try JSONDecoder().decode(T.self, from: Data(text.utf8))
-        } catch {
-            throw StoreError(.decodingFailed, "\(column) does not decode as \(T.self): \(error)")
-        }
     }
 }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import SandboxCore
 import Testing
@@ -93,14 +94,25 @@ struct ConnectionPoolTests {
     func cancelledWaiter() async throws {
         try await TestPostgres.with { server in
             let store = try await server.makeStore(poolSize: 1)
-            let holder = Task { try await store.pool.withConnection { try $0.query("SELECT pg_sleep(0.5)") } }
-            try await Task.sleep(for: .milliseconds(100))
+            let entered = DispatchSemaphore(value: 0)
+            let release = DispatchSemaphore(value: 0)
+            // The holder blocks its connection's own thread until released: no timing involved.
+            let holder = Task {
+                try await store.pool.withConnection { _ in
+                    entered.signal()
+                    release.wait()
+                }
+            }
+            while entered.wait(timeout: .now()) == .timedOut { try await Task.sleep(for: .milliseconds(5)) }
             let waiter = Task { try await store.pool.withConnection { try $0.query("SELECT 1") } }
-            try await Task.sleep(for: .milliseconds(50))
+            while await store.pool.waitingCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
             waiter.cancel()
             await #expect(throws: CancellationError.self) { try await waiter.value }
-            _ = try await holder.value
+            #expect(await store.pool.waitingCount == 0)
+            release.signal()
+            try await holder.value
             #expect(try await store.pool.withConnection { try $0.query("SELECT 2") }.rows == [["2"]])
+            #expect(await store.pool.openConnectionCount == 1)
             await store.pool.close()
             await #expect(throws: StoreError.self) { try await store.pool.withConnection { try $0.query("SELECT 3") } }
         }
@@ -140,38 +152,38 @@ struct ConnectionPoolTests {
             // 3. A writer keeps going across a restart: each record is retried until it is in,
             //    every error it sees is retryable, and no record is written twice.
             server.settings = try await server.embedded.start()
-            let writerRecords = (0..<300).map { index in
-                ExecutionRecord(agentType: "writer", inputData: ["n": .integer(Int64(index))], status: .ok)
-            }
+            let restartDone = Flag()
             let writer = Task {
                 var errors: [StoreError] = []
-                var perRecordMaximum = 0
-                for record in writerRecords {
-                    var failures = 0
+                var written = 0
+                // Runs until the restart is over, so the restart surely falls in the middle of it.
+                while !(await restartDone.isSet) || written < 50 {
+                    let record = ExecutionRecord(agentType: "writer", inputData: ["n": .integer(Int64(written))], status: .ok)
                     while true {
                         do {
                             try await store.insert(record)
                             break
                         } catch let error as StoreError where error.isRetryable {
                             errors.append(error)
-                            failures += 1
                             try await Task.sleep(for: .milliseconds(50))
                         }
                     }
-                    perRecordMaximum = max(perRecordMaximum, failures)
+                    written += 1
                 }
-                return (errors, perRecordMaximum)
+                return (errors, written)
             }
             try await Task.sleep(for: .milliseconds(150))
             try await server.embedded.stop()
             try await Task.sleep(for: .milliseconds(300))
             server.settings = try await server.embedded.start()
-            let (errors, _) = try await writer.value
+            try await Task.sleep(for: .milliseconds(100))
+            await restartDone.set()
+            let (errors, written) = try await writer.value
             #expect(errors.allSatisfy { $0.isRetryable })
             let count = try await store.pool.withConnection { connection in
                 try connection.query("SELECT count(*), count(DISTINCT input_data->>'n') FROM agent_executions WHERE agent_type = 'writer'")
             }
-            #expect(count.rows.first == ["300", "300"])
+            #expect(count.rows.first == [String(written), String(written)])
 
             // 4. Once the server is back, a fresh burst of callers sees no error at all.
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -224,7 +236,22 @@ struct ConnectionPoolTests {
         #expect(error.message.contains("port 5999"))
         #expect(!error.message.contains("hunter2"))
         await pool.close()
+
+        // Over TCP (nothing listens on port 1): refused, retryable, naming host and port.
+        let tcp = try ConnectionPool(settings: DatabaseSettings(host: "127.0.0.1", port: 1, database: "d", user: "u", password: "hunter2hunter2"))
+        let refused = try await #require(throws: StoreError.self) { try await tcp.withConnection { try $0.query("SELECT 1") } }
+        #expect(refused.code == .connectionFailed)
+        #expect(refused.message.contains("host 127.0.0.1 port 1"))
+        #expect(!refused.message.contains("invalid connection option"))
+        #expect(!refused.message.contains("hunter2"))
+        await tcp.close()
     }
+}
+
+/// A one-way switch shared between tasks.
+actor Flag {
+    private(set) var isSet = false
+    func set() { isSet = true }
 }
 
 /// Highest value observed, shared between tasks.

@@ -68,3 +68,32 @@ struct EmbeddedPostgresTests {
         }
     }
 }
+
+struct EmbeddedSystemUserTests {
+    @Test("a missing system user is created (useradd --system) and owns the cluster")
+    func createsSystemUser() async throws {
+        guard geteuid() == 0 else {
+            print("skipped: creating a system user needs root")
+            return
+        }
+        let name = "sdtest-\(UInt32.random(in: 0...0xFFFFFF))"
+        #expect(getpwnam(name) == nil)
+        defer {
+            // Leave the host as it was: the account and its group go again.
+            _ = try? ChildProcess.run("/usr/sbin/userdel", [name])
+        }
+        try await TestPostgres.with(poolSize: 1, systemUser: name, createSystemUser: true) { server in
+            let entry = try #require(getpwnam(name))
+            #expect(entry.pointee.pw_uid < 1000, "a system account has a uid below 1000")
+            #expect(String(cString: entry.pointee.pw_shell) == "/usr/sbin/nologin")
+            var info = stat()
+            #expect(stat(server.embedded.dataDirectory, &info) == 0)
+            #expect(info.st_uid == entry.pointee.pw_uid)
+            let store = try await server.makeStore()
+            #expect(try await store.markRunningAborted() == 0)
+            await store.pool.close()
+        }
+        _ = try ChildProcess.run("/usr/sbin/userdel", [name])
+        #expect(getpwnam(name) == nil)
+    }
+}

@@ -236,3 +236,30 @@ struct BatchMethodTests {
         }
     }
 }
+
+struct RejectedValueTests {
+    @Test("values PostgreSQL cannot hold are refused with an error naming them, and nothing is written")
+    func rejectedValues() async throws {
+        try await TestPostgres.with { server in
+            let store = try await server.makeStore(poolSize: 1)
+            let nulName = try await #require(throws: StoreError.self) { try await store.ensureUser(unixUID: 5, username: "a\u{0}b") }
+            #expect(nulName.code == .encodingFailed)
+            #expect(nulName.message.contains("NUL"))
+
+            var nulJSON = RecordStoreTests.finishedRecord()
+            nulJSON.inputData = ["bad": "a\u{0}b"]
+            let jsonError = try await #require(throws: StoreError.self) { try await store.insert(nulJSON) }
+            #expect(jsonError.code == .queryFailed)
+            #expect(jsonError.sqlState == "22P05")
+
+            var infinite = RecordStoreTests.finishedRecord()
+            infinite.executionTime = .infinity
+            let numberError = try await #require(throws: StoreError.self) { try await store.insert([infinite]) }
+            #expect(numberError.code == .invalidRecord)
+            #expect(numberError.message.contains("execution_time"))
+
+            #expect(try await store.list().isEmpty)
+            await store.pool.close()
+        }
+    }
+}

@@ -24,7 +24,8 @@ struct TestPostgres {
     /// Starts a cluster, runs `body`, then stops the server and deletes the directory — also when
     /// `body` throws.
     static func with<T>(
-        poolSize: Int = 8, _ body: (inout TestPostgres) async throws -> T
+        poolSize: Int = 8, systemUser: String = TestPostgres.systemUser, createSystemUser: Bool = false,
+        _ body: (inout TestPostgres) async throws -> T
     ) async throws -> T {
         var template = Array("/tmp/sdpg-XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
@@ -35,7 +36,7 @@ struct TestPostgres {
             configuration: .init(
                 directory: directory,
                 systemUser: systemUser,
-                createSystemUser: false,
+                createSystemUser: createSystemUser,
                 database: "sandboxd_test",
                 role: "sandboxd_test",
                 // Durability is not what these tests check; speed is welcome.
