@@ -1,4 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Logging
 import SandboxCore
 import Store
 
-print("sandboxd (libpq \(linkedLibPQVersion()))")
+/// `sandboxd`: reads the configuration, opens the record store, reaps leftovers, serves the
+/// control socket until SIGTERM/SIGINT.
+struct SandboxdCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandboxd", abstract: "Run untrusted agent work in sandboxes and record every execution.")
+
+    @Option(name: .long, help: "Configuration file (default /etc/sandboxd/sandboxd.yaml; a missing default file means built-in defaults).")
+    var config: String?
+
+    @Option(name: .long, help: "Control socket path (overrides socket.path).")
+    var socket: String?
+
+    @Flag(name: .long, help: "Print the resolved configuration (password redacted) and exit.")
+    var printConfiguration = false
+
+    static let version = "0.1.0"
+
+    func run() async throws { try await runDaemon() }
+
+    func runDaemon() async throws {
+        let path = config ?? DaemonConfiguration.defaultPath
+        var text: String?
+        if access(path, F_OK) == 0 {
+            text = try readSmallFile(path)
+        } else if config != nil {
+            throw ValidationError("configuration file \(path) does not exist")
+        }
+        var environment: [String: String] = [:]
+        for name in DaemonConfiguration.databaseVariables + ["POSTGRES_URL", "SQLITE_DB"] {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        var configuration: DaemonConfiguration
+        do {
+            configuration = try DaemonConfiguration(yaml: text, file: path, environment: environment)
+        } catch {
+            printError("sandboxd: \(error)")
+            throw ExitCode(78) // EX_CONFIG: systemd does not restart-loop on a bad configuration
+        }
+        if let socket { configuration.socket.path = socket }
+        if printConfiguration {
+            print(configuration.description)
+            return
+        }
+
+        let settings = DaemonSettings(configuration: configuration, version: Self.version)
+        SandboxDaemon.bootstrapLogging(level: settings.logLevel)
+        let logger = Logger(label: "sandboxd")
+        logger.info("sandboxd \(Self.version) starting (libpq \(linkedLibPQVersion()))")
+        for note in configuration.notes { logger.notice("\(note)") }
+
+        let database: DaemonDatabase
+        do {
+            database = try await DaemonDatabase.open(configuration, logger: logger)
+        } catch {
+            logger.critical("cannot open the record database: \(error)")
+            SystemdNotifier().notify("STATUS=failed: cannot open the record database")
+            throw ExitCode.failure
+        }
+        do {
+            try await SandboxDaemon.run(settings: settings, engine: nil, records: database.recorder)
+        } catch {
+            logger.critical("sandboxd failed: \(error)")
+            await database.close(logger: logger)
+            throw ExitCode.failure
+        }
+        await database.close(logger: logger)
+    }
+}
+
+func printError(_ text: String) {
+    var bytes = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
+    bytes.withUnsafeMutableBytes { raw in _ = write(2, raw.baseAddress, raw.count) }
+}
+
+// main.swift cannot carry @main; parse and run the async command by hand.
+do {
+    let command = try SandboxdCommand.parseAsRoot()
+    if let command = command as? SandboxdCommand {
+        try await command.runDaemon()
+    } else {
+        var other = command
+        try other.run()
+    }
+} catch {
+    SandboxdCommand.exit(withError: error)
+}
