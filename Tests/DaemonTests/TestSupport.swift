@@ -133,3 +133,47 @@ final class TestServer: @unchecked Sendable {
         rmdir(directory)
     }
 }
+
+/// A long-running child started with posix_spawn and reaped by this code alone.
+/// (Foundation's Process reaps with a blocking wait4 on one shared thread: while a long-lived
+/// child runs, short-lived ones started with Process are never reaped.)
+struct SpawnedProcess {
+    let pid: pid_t
+
+    /// Starts `argv` with stdout to /dev/null and stderr appended to `logPath`.
+    init(_ argv: [String], logPath: String) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
+        guard status == 0 else { throw TestError("posix_spawn \(argv[0]): \(String(cString: strerror(status)))") }
+        self.pid = pid
+    }
+
+    /// The exit status once it has exited (reaping it), nil while it runs.
+    func poll() -> (exited: Bool, status: Int32)? {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        guard result == pid else { return nil }
+        let exited = status & 0x7f == 0
+        return (exited, exited ? (status >> 8) & 0xff : status & 0x7f)
+    }
+
+    /// Waits up to `seconds` for the exit.
+    func wait(seconds: Double) async throws -> (exited: Bool, status: Int32)? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let result = poll() { return result }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
+    func kill(_ signal: Int32) { _ = Glibc.kill(pid, signal) }
+}
