@@ -13,17 +13,29 @@ struct CodeLanguage: Sendable, Hashable {
     var fileName: String
     /// Arguments after the runtime, `{}` replaced by the source path.
     var arguments: [String]
+    /// Arguments that take the source itself (`-c SOURCE`), so a one-shot run needs no file;
+    /// nil when the runtime needs a file.
+    var inlineArguments: [String]?
+
+    /// Sources larger than this go through a file: one argv string may not exceed 128 KiB (MAX_ARG_STRLEN).
+    static let maxInlineBytes = 100_000
 
     static let all: [CodeLanguage] = [
-        CodeLanguage(name: "python", runtime: "python3", fileName: "main.py", arguments: ["{}"]),
+        CodeLanguage(name: "python", runtime: "python3", fileName: "main.py", arguments: ["{}"], inlineArguments: ["-c", "{}"]),
         // Single-file source launch (JEP 330): no separate javac step, nothing compiled to disk.
-        CodeLanguage(name: "java", runtime: "java", fileName: "Main.java", arguments: ["{}"]),
-        CodeLanguage(name: "sh", runtime: "sh", fileName: "main.sh", arguments: ["{}"]),
-        CodeLanguage(name: "bash", runtime: "bash", fileName: "main.sh", arguments: ["{}"]),
+        CodeLanguage(name: "java", runtime: "java", fileName: "Main.java", arguments: ["{}"], inlineArguments: nil),
+        CodeLanguage(name: "sh", runtime: "sh", fileName: "main.sh", arguments: ["{}"], inlineArguments: ["-c", "{}"]),
+        CodeLanguage(name: "bash", runtime: "bash", fileName: "main.sh", arguments: ["{}"], inlineArguments: ["-c", "{}"]),
     ]
 
     func argv(sourcePath: String) -> [String] {
         [runtime] + arguments.map { $0 == "{}" ? sourcePath : $0 }
+    }
+
+    /// The argv that runs `source` without a file, when this language allows it and it fits.
+    func inlineArgv(source: String) -> [String]? {
+        guard let inlineArguments, source.utf8.count <= Self.maxInlineBytes else { return nil }
+        return [runtime] + inlineArguments.map { $0 == "{}" ? source : $0 }
     }
 }
 

@@ -49,9 +49,13 @@ public struct EngineExecOutcome: Sendable, Hashable {
     public var stderrTruncated: Bool
     public var wallSeconds: Double
     public var usage: ResourceUsage
+    /// Whether the limits were enforced for this exec (nil: as the sandbox says).
+    public var limitsEnforced: Bool?
 
     public init(status: ExecutionStatus, exitCode: Int32?, signal: Int32?, stdout: [UInt8], stderr: [UInt8],
-                stdoutTruncated: Bool, stderrTruncated: Bool, wallSeconds: Double, usage: ResourceUsage) {
+                stdoutTruncated: Bool, stderrTruncated: Bool, wallSeconds: Double, usage: ResourceUsage,
+                limitsEnforced: Bool? = nil) {
+        self.limitsEnforced = limitsEnforced
         self.status = status
         self.exitCode = exitCode
         self.signal = signal
@@ -74,6 +78,24 @@ public protocol SandboxEngine: Sendable {
     /// Removes what a previous daemon left (cgroups, mounts, state directories, processes).
     /// Returns how many sandboxes were reaped.
     func reapLeftovers() async throws -> Int
+    /// One-shot: build, run one command, tear down — as one step when the engine can do it faster.
+    func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome
+}
+
+extension SandboxEngine {
+    /// Create + exec + destroy, for engines without a faster one-shot path.
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
+        let sandbox = try await createSandbox(spec)
+        do {
+            var outcome = try await sandbox.exec(exec, output: output)
+            outcome.limitsEnforced = outcome.limitsEnforced ?? sandbox.limitsEnforced
+            await sandbox.destroy()
+            return outcome
+        } catch {
+            await sandbox.destroy()
+            throw error
+        }
+    }
 }
 
 /// A live sandbox.
@@ -83,10 +105,16 @@ public protocol EngineSandbox: Sendable {
     /// Runs one command; `output` sees stdout/stderr as they are produced.
     func exec(_ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome
     /// Writes a file under the sandbox's writable workspace. `path` is relative to the workspace or
-    /// absolute inside the sandbox; escapes (`..`, symlinks out) are refused. Returns the path inside.
+    /// absolute inside the sandbox; escapes (`..`, symlinks out) are refused. Returns the path inside
+    /// the sandbox.
     func writeFile(_ path: String, contents: [UInt8]) async throws -> String
     /// Reads at most `limit` bytes of a file under the workspace (same confinement as `writeFile`).
     func readFile(_ path: String, limit: Int) async throws -> [UInt8]
     /// Kills everything in it and removes it. Idempotent.
     func destroy() async
+}
+
+/// An engine error that knows which API error it is (the caller's mistake or a host limit).
+public protocol APIErrorConvertible: Error {
+    var apiError: APIError { get }
 }

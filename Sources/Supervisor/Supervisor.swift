@@ -69,16 +69,21 @@ public final class Supervisor: SandboxService {
     private func performShutdown() async {
         await registry.stopAccepting()
         let deadline = ContinuousClock.now + .milliseconds(Int64(configuration.gracePeriodSeconds * 1000))
-        while await registry.runningExecCount > 0, ContinuousClock.now < deadline {
+        // Every exec (persistent or one-shot) counts from its start to its record.
+        while await state.inFlight > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        let remaining = await registry.runningExecCount
+        let remaining = await state.inFlight
         if remaining > 0 {
             logger.warning("grace period of \(configuration.gracePeriodSeconds) s over; killing \(remaining) running execs")
         }
         let sandboxes = await registry.drainAll()
         await withTaskGroup(of: Void.self) { group in
             for sandbox in sandboxes { group.addTask { await sandbox.destroy() } }
+        }
+        // One-shot runs have no registry entry to destroy: the engine's reap kills whatever is left.
+        if let engine, remaining > 0 {
+            _ = try? await engine.reapLeftovers()
         }
         // Execs killed above finish and write their records; wait for them before the final flush.
         let settle = ContinuousClock.now + .seconds(5)
@@ -118,11 +123,25 @@ public final class Supervisor: SandboxService {
     public func run(_ request: RunRequest, caller: Caller, output: OutputSink?) async throws -> ExecutionResult {
         let language = try request.payload.code.map { code throws(APIError) in try runtimes.resolve(code.language) }
         try checkPayload(request.payload)
+        let inline = request.payload.code.flatMap { code in language?.inlineArgv(source: code.source) }
+        if request.payload.code == nil || inline != nil {
+            // The engine's one-shot path: no separate init, no namespace entry, torn down by itself.
+            let (engine, spec, description) = try await prepare(request.sandbox, caller: caller, persistent: false)
+            do {
+                let result = try await execute(request.payload, language: language, target: .oneShot(engine, spec),
+                                               description: description, sandboxDefaults: request.sandbox, caller: caller, output: output)
+                await registry.release(description.sandboxID)
+                return result
+            } catch {
+                await registry.release(description.sandboxID)
+                throw error
+            }
+        }
         let (sandbox, description) = try await build(request.sandbox, caller: caller, persistent: false)
         let id = description.sandboxID
         do {
             _ = try await registry.beginExec(id, caller: caller, persistentOnly: false)
-            let result = try await execute(request.payload, language: language, in: sandbox, description: description,
+            let result = try await execute(request.payload, language: language, target: .sandbox(sandbox), description: description,
                                            sandboxDefaults: request.sandbox, caller: caller, output: output)
             await finishOneShot(id, sandbox)
             return result
@@ -166,7 +185,7 @@ public final class Supervisor: SandboxService {
         let entry = try await registry.lookup(sandboxID, caller: caller)
         let (sandbox, description) = try await registry.beginExec(sandboxID, caller: caller)
         do {
-            let result = try await execute(request.payload, language: language, in: sandbox, description: description,
+            let result = try await execute(request.payload, language: language, target: .sandbox(sandbox), description: description,
                                            sandboxDefaults: entry.defaults, caller: caller, output: output)
             await registry.endExec(sandboxID)
             return result
@@ -239,6 +258,27 @@ public final class Supervisor: SandboxService {
 
     /// Admission, then the engine builds the sandbox. The slot is released whatever fails.
     private func build(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool) async throws -> (any EngineSandbox, SandboxDescription) {
+        let (engine, spec, description) = try await prepare(request, caller: caller, persistent: persistent)
+        let id = description.sandboxID
+        let sandbox: any EngineSandbox
+        do {
+            sandbox = try await engine.createSandbox(spec)
+        } catch {
+            await registry.release(id)
+            throw Self.apiError(error, doing: "creating the sandbox")
+        }
+        guard await registry.attach(id, sandbox: sandbox, limitsEnforced: sandbox.limitsEnforced) else {
+            await sandbox.destroy()
+            throw APIError(.shuttingDown, "sandboxd is shutting down; the new sandbox was destroyed")
+        }
+        var built = description
+        built.limitsEnforced = sandbox.limitsEnforced
+        return (sandbox, built)
+    }
+
+    /// Every check before a sandbox is built, and its admission slot (released by the caller on failure).
+    private func prepare(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool) async throws
+        -> (any SandboxEngine, EngineSandboxSpec, SandboxDescription) {
         guard records != nil else {
             throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
         }
@@ -261,26 +301,20 @@ public final class Supervisor: SandboxService {
             sandboxID: id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
             agentType: request.agentType ?? "default", sessionID: request.sessionID, createdAt: Date(), execCount: 0,
             limitsEnforced: false)
+        var limits = ResourceLimits()
+        limits.executionTimeout = request.timeout ?? configuration.defaultTimeout
+        limits.outputLimit = ByteCount(bytes: UInt64(configuration.maxOutputBytes))
+        let spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, limits: limits, environment: request.env ?? [:],
+                                     enforcement: configuration.limitEnforcement)
         try await registry.reserve(description, persistent: persistent, defaults: request)
-        let sandbox: any EngineSandbox
-        do {
-            var limits = ResourceLimits()
-            limits.executionTimeout = request.timeout ?? configuration.defaultTimeout
-            limits.outputLimit = ByteCount(bytes: UInt64(configuration.maxOutputBytes))
-            sandbox = try await engine.createSandbox(EngineSandboxSpec(
-                id: id, isolationLevel: level, policy: policy, limits: limits, environment: request.env ?? [:],
-                enforcement: configuration.limitEnforcement))
-        } catch {
-            await registry.release(id)
-            throw (error as? APIError) ?? APIError(.internalError, "creating the sandbox failed: \(error)")
-        }
-        guard await registry.attach(id, sandbox: sandbox, limitsEnforced: sandbox.limitsEnforced) else {
-            await sandbox.destroy()
-            throw APIError(.shuttingDown, "sandboxd is shutting down; the new sandbox was destroyed")
-        }
-        var built = description
-        built.limitsEnforced = sandbox.limitsEnforced
-        return (sandbox, built)
+        return (engine, spec, description)
+    }
+
+    /// Engine errors reach the caller as API errors when they are the caller's to fix; otherwise by message.
+    static func apiError(_ error: any Error, doing what: String) -> APIError {
+        if let error = error as? APIError { return error }
+        if let convertible = error as? any APIErrorConvertible { return convertible.apiError }
+        return APIError(.internalError, "\(what) failed: \(error)")
     }
 
     private func checkSession(_ id: UUID, caller: Caller) async throws {
@@ -291,14 +325,20 @@ public final class Supervisor: SandboxService {
         }
     }
 
+    /// Where an exec runs: in a persistent sandbox, or in a one-shot sandbox the engine builds for it.
+    enum ExecTarget {
+        case sandbox(any EngineSandbox)
+        case oneShot(any SandboxEngine, EngineSandboxSpec)
+    }
+
     /// Runs one exec and records it: `running` row first (enqueued), final row before returning.
-    private func execute(_ payload: ExecPayload, language: CodeLanguage?, in sandbox: any EngineSandbox,
+    private func execute(_ payload: ExecPayload, language: CodeLanguage?, target: ExecTarget,
                          description: SandboxDescription, sandboxDefaults: SandboxCreateRequest, caller: Caller,
                          output: OutputSink?) async throws -> ExecutionResult {
         let records = try requireRecords()
         await state.enter()
         do {
-            let result = try await executeRecorded(payload, language: language, in: sandbox, description: description,
+            let result = try await executeRecorded(payload, language: language, target: target, description: description,
                                                    sandboxDefaults: sandboxDefaults, caller: caller, output: output, records: records)
             await state.leave()
             return result
@@ -308,7 +348,7 @@ public final class Supervisor: SandboxService {
         }
     }
 
-    private func executeRecorded(_ payload: ExecPayload, language: CodeLanguage?, in sandbox: any EngineSandbox,
+    private func executeRecorded(_ payload: ExecPayload, language: CodeLanguage?, target: ExecTarget,
                                  description: SandboxDescription, sandboxDefaults: SandboxCreateRequest, caller: Caller,
                                  output: OutputSink?, records: any ExecutionRecorder) async throws -> ExecutionResult {
         let executionID = UUID()
@@ -324,20 +364,34 @@ public final class Supervisor: SandboxService {
 
         var outcome: EngineExecOutcome
         var errorMessage: String?
+        var limitsEnforced = false
         do {
             var argv = payload.command ?? []
             if let language, let code = payload.code {
-                let sourcePath = try await sandbox.writeFile(".sandboxd/" + language.fileName, contents: Array(code.source.utf8))
-                argv = language.argv(sourcePath: sourcePath)
+                if let inline = language.inlineArgv(source: code.source) {
+                    argv = inline
+                } else if case .sandbox(let sandbox) = target {
+                    // Per exec, so concurrent code runs in one sandbox do not overwrite each other's source.
+                    let name = ".sandboxd-\(executionID.uuidString.prefix(8).lowercased())-\(language.fileName)"
+                    argv = language.argv(sourcePath: try await sandbox.writeFile(name, contents: Array(code.source.utf8)))
+                }
             }
             var environment = sandboxDefaults.env ?? [:]
             environment.merge(payload.env ?? [:]) { _, new in new }
-            outcome = try await sandbox.exec(EngineExec(
+            let exec = EngineExec(
                 argv: argv, stdin: Array((payload.stdin ?? "").utf8), environment: environment,
                 timeout: payload.timeout ?? sandboxDefaults.timeout ?? configuration.defaultTimeout,
-                outputLimit: configuration.maxOutputBytes), output: output)
+                outputLimit: configuration.maxOutputBytes)
+            switch target {
+            case .sandbox(let sandbox):
+                outcome = try await sandbox.exec(exec, output: output)
+                limitsEnforced = outcome.limitsEnforced ?? sandbox.limitsEnforced
+            case .oneShot(let engine, let spec):
+                outcome = try await engine.runOnce(spec, exec, output: output)
+                limitsEnforced = outcome.limitsEnforced ?? false
+            }
         } catch {
-            errorMessage = (error as? APIError)?.message ?? "\(error)"
+            errorMessage = Self.apiError(error, doing: "the exec").message
             outcome = EngineExecOutcome(status: .error, exitCode: nil, signal: nil, stdout: [], stderr: [],
                                         stdoutTruncated: false, stderrTruncated: false,
                                         wallSeconds: (ContinuousClock.now - clock).seconds, usage: .init())
@@ -348,7 +402,7 @@ public final class Supervisor: SandboxService {
             signal: outcome.signal, stdout: String(decoding: outcome.stdout, as: UTF8.self),
             stderr: String(decoding: outcome.stderr, as: UTF8.self), stdoutTruncated: outcome.stdoutTruncated,
             stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallSeconds,
-            isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: sandbox.limitsEnforced,
+            isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: limitsEnforced,
             resourceUsage: outcome.usage, errorMessage: errorMessage)
 
         draft.status = outcome.status
@@ -357,7 +411,7 @@ public final class Supervisor: SandboxService {
         draft.finishedAt = Date()
         draft.executionTime = outcome.wallSeconds
         draft.usage = outcome.usage
-        draft.limitsEnforced = sandbox.limitsEnforced
+        draft.limitsEnforced = limitsEnforced
         draft.outputData = try? JSONValue.encoding(result)
         draft.code?.result = draft.outputData
         do {
