@@ -23,7 +23,13 @@ struct CodeLanguage: Sendable, Hashable {
     static let all: [CodeLanguage] = [
         CodeLanguage(name: "python", runtime: "python3", fileName: "main.py", arguments: ["{}"], inlineArguments: ["-c", "{}"]),
         // Single-file source launch (JEP 330): no separate javac step, nothing compiled to disk.
-        CodeLanguage(name: "java", runtime: "java", fileName: "Main.java", arguments: ["{}"], inlineArguments: nil),
+        // By default the JVM reserves gigabytes of address space (heap, class space, code cache)
+        // and would not even start under a memory limit or the best-effort RLIMIT_AS; these sizes
+        // fit 512 MiB, and C1 only makes the short runs agents do start faster.
+        CodeLanguage(name: "java", runtime: "java", fileName: "Main.java",
+                     arguments: ["-XX:+UseSerialGC", "-Xmx96m", "-Xss512k", "-XX:ReservedCodeCacheSize=24m",
+                                 "-XX:-UseCompressedClassPointers", "-XX:MaxMetaspaceSize=96m", "-XX:TieredStopAtLevel=1", "{}"],
+                     inlineArguments: nil),
         CodeLanguage(name: "sh", runtime: "sh", fileName: "main.sh", arguments: ["{}"], inlineArguments: ["-c", "{}"]),
         CodeLanguage(name: "bash", runtime: "bash", fileName: "main.sh", arguments: ["{}"], inlineArguments: ["-c", "{}"]),
     ]

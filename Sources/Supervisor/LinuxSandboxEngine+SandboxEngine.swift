@@ -90,6 +90,10 @@ struct LinuxEngineSandbox: EngineSandbox {
         guard !relative.isEmpty else {
             throw APIError(.pathRefused, "path \"\(path)\" names the workspace itself, not a file", details: ["path": .string(path)])
         }
+        // openat2(RESOLVE_IN_ROOT) would clamp ".." at the workspace root; say plainly that it is refused.
+        if relative.split(separator: "/").contains("..") {
+            throw APIError(.pathRefused, "path \"\(path)\" contains \"..\"; paths stay inside the workspace", details: ["path": .string(path)])
+        }
         return String(relative)
     }
 

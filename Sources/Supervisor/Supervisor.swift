@@ -106,7 +106,7 @@ public final class Supervisor: SandboxService {
 
     public func info(caller: Caller) async -> InfoResponse {
         let levels = await engine?.availability() ?? IsolationLevel.allCases.map {
-            .init(level: $0.rawValue, available: false, reason: "no isolation engine is built into this sandboxd")
+            .init(level: $0.rawValue, available: false, reason: configuration.engineProblem ?? "no isolation engine is built into this sandboxd")
         }
         let database = await records?.databaseState() ?? .init(state: "not_configured", detail: nil)
         return InfoResponse(
@@ -198,14 +198,22 @@ public final class Supervisor: SandboxService {
     public func writeFile(sandboxID: String, path: String, contents: [UInt8], caller: Caller) async throws -> FileWriteResult {
         let entry = try await registry.lookup(sandboxID, caller: caller)
         guard let sandbox = entry.sandbox else { throw APIError.notFound("sandbox", id: sandboxID) }
-        let written = try await sandbox.writeFile(path, contents: contents)
-        return FileWriteResult(path: written, size: contents.count)
+        do {
+            let written = try await sandbox.writeFile(path, contents: contents)
+            return FileWriteResult(path: written, size: contents.count)
+        } catch {
+            throw Self.apiError(error, doing: "writing \(path)")
+        }
     }
 
     public func readFile(sandboxID: String, path: String, limit: Int, caller: Caller) async throws -> [UInt8] {
         let entry = try await registry.lookup(sandboxID, caller: caller)
         guard let sandbox = entry.sandbox else { throw APIError.notFound("sandbox", id: sandboxID) }
-        return try await sandbox.readFile(path, limit: limit)
+        do {
+            return try await sandbox.readFile(path, limit: limit)
+        } catch {
+            throw Self.apiError(error, doing: "reading \(path)")
+        }
     }
 
     public func executions(_ query: ExecutionQuery, caller: Caller) async throws -> [ExecutionRecordView] {
@@ -283,7 +291,8 @@ public final class Supervisor: SandboxService {
             throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
         }
         guard let engine else {
-            throw APIError(.levelUnavailable, "no isolation engine is built into this sandboxd", details: ["isolation_level": .integer(1)])
+            throw APIError(.levelUnavailable, configuration.engineProblem ?? "no isolation engine is built into this sandboxd",
+                           details: ["isolation_level": .integer(1)])
         }
         let level = IsolationLevel(rawValue: request.isolationLevel ?? 1) ?? .native
         let availability = await engine.availability().first { $0.level == level.rawValue }

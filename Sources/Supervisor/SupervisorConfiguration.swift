@@ -24,6 +24,8 @@ public struct SupervisorConfiguration: Sendable, Hashable {
     public var version: String
     /// Directories searched for language runtimes (the sandbox sees the host's `/usr`).
     public var runtimeSearchPath: [String]
+    /// Why there is no engine, when the daemon runs without one (reported by `/v1/info` and errors).
+    public var engineProblem: String?
 
     public init(maxSandboxes: Int = 64, maxSandboxesPerUID: Int = 16, defaultTimeout: Double = 30, maxTimeout: Double = 3600,
                 maxOutputBytes: Int = 1 << 20, maxStdinBytes: Int = 1 << 20, gracePeriodSeconds: Double = 10,

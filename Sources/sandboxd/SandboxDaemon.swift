@@ -54,6 +54,11 @@ enum SandboxDaemon {
         logger.info("sandboxd stopped")
     }
 
+    static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
+        return String(path[..<slash])
+    }
+
     /// Sets up journald-friendly logging on stderr.
     static func bootstrapLogging(level: Logger.Level) {
         LoggingSystem.bootstrap { label in JournalLogHandler(label: label, level: level) }

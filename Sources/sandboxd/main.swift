@@ -5,6 +5,10 @@ import ArgumentParser
 import Logging
 import SandboxCore
 import Store
+import Supervisor
+#if canImport(LinuxSandbox)
+import LinuxSandbox
+#endif
 
 /// `sandboxd`: reads the configuration, opens the record store, reaps leftovers, serves the
 /// control socket until SIGTERM/SIGINT.
@@ -64,8 +68,10 @@ struct SandboxdCommand: AsyncParsableCommand {
             SystemdNotifier().notify("STATUS=failed: cannot open the record database")
             throw ExitCode.failure
         }
+        var daemonSettings = settings
+        let engine = makeEngine(configuration, logger: logger, problem: &daemonSettings.supervisor.engineProblem)
         do {
-            try await SandboxDaemon.run(settings: settings, engine: nil, records: database.recorder)
+            try await SandboxDaemon.run(settings: daemonSettings, engine: engine, records: database.recorder)
         } catch {
             logger.critical("sandboxd failed: \(error)")
             await database.close(logger: logger)
@@ -73,6 +79,31 @@ struct SandboxdCommand: AsyncParsableCommand {
         }
         await database.close(logger: logger)
     }
+}
+
+/// The level-1 engine, or nil with the reason when this host or build cannot provide it.
+func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: inout String?) -> (any SandboxEngine)? {
+    #if canImport(LinuxSandbox)
+    // The engine keeps private state (0700) below the runtime directory; the socket's directory itself stays 0755.
+    let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
+    _ = mkdir(runtime, 0o755)
+    do {
+        let engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
+            cgroupRoot: configuration.resources.cgroupRoot, stateDirectory: runtime + "/engine",
+            idBase: configuration.sandbox.uidRangeStart, idCount: configuration.sandbox.uidRangeSize))
+        if configuration.resources.enforcement == .bestEffort {
+            logger.warning("resources.enforcement is best-effort: limits the host cannot enforce are approximated with rlimits and every record says limits_enforced: false")
+        }
+        return engine
+    } catch {
+        problem = "the level-1 engine could not start on this host: \(error)"
+        logger.error("\(problem!)")
+        return nil
+    }
+    #else
+    problem = "this sandboxd was built without the level-1 engine"
+    return nil
+    #endif
 }
 
 func printError(_ text: String) {

@@ -177,3 +177,96 @@ struct SpawnedProcess {
 
     func kill(_ signal: Int32) { _ = Glibc.kill(pid, signal) }
 }
+
+extension TestHost {
+    /// Whether a server accepts connections on the Unix socket at `path`.
+    static func canConnect(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (index, byte) in bytes.enumerated() { raw[index] = byte } }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } == 0
+    }
+}
+
+extension JSONDecoder {
+    static var iso: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}
+
+/// A blocking HTTP/1.1 client on one keep-alive Unix-socket connection (enough for load tests:
+/// Content-Length bodies only, which is all the daemon sends for non-streamed answers).
+final class UnixHTTPClient {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (index, byte) in bytes.enumerated() { raw[index] = byte } }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, connected == 0 else { throw TestError("connect \(path): errno \(errno)") }
+    }
+
+    deinit { close(fd) }
+
+    func request(_ method: String, _ path: String, json: String? = nil) throws -> (Int, String) {
+        let body = Array((json ?? "").utf8)
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nContent-Length: \(body.count)\r\n"
+        if json != nil { head += "Content-Type: application/json\r\n" }
+        head += "\r\n"
+        let message = Array(head.utf8) + body
+        var offset = 0
+        while offset < message.count {
+            let written = message.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            guard written > 0 else { throw TestError("write: errno \(errno)") }
+            offset += written
+        }
+        let headerEnd = try readUntil(Array("\r\n\r\n".utf8))
+        let headerText = String(decoding: buffer[..<headerEnd], as: UTF8.self)
+        buffer.removeFirst(headerEnd + 4)
+        let lines = headerText.split(separator: "\r\n")
+        guard let statusLine = lines.first, let status = Int(statusLine.split(separator: " ")[1]) else {
+            throw TestError("bad status line: \(headerText)")
+        }
+        var length = 0
+        for line in lines.dropFirst() where line.lowercased().hasPrefix("content-length:") {
+            length = Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+        }
+        while buffer.count < length { try fill() }
+        let text = String(decoding: buffer[..<length], as: UTF8.self)
+        buffer.removeFirst(length)
+        return (status, text)
+    }
+
+    private func readUntil(_ marker: [UInt8]) throws -> Int {
+        while true {
+            if buffer.count >= marker.count {
+                for index in 0...(buffer.count - marker.count) where buffer[index..<(index + marker.count)].elementsEqual(marker) {
+                    return index
+                }
+            }
+            try fill()
+        }
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { throw TestError("connection closed (read \(count), errno \(errno))") }
+        buffer.append(contentsOf: chunk[..<count])
+    }
+}

@@ -28,7 +28,7 @@ struct ExecOptions: ParsableArguments {
     @Option(name: .long, help: "File holding the source code for --language ('-' reads standard input).")
     var sourceFile: String?
 
-    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
+    @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
     var command: [String] = []
 
     var environment: [String: String]? {
