@@ -36,7 +36,7 @@ groups:
 	@getent group sandboxd-admin >/dev/null || groupadd --system sandboxd-admin
 
 run: build groups
-	$$($(SWIFT) build -c $(CONFIGURATION) --show-bin-path)/sandboxd $(ARGS)
+	./scripts/run-daemon $$($(SWIFT) build -c $(CONFIGURATION) --show-bin-path)/sandboxd $(ARGS)
 
 test: test-deps groups validate-openapi
 	$(SWIFT) build --build-tests
