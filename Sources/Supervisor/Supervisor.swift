@@ -306,6 +306,10 @@ public final class Supervisor: SandboxService {
         }
         let id = Self.newSandboxID()
         let policy = request.policy ?? configuration.defaultPolicy
+        if let names = configuration.policyNames, !names.contains(policy) {
+            throw APIError(.invalidField, "unknown policy \"\(policy)\" (loaded: \(names.sorted().joined(separator: ", ")))",
+                           details: ["field": "policy", "policy": .string(policy)])
+        }
         let description = SandboxDescription(
             sandboxID: id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
             agentType: request.agentType ?? "default", sessionID: request.sessionID, createdAt: Date(), execCount: 0,
