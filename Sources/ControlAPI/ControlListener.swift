@@ -110,7 +110,7 @@ extension ControlListener {
     }
 
     /// Removes a socket file nobody listens on; refuses a live one or a non-socket.
-    static func clearStale(_ path: String) throws(ControlListenerError) {
+    public static func clearStale(_ path: String) throws(ControlListenerError) {
         var info = stat()
         guard lstat(path, &info) == 0 else {
             if errno == ENOENT { return }

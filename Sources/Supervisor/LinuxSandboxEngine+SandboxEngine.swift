@@ -1,6 +1,6 @@
-// Level 1 behind the Supervisor's engine protocol. Compiled once the LinuxSandbox module is a
-// dependency of this target (it lands with the level-1 engine).
-#if canImport(LinuxSandbox)
+// Level 1 behind the Supervisor's engine protocol. Compiled when Package.swift defines
+// SANDBOXD_LEVEL1_ENGINE (together with the LinuxSandbox dependency, once the engine is on main).
+#if SANDBOXD_LEVEL1_ENGINE
 import ControlAPI
 import LinuxSandbox
 import SandboxCore

@@ -21,6 +21,8 @@ struct DaemonDatabase {
             let cluster = EmbeddedPostgres(configuration: .init(directory: dataDirectory, poolSize: configuration.databasePoolSize),
                                            logger: Logger(label: "sandboxd.store.embedded"))
             logger.info("starting the embedded PostgreSQL cluster", metadata: ["directory": "\(dataDirectory)"])
+            // A cluster already running (left by a daemon that was killed) is adopted, and stopped
+            // by this daemon on its way out like one it started.
             settings = try await cluster.start()
             embedded = cluster
         case .external(var target):

@@ -3,10 +3,11 @@ import Glibc
 #endif
 import ArgumentParser
 import Logging
+import ControlAPI
 import SandboxCore
 import Store
 import Supervisor
-#if canImport(LinuxSandbox)
+#if SANDBOXD_LEVEL1_ENGINE
 import LinuxSandbox
 #endif
 
@@ -55,6 +56,13 @@ struct SandboxdCommand: AsyncParsableCommand {
         }
 
         let settings = DaemonSettings(configuration: configuration, version: Self.version)
+        // Refuse early when another daemon serves the socket: before touching its database or engine.
+        if case .path(let socketPath, _, _) = settings.listener {
+            do { try ControlListener.clearStale(socketPath) } catch {
+                printError("sandboxd: \(error)")
+                throw ExitCode.failure
+            }
+        }
         SandboxDaemon.bootstrapLogging(level: settings.logLevel)
         let logger = Logger(label: "sandboxd")
         logger.info("sandboxd \(Self.version) starting (libpq \(linkedLibPQVersion()))")
@@ -109,7 +117,7 @@ func loadPolicies(_ directory: String) throws -> PolicySet {
 
 /// The level-1 engine, or nil with the reason when this host or build cannot provide it.
 func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: inout String?) -> (any SandboxEngine)? {
-    #if canImport(LinuxSandbox)
+    #if SANDBOXD_LEVEL1_ENGINE
     // The engine keeps private state (0700) below the runtime directory; the socket's directory itself stays 0755.
     let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
     _ = mkdir(runtime, 0o755)

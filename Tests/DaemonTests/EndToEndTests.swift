@@ -1,4 +1,4 @@
-#if canImport(LinuxSandbox)
+#if SANDBOXD_LEVEL1_ENGINE
 import Foundation
 import Testing
 @testable import ControlAPI
