@@ -77,6 +77,30 @@ public struct ExecutionRecordView: Codable, Sendable, Hashable {
         case input = "input_data"
         case output = "output_data"
     }
+
+    // Every field, null when unknown; UUIDs in lowercase, as PostgreSQL prints them.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(executionID.uuidString.lowercased(), forKey: .executionID)
+        try c.encode(sandboxID, forKey: .sandboxID)
+        try c.encode(sessionID?.uuidString.lowercased(), forKey: .sessionID)
+        try c.encode(agentType, forKey: .agentType)
+        try c.encode(status, forKey: .status)
+        try c.encode(exitCode, forKey: .exitCode)
+        try c.encode(signal, forKey: .signal)
+        try c.encode(isolationLevel, forKey: .isolationLevel)
+        try c.encode(policy, forKey: .policy)
+        try c.encode(executionTime, forKey: .executionTime)
+        try c.encode(ownerUID, forKey: .ownerUID)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(startedAt, forKey: .startedAt)
+        try c.encode(finishedAt, forKey: .finishedAt)
+        try c.encode(limitsEnforced, forKey: .limitsEnforced)
+        try c.encode(cpuMicroseconds, forKey: .cpuMicroseconds)
+        try c.encode(memoryPeakBytes, forKey: .memoryPeakBytes)
+        try c.encode(input, forKey: .input)
+        try c.encode(output, forKey: .output)
+    }
 }
 
 /// `GET /v1/executions`.

@@ -73,7 +73,7 @@ public struct ExecutionResult: Codable, Sendable, Hashable {
     // Explicit nulls keep the response shape the same whatever happened.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(executionID, forKey: .executionID)
+        try c.encode(executionID.uuidString.lowercased(), forKey: .executionID)
         try c.encode(sandboxID, forKey: .sandboxID)
         try c.encode(status, forKey: .status)
         try c.encode(exitCode, forKey: .exitCode)

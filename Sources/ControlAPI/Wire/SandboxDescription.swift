@@ -55,7 +55,7 @@ public struct SandboxDescription: Codable, Sendable, Hashable {
         try c.encode(isolationLevel, forKey: .isolationLevel)
         try c.encode(policy, forKey: .policy)
         try c.encode(agentType, forKey: .agentType)
-        try c.encode(sessionID, forKey: .sessionID)
+        try c.encode(sessionID?.uuidString.lowercased(), forKey: .sessionID)
         try c.encode(createdAt, forKey: .createdAt)
         try c.encode(execCount, forKey: .execCount)
         try c.encode(limitsEnforced, forKey: .limitsEnforced)

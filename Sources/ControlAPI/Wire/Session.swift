@@ -48,4 +48,14 @@ public struct SessionDescription: Codable, Sendable, Hashable {
         case status
         case createdAt = "created_at"
     }
+
+    // UUIDs in lowercase, as PostgreSQL prints them.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(sessionID.uuidString.lowercased(), forKey: .sessionID)
+        try c.encode(userID.uuidString.lowercased(), forKey: .userID)
+        try c.encode(sessionName, forKey: .sessionName)
+        try c.encode(status, forKey: .status)
+        try c.encode(createdAt, forKey: .createdAt)
+    }
 }
