@@ -15,6 +15,9 @@ APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
 # curl, runuser/useradd (util-linux, passwd) and systemd-analyze/systemd-socket-activate (systemd)
 # drive the end-to-end tests of the control socket; python3-venv validates openapi.yaml.
 APT_TEST := $(APT_RUNTIME) postgresql-contrib iproute2 curl util-linux passwd systemd python3-venv
+# The QEMU test guest (Tests/guest/README.md); its kernel comes from Debian's linux-image-amd64
+# via apt-get download, unpacked with dpkg-deb and xz.
+APT_TEST += qemu-system-x86 busybox-static cpio xz-utils
 
 .PHONY: all build run test bench deps test-deps clean groups validate-openapi
 
@@ -51,3 +54,8 @@ bench: test-deps
 
 clean:
 	rm -rf .build
+
+# The cached test-guest kernel and initramfs (rebuilt by the next make test, ~70 MB download).
+.PHONY: clean-guest
+clean-guest:
+	rm -rf .build-guest

@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -103,3 +104,29 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The QEMU guest: its own block, so that it merges cleanly with work on the list above.
+package.targets += [
+    // Booting a Debian kernel under QEMU: kernel package, module order, kernel ELF, initramfs
+    // (cpio), content-keyed build cache, time-boxed QEMU process, framed results on a serial
+    // port. Used by the guest test harness now and by VMSandbox (level 3) later. Foundation only.
+    .target(name: "QEMUGuest"),
+    .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
+
+    // The QEMU test guest (host root over 9p, real cgroup2): GuestMachine.run(...). Test-only.
+    .target(name: "GuestSupport", dependencies: ["QEMUGuest"], path: "Tests/guest/GuestSupport"),
+    .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
+]
+
+// The guest cgroup checks drive the level-1 engine (LinuxSandbox) inside the QEMU test guest.
+// They join the package as soon as the engine's sources are in the checkout, whichever branch
+// lands first; once LinuxSandbox is on main, the condition can go.
+if FileManager.default.fileExists(atPath: Context.packageDirectory + "/Sources/LinuxSandbox") {
+    package.targets += [
+        // Runs inside the QEMU test guest: drives LinuxSandbox against a real cgroup2 hierarchy
+        // and prints one JSON line per scenario (memory/fork bombs, cpu.max, memory.peak, teardown).
+        .executableTarget(name: "guest-cgroup-checks", dependencies: ["LinuxSandbox", "SandboxCore"], path: "Tests/guest/GuestChecks"),
+        // Boots the guest once, runs guest-cgroup-checks, asserts per scenario.
+        .testTarget(name: "GuestCgroupTests", dependencies: ["GuestSupport"], path: "Tests/guest/GuestCgroupTests"),
+    ]
+}

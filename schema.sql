@@ -1,10 +1,15 @@
--- sandboxd schema, version 1.
+-- sandboxd schema: every migration in Sources/Store/Migrations.swift, in order.
 --
--- The seven tables of the original plan, exactly as specified there (names, columns, types,
--- defaults, foreign keys), followed by what the daemon adds: additive columns only, indexes for
--- history queries, and the schema_migrations ledger. Every statement is idempotent, so applying
--- this file twice is a no-op. Later changes are numbered migrations (Sources/Store/Migrations.swift),
--- applied automatically at start; this file stays the full picture of the newest schema.
+-- The rule: this file is exactly the concatenation of the migrations' SQL texts (a test compares
+-- them byte for byte), so it is always the full picture of the newest schema, and applying it by
+-- hand gives the database the daemon's migrations give. A schema change appends a numbered
+-- migration to Migration.all and the same text to the end of this file. A migration that has
+-- shipped is never changed (comments aside: the ledger records version numbers, not text).
+-- Every statement is idempotent, so applying this file twice is a no-op.
+--
+-- Migration 1: the seven tables of the original plan, exactly as specified there (names, columns,
+-- types, defaults, foreign keys), followed by what the daemon adds: additive columns only, indexes
+-- for history queries, and the schema_migrations ledger.
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto; -- gen_random_uuid() before PostgreSQL 13
 
@@ -132,3 +137,31 @@ CREATE INDEX IF NOT EXISTS code_executions_session_idx ON code_executions (sessi
 CREATE INDEX IF NOT EXISTS sessions_user_idx ON sessions (user_id);
 
 INSERT INTO schema_migrations (version, name) VALUES (1, 'initial schema') ON CONFLICT (version) DO NOTHING;
+
+-- ---------------------------------------------------------------------------------------------
+-- Migration 2: egress events. Every connection a sandbox made (or tried) through the egress
+-- proxy, allowed or not, tied to the execution that made it.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS egress_events (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    -- NULL: the connection happened between executions of a persistent sandbox.
+    execution_id UUID REFERENCES agent_executions(id) ON DELETE CASCADE,
+    sandbox_id VARCHAR(100) NOT NULL,
+    occurred_at TIMESTAMPTZ NOT NULL,
+    method TEXT NOT NULL,       -- 'CONNECT' or the HTTP method; '' when unparsable
+    host TEXT NOT NULL,         -- as requested; '' when unknown
+    port INTEGER NOT NULL CHECK (port BETWEEN 0 AND 65535),
+    address TEXT,               -- the address connected to or refused
+    decision VARCHAR(10) NOT NULL CHECK (decision IN ('allowed', 'denied', 'failed')),
+    reason TEXT NOT NULL,
+    status INTEGER,             -- HTTP status the proxy answered with itself
+    bytes_up BIGINT NOT NULL DEFAULT 0 CHECK (bytes_up >= 0),
+    bytes_down BIGINT NOT NULL DEFAULT 0 CHECK (bytes_down >= 0),
+    duration FLOAT NOT NULL DEFAULT 0 -- seconds
+);
+
+CREATE INDEX IF NOT EXISTS egress_events_execution_idx ON egress_events (execution_id, occurred_at);
+CREATE INDEX IF NOT EXISTS egress_events_sandbox_idx ON egress_events (sandbox_id, occurred_at);
+
+INSERT INTO schema_migrations (version, name) VALUES (2, 'egress events') ON CONFLICT (version) DO NOTHING;

@@ -20,7 +20,9 @@ extension Policy {
     }
 
     /// The daemon's own record tables; the database tool must never expose them.
-    public static let protectedTables: Set<String> = ["agent_executions", "code_executions", "schema_migrations"]
+    public static let protectedTables: Set<String> = [
+        "agent_executions", "code_executions", "schema_migrations", "users", "sessions", "egress_events",
+    ]
 
     /// Parses and validates one policy document.
     ///

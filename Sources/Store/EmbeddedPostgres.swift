@@ -11,7 +11,13 @@ import Glibc
 ///
 /// Layout of `directory` (owned by `systemUser`, mode 0700):
 /// `data/` the cluster, `socket/` its Unix socket (no TCP: `listen_addresses = ''`),
+/// `sandbox-socket/` a second socket of the same server for the read-only database tool,
 /// `postgres.log`, `superuser.password` and `<role>.password`.
+///
+/// The socket files are 0777; the directories decide who reaches them. `socket/` is 0700, for
+/// the daemon (root) and the server's user. `sandbox-socket/` is 0755 but lies inside the 0700
+/// state directory, so no host user can walk to it: only sandboxes reach it, through a bind mount
+/// of that one directory (see `ReadOnlyDatabaseAccess`), and there a role's password decides.
 /// `initdb` and the server refuse to run as root, so they run as `systemUser` via `runuser`.
 /// Authentication is scram-sha-256 on the socket, with generated passwords kept in the files above.
 public struct EmbeddedPostgres: Sendable {
@@ -74,6 +80,8 @@ public struct EmbeddedPostgres: Sendable {
 
     public var dataDirectory: String { configuration.directory + "/data" }
     public var socketDirectory: String { configuration.directory + "/socket" }
+    /// The second socket directory of the same server, the one sandboxes get bind-mounted.
+    public var sandboxSocketDirectory: String { configuration.directory + "/sandbox-socket" }
     public var logFile: String { configuration.directory + "/postgres.log" }
     private var superuserPasswordFile: String { configuration.directory + "/superuser.password" }
     private var rolePasswordFile: String { configuration.directory + "/\(configuration.role).password" }
@@ -110,6 +118,7 @@ public struct EmbeddedPostgres: Sendable {
         let (uid, gid) = try ensureSystemUser()
         try prepareDirectory(configuration.directory, uid: uid, gid: gid, mode: 0o700)
         try prepareDirectory(socketDirectory, uid: uid, gid: gid, mode: 0o700)
+        try prepareDirectory(sandboxSocketDirectory, uid: uid, gid: gid, mode: 0o755)
         let superuserPassword = try ensureSecret(superuserPasswordFile, uid: uid, gid: gid)
         let rolePassword = try ensureSecret(rolePasswordFile, uid: 0, gid: 0)
 
@@ -141,11 +150,15 @@ public struct EmbeddedPostgres: Sendable {
     private func validateConfiguration() throws {
         let config = configuration
         guard config.directory.hasPrefix("/") else { throw failure("state directory \(config.directory) is not an absolute path") }
-        // The socket path must fit sun_path (108 bytes).
-        let socketPath = socketDirectory + "/.s.PGSQL.\(config.port)"
-        guard socketPath.utf8.count < 100 else {
-            throw failure("socket path \(socketPath) is too long for a Unix socket; choose a shorter state directory")
+        // The socket paths must fit sun_path (108 bytes).
+        for directory in [socketDirectory, sandboxSocketDirectory] {
+            let socketPath = directory + "/.s.PGSQL.\(config.port)"
+            guard socketPath.utf8.count < 100 else {
+                throw failure("socket path \(socketPath) is too long for a Unix socket; choose a shorter state directory")
+            }
         }
+        // unix_socket_directories is a comma-separated list.
+        guard !config.directory.contains(",") else { throw failure("state directory \(config.directory) contains a comma") }
         for (what, name) in [("database", config.database), ("role", config.role), ("system user", config.systemUser)] {
             let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }
             guard !name.isEmpty, name.count <= 63, allowed else {
@@ -249,8 +262,9 @@ public struct EmbeddedPostgres: Sendable {
     private func writeServerSettings(uid: uid_t, gid: gid_t) throws {
         var settings: [(String, String)] = [
             ("listen_addresses", "''"),  // Unix socket only: no TCP port is opened.
-            ("unix_socket_directories", Self.quoted(socketDirectory)),
-            ("unix_socket_permissions", "0700"),
+            ("unix_socket_directories", Self.quoted(socketDirectory + "," + sandboxSocketDirectory)),
+            // The directories gate access (see the type's comment); the sockets themselves are open.
+            ("unix_socket_permissions", "0777"),
             ("port", String(configuration.port)),
             ("password_encryption", "'scram-sha-256'"),
         ]
@@ -324,8 +338,9 @@ public struct EmbeddedPostgres: Sendable {
     /// After a crash `postmaster.pid` (and the socket's lock file) may name a pid that now belongs
     /// to another process, which would make the server refuse to start.
     private func removeStaleLockFiles() {
-        let lockFiles = [dataDirectory + "/postmaster.pid", socketDirectory + "/.s.PGSQL.\(configuration.port).lock",
-                         socketDirectory + "/.s.PGSQL.\(configuration.port)"]
+        let lockFiles = [dataDirectory + "/postmaster.pid"] + [socketDirectory, sandboxSocketDirectory].flatMap {
+            [$0 + "/.s.PGSQL.\(configuration.port).lock", $0 + "/.s.PGSQL.\(configuration.port)"]
+        }
         for path in lockFiles where FileManager.default.fileExists(atPath: path) {
             logger.notice("removing stale lock file of the embedded PostgreSQL", metadata: ["path": "\(path)"])
             unlink(path)

@@ -240,6 +240,17 @@ public final class PostgresConnection: @unchecked Sendable {
         preparedNames.insert(statement.name)
     }
 
+    /// The SCRAM-SHA-256 verifier of `password` for role `user`, computed here by libpq so that
+    /// the password itself never reaches the server (nor its log or `pg_stat_activity`):
+    /// `ALTER ROLE … PASSWORD` given a verifier stores it as it is.
+    public func scramVerifier(password: String, user: String) throws(StoreError) -> String {
+        guard let verifier = PQencryptPasswordConn(handle, password, user, "scram-sha-256") else {
+            throw failure("computing a SCRAM verifier for role \(user)", result: nil)
+        }
+        defer { PQfreemem(verifier) }
+        return String(cString: verifier)
+    }
+
     // MARK: - Results and errors
 
     private func consume(_ result: OpaquePointer?, what: String) throws(StoreError) -> QueryResult {

@@ -117,4 +117,27 @@ enum Statements {
             ON CONFLICT (id) DO UPDATE SET session_name = EXCLUDED.session_name
             RETURNING id, user_id, session_name, extract(epoch FROM created_at), status
             """)
+
+    static let insertEgressEvent = PreparedStatement(
+        name: "sandboxd_insert_egress_event",
+        sql: """
+            INSERT INTO egress_events (\(RecordStore.egressEventColumns))
+            VALUES ($1::uuid, $2::uuid, $3, to_timestamp($4::float8), $5, $6, $7::int, $8, $9, $10, $11::int,
+                    $12::bigint, $13::bigint, $14::float8)
+            ON CONFLICT (id) DO NOTHING
+            """)
+
+    private static let egressSelect = """
+        SELECT id, execution_id, sandbox_id, extract(epoch FROM occurred_at), method, host, port, address, decision,
+               reason, status, bytes_up, bytes_down, duration
+        FROM egress_events
+        """
+
+    static let egressEventsByExecution = PreparedStatement(
+        name: "sandboxd_egress_events_by_execution",
+        sql: "\(egressSelect) WHERE execution_id = $1::uuid ORDER BY occurred_at, id LIMIT $2::bigint")
+
+    static let egressEventsBySandbox = PreparedStatement(
+        name: "sandboxd_egress_events_by_sandbox",
+        sql: "\(egressSelect) WHERE sandbox_id = $1::text ORDER BY occurred_at, id LIMIT $2::bigint")
 }

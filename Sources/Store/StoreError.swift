@@ -30,6 +30,12 @@ public struct StoreError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let poolClosed = Code(rawValue: "pool_closed")
         /// The embedded PostgreSQL cluster could not be created, started or stopped.
         public static let embeddedServerFailed = Code(rawValue: "embedded_server_failed")
+        /// The read-only database tool cannot be offered with this database (e.g. PostgreSQL over
+        /// TCP: there is no socket to mount into a sandbox).
+        public static let databaseToolUnavailable = Code(rawValue: "database_tool_unavailable")
+        /// A sandbox's read-only role could not be set up as the policy says (a listed table is
+        /// missing, or the role would hold more than SELECT); nothing was granted.
+        public static let databaseAccessRefused = Code(rawValue: "database_access_refused")
     }
 
     public var code: Code

@@ -18,7 +18,7 @@ struct EmbeddedPostgresTests {
             }
             await pool.close()
             #expect(settings.rows.first?[0] == "")
-            #expect(settings.rows.first?[1] == server.embedded.socketDirectory)
+            #expect(settings.rows.first?[1] == server.embedded.socketDirectory + "," + server.embedded.sandboxSocketDirectory)
             #expect(settings.rows.first?[2] == "scram-sha-256")
             let hba = try String(contentsOfFile: server.embedded.dataDirectory + "/pg_hba.conf", encoding: .utf8)
             let rules = hba.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.trimmingCharacters(in: .whitespaces).isEmpty }
