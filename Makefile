@@ -11,10 +11,10 @@ CONFIGURATION ?= debug
 
 # Debian packages the build and the daemon need.
 APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
-# Extra packages the tests and benchmarks need.
-# curl, runuser/useradd (util-linux, passwd) and systemd-analyze/systemd-socket-activate (systemd)
-# drive the end-to-end tests of the control socket; python3-venv validates openapi.yaml.
-APT_TEST := $(APT_RUNTIME) postgresql-contrib iproute2 curl util-linux passwd systemd python3-venv
+# Extra packages the tests and benchmarks need (gcc, libc6-dev: the hostile tests compile their attack programs;
+# curl, runuser/useradd (util-linux, passwd) and systemd-analyze/systemd-socket-activate (systemd) drive the
+# end-to-end tests of the control socket; python3-venv validates openapi.yaml).
+APT_TEST := $(APT_RUNTIME) postgresql-contrib python3 bubblewrap gcc libc6-dev iproute2 curl util-linux passwd systemd python3-venv
 # The QEMU test guest (Tests/guest/README.md); its kernel comes from Debian's linux-image-amd64
 # via apt-get download, unpacked with dpkg-deb and xz.
 APT_TEST += qemu-system-x86 busybox-static cpio xz-utils

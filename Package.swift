@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
@@ -48,10 +49,11 @@ let package = Package(
         ]),
 
         // The daemon's brain: sandbox registry, admission, execution records, reaping.
+        // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift).
         .target(name: "Supervisor", dependencies: [
-            "SandboxCore", "Store", "ControlAPI",
+            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
 
         // The operator's command line over the socket.
         .executableTarget(name: "sandboxctl", dependencies: [
@@ -60,6 +62,18 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+
+        // libseccomp, found by pkg-config: compiles the seccomp policy to BPF once per policy.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+
+        // The only code between clone and exec (async-signal-safe, no allocation).
+        .target(name: "CLinuxSandbox"),
+
+        // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
+        .target(name: "LinuxSandbox", dependencies: [
+            "SandboxCore", "CLinuxSandbox", "CSeccomp",
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
         // Egress allowlist proxy: serves a listener created inside a sandbox's network namespace.
@@ -72,17 +86,41 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "Supervisor",
+            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
+
+        // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
+                          path: "Benchmarks/SandboxBenchmark"),
+
+        // Level 3: cold create+exec against a raw QEMU boot, warm-pool create+exec (make bench; root).
+        .executableTarget(name: "VMBenchmark", dependencies: ["VMSandbox", "QEMUGuest", "SandboxCore"],
+                          path: "Benchmarks/VMBenchmark"),
 
         // Store insert rates against pgbench (make bench; Benchmarks/run).
         .executableTarget(name: "StoreBenchmark", dependencies: [
             "Store", "SandboxCore",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
+
+        // Level 3: the daemon ↔ guest agent wire format (frames, Codable messages).
+        .target(name: "VMAgentProtocol", dependencies: ["SandboxCore"]),
+
+        // Level 3: guest image, jailed QEMU, KVM/TCG choice, agent connection, warm pool.
+        .target(name: "VMSandbox", dependencies: ["VMAgentProtocol", "QEMUGuest", "SandboxCore"]),
+
+        // The level-3 guest's PID 1 and agent: serves VMAgentProtocol on virtio-serial and runs
+        // commands in a LinuxSandbox inside the guest. The image carries the Swift runtime
+        // libraries it links (GuestImageBuilder), not the toolchain directory.
+        .executableTarget(name: "sandbox-guest", dependencies: ["VMAgentProtocol", "LinuxSandbox", "SandboxCore"]),
+
+        // Level-3 maintenance without the daemon: image build (with progress), accelerator probe, one run.
+        .executableTarget(name: "sandbox-vm", dependencies: ["VMSandbox", "SandboxCore"]),
+
+        .testTarget(name: "VMSandboxTests", dependencies: ["VMSandbox", "VMAgentProtocol", "SandboxCore"]),
 
         // Egress proxy cost against direct connections (make bench; Benchmarks/run).
         .executableTarget(name: "EgressBenchmark", dependencies: [
@@ -98,9 +136,12 @@ let package = Package(
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
         // End to end through the real socket: curl and sandboxctl as real users against a real server.
         .testTarget(name: "DaemonTests", dependencies: [
-            "ControlAPI", "Supervisor", "SandboxCore", "Store",
+            "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
+        .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
+        // Real attack programs (Payloads/*.c, compiled at test time with cc) run in level-1 sandboxes.
+        .testTarget(name: "HostileTests", dependencies: ["LinuxSandbox", "SandboxCore"], exclude: ["Payloads"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -6,7 +6,9 @@ public struct ResourceLimits: Hashable, Sendable, Codable {
     public var cpu: Double?
     /// `pids.max`. `nil`: no limit on processes.
     public var pids: Int?
-    /// Wall-clock limit of one exec, in seconds; the whole sandbox is killed when it passes.
+    /// Wall-clock limit of one exec, in seconds. When it passes, every process that exec started
+    /// is killed (its cgroup), however it detached; in a one-shot run that is the whole sandbox.
+    /// A persistent sandbox's init and workspace survive a timed-out exec.
     public var executionTimeout: Double
     /// Bytes kept of each of stdout and stderr; the rest is dropped and flagged `truncated`.
     public var outputLimit: ByteCount

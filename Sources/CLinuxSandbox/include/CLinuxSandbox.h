@@ -1,0 +1,206 @@
+// The only code that runs between clone and exec in sandboxd (design.md, "CLinuxSandbox").
+//
+// Everything here runs in a child created by clone3 from a multithreaded Swift process: the child
+// is a copy of one thread, other threads' locks may be held, so only async-signal-safe calls are
+// made (raw syscalls, no malloc, no stdio). Swift prepares every path, string and buffer in one
+// struct beforehand; the child only reads it.
+#ifndef CLINUXSANDBOX_H
+#define CLINUXSANDBOX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <linux/filter.h>
+
+/// The step a child was taking when it failed; reported to the parent with errno and an index.
+enum sbx_step {
+    SBX_STEP_NONE = 0,
+    SBX_STEP_WAIT_PARENT = 1,     // reading the "maps written" byte
+    SBX_STEP_SETGROUPS = 2,
+    SBX_STEP_SETRESGID = 3,
+    SBX_STEP_SETRESUID = 4,
+    SBX_STEP_MAKE_PRIVATE = 5,    // mount(NULL, "/", MS_REC|MS_PRIVATE)
+    SBX_STEP_ROOT_TMPFS = 6,
+    SBX_STEP_MKDIR = 7,           // index: mount entry
+    SBX_STEP_MOUNT = 8,           // index: mount entry
+    SBX_STEP_MOUNT_SETATTR = 9,   // index: mount entry
+    SBX_STEP_SYMLINK = 10,        // index: mount entry
+    SBX_STEP_WRITE_FILE = 11,     // index: mount entry
+    SBX_STEP_PIVOT_ROOT = 12,
+    SBX_STEP_DETACH_OLD_ROOT = 13,
+    SBX_STEP_ROOT_READONLY = 14,
+    SBX_STEP_SETHOSTNAME = 15,
+    SBX_STEP_LOOPBACK = 16,
+    SBX_STEP_SETNS = 17,
+    SBX_STEP_FORK = 18,
+    SBX_STEP_SETSID = 19,
+    SBX_STEP_DUP_STDIO = 20,
+    SBX_STEP_CHDIR = 21,
+    SBX_STEP_RLIMIT = 22,         // index: rlimit entry
+    SBX_STEP_CLOSE_FDS = 23,
+    SBX_STEP_SECUREBITS = 24,
+    SBX_STEP_CAPBSET_DROP = 25,
+    SBX_STEP_CAP_AMBIENT = 26,
+    SBX_STEP_CAPSET = 27,
+    SBX_STEP_NO_NEW_PRIVS = 28,
+    SBX_STEP_SECCOMP = 29,
+    SBX_STEP_EXEC = 30,           // index: candidate path (or -1 for the init executable fd)
+    SBX_STEP_DUMPABLE = 31,
+    SBX_STEP_SIGNALS = 32,
+};
+
+/// Constants Swift's Glibc module hides behind _GNU_SOURCE.
+enum {
+    SBX_O_PATH = 010000000,
+    SBX_RLIMIT_CPU = 0,
+    SBX_RLIMIT_CORE = 4,
+    SBX_RLIMIT_NPROC = 6,
+    SBX_RLIMIT_NOFILE = 7,
+    SBX_RLIMIT_AS = 9,
+};
+
+/// One record on the report pipe. `step == SBX_STEP_NONE` with `value` = host pid announces the
+/// payload process started by an exec (see `sbx_spawn_exec`).
+struct sbx_report {
+    int32_t step;
+    int32_t error;   // errno
+    int32_t index;   // mount / rlimit / exec-candidate index, or -1
+    int32_t value;   // pid for SBX_STEP_NONE
+};
+
+enum sbx_mount_kind {
+    SBX_MOUNT_MKDIR = 1,      // mkdir(target)
+    SBX_MOUNT_BIND = 2,       // bind source on target (mkdir or create the target first)
+    SBX_MOUNT_TMPFS = 3,      // tmpfs on target, options in data
+    SBX_MOUNT_PROC = 4,       // proc on target
+    SBX_MOUNT_DEVPTS = 5,     // devpts on target, options in data
+    SBX_MOUNT_SYMLINK = 6,    // symlink(source, target)
+    SBX_MOUNT_WRITE_FILE = 7, // create target, write data (length data_len), mode 0644
+    SBX_MOUNT_MASK = 8,       // hide target: /dev/null (source) over a file, read-only tmpfs over a dir
+    SBX_MOUNT_READONLY = 9,   // bind target on itself, read-only
+};
+
+enum sbx_mount_flags {
+    SBX_MF_FILE = 1,       // bind target is a file (create an empty file, not a directory)
+    SBX_MF_OPTIONAL = 2,   // ENOENT on the source/target is not an error (skip the entry)
+};
+
+struct sbx_mount {
+    int32_t kind;
+    uint32_t flags;
+    const char *source;
+    const char *target;      // relative to the new root (the child's working directory)
+    const char *data;
+    size_t data_len;
+    uint64_t attr_set;       // MOUNT_ATTR_* applied recursively after the mount
+    unsigned long ms_flags;  // MS_* for filesystem mounts (tmpfs, proc, devpts)
+};
+
+struct sbx_rlimit {
+    int32_t resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+/// The last steps every process entering a sandbox takes, in this order: stdio, session,
+/// working directory, rlimits, signals, fds, securebits, capabilities, no_new_privs, seccomp, exec.
+struct sbx_final {
+    int stdin_fd, stdout_fd, stderr_fd;  // parent's fds, duplicated onto 0, 1, 2
+    const char *cwd;                    // absolute inside the sandbox
+    const struct sbx_rlimit *rlimits;
+    int nrlimits;
+    const struct sock_fprog *seccomp;   // loaded last; NULL only in the library's own tests
+    int exec_fd;                        // >= 0: execveat(exec_fd, "", AT_EMPTY_PATH)
+    const char *const *exec_paths;      // else: candidates tried in order (PATH already applied)
+    int nexec_paths;
+    char *const *argv;
+    char *const *envp;
+    int ignore_sigchld;                 // the sandbox's init: orphans are reaped by the kernel
+};
+
+/// What PID 1 of a one-shot sandbox writes on the status pipe when its payload ended.
+struct sbx_exit {
+    int32_t code;        // CLD_EXITED / CLD_KILLED / CLD_DUMPED
+    int32_t status;      // exit status or signal
+    int64_t maxrss_kib;
+    int64_t utime_usec;
+    int64_t stime_usec;
+};
+
+/// Creating a sandbox: a child in new user/pid/mount/net/ipc/uts/cgroup namespaces that builds
+/// the root filesystem, pivots into it and execs the sandbox's init (`final`).
+///
+/// One-shot (`run_payload`): instead, PID 1 vforks the payload (`payload`), locks itself down
+/// like any sandbox process, reaps until the payload ends, writes a `struct sbx_exit` on
+/// `status_fd` and exits, which ends the pid namespace and everything left in it.
+struct sbx_create_config {
+    int cgroup_fd;                 // CLONE_INTO_CGROUP target (the sandbox's init cgroup)
+    const char *new_root;          // host path of an empty directory the new root tmpfs goes on
+    const char *new_root_options;  // tmpfs options of the new root
+    const struct sbx_mount *mounts;
+    int nmounts;
+    const char *hostname;
+    int bring_up_loopback;
+    struct sbx_final final;
+    int run_payload;
+    int status_fd;
+    struct sbx_final payload;
+    char *argv_area;        // one-shot PID 1 blanks the daemon's command line it was cloned with
+    size_t argv_area_len;
+};
+
+/// Entering a sandbox: a child placed in `cgroup_fd` that joins the namespaces of the sandbox's
+/// init (via its pidfd) and forks the payload into its pid namespace.
+struct sbx_exec_config {
+    int cgroup_fd;
+    int init_pidfd;
+    struct sbx_final final;
+    void *stack;          // for the command's process until its exec (it borrows our memory)
+    size_t stack_size;
+    char *argv_area;      // blanked before the command's process exists (it shares this memory)
+    size_t argv_area_len;
+};
+
+struct sbx_spawned {
+    int pid;         // host pid of the direct child
+    int pidfd;       // its pidfd (CLONE_PIDFD), close-on-exec
+    int sync_fd;     // create only: write end the parent closes after writing uid/gid maps
+    int report_fd;   // read end of the report pipe; EOF = exec succeeded or the child died
+};
+
+/// Starts the sandbox-creating child. Returns 0, or -errno with `out->pid = -1` (nothing started).
+/// The child waits until `out->sync_fd` receives one byte (the parent wrote its uid/gid maps).
+int sbx_spawn_create(const struct sbx_create_config *config, struct sbx_spawned *out);
+
+/// Starts an exec into an existing sandbox. The direct child joins the namespaces, starts the
+/// payload as a child of the caller (CLONE_PARENT, on `stack` in the child's memory until its
+/// exec), reports its host pid on the report pipe and exits.
+int sbx_spawn_exec(const struct sbx_exec_config *config, struct sbx_spawned *out);
+
+/// `waitid(P_PIDFD, ...)` with rusage (the glibc wrapper has no rusage argument).
+int sbx_waitid_pidfd(int pidfd, int options, int *code, int *status, int *pid, long *maxrss_kib,
+                     long *utime_usec, long *stime_usec);
+
+/// `openat2` (no glibc wrapper on Debian 12).
+int sbx_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
+
+/// `pidfd_send_signal`.
+int sbx_pidfd_send_signal(int pidfd, int sig);
+
+/// `statfs(path).f_type`, or -errno.
+long long sbx_statfs_type(const char *path);
+
+/// `memfd_create(name, MFD_CLOEXEC)`, or -errno.
+int sbx_memfd(const char *name);
+
+/// `pipe2(fds, O_CLOEXEC)`, or -errno.
+int sbx_pipe_cloexec(int fds[2]);
+
+/// `setfsuid`/`setfsgid` of the calling thread only (raw syscalls); return the previous id.
+int sbx_setfsuid(unsigned int uid);
+int sbx_setfsgid(unsigned int gid);
+
+/// `pidfd_open` (close-on-exec by default).
+int sbx_pidfd_open(int pid);
+
+#endif

@@ -1,0 +1,145 @@
+import CLinuxSandbox
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Thin wrappers that retry EINTR and throw errors naming the call and the object.
+enum Sys {
+    static var errno: Int32 { Glibc.errno }
+
+    @discardableResult
+    static func check(_ call: String, _ object: String? = nil, _ body: () -> Int32) throws(LinuxSandboxError) -> Int32 {
+        while true {
+            let r = body()
+            if r >= 0 { return r }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            throw .system(call, object, e)
+        }
+    }
+
+    /// Reads a whole small file (cgroup and proc files).
+    static func readFile(_ path: String, limit: Int = 1 << 20) throws(LinuxSandboxError) -> String {
+        let fd = try check("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < limit {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw .system("read", path, Glibc.errno)
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: buffer[0..<n])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Writes `text` to an existing file in one write (cgroup control files need that).
+    static func writeFile(_ path: String, _ text: String) throws(LinuxSandboxError) {
+        let fd = try check("open", path) { open(path, O_WRONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var utf8 = Array(text.utf8)
+        let n = try check("write", "\(path) ← \(text)") {
+            Int32(truncatingIfNeeded: utf8.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) })
+        }
+        if Int(n) != utf8.count { throw .system("write", path, EIO) }
+    }
+
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    static func monotonicNow() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Entries of a directory, without `.` and `..`.
+    static func listDirectory(_ path: String) -> [(name: String, isDirectory: Bool)] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var result: [(String, Bool)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            result.append((name, entry.pointee.d_type == UInt8(DT_DIR)))
+        }
+        return result
+    }
+}
+
+/// Owns C memory handed to the child: strings and arrays live until the arena is released
+/// (right after clone returns: the child has its own copy).
+final class CArena {
+    private var allocations: [UnsafeMutableRawPointer] = []
+
+    deinit { for p in allocations { free(p) } }
+
+    func string(_ s: String) -> UnsafePointer<CChar> {
+        let p = strdup(s)!
+        allocations.append(p)
+        return UnsafePointer(p)
+    }
+
+    func optionalString(_ s: String?) -> UnsafePointer<CChar>? { s.map { string($0) } }
+
+    func array<T>(_ items: [T]) -> UnsafeMutablePointer<T> {
+        let raw = malloc(max(1, items.count) * MemoryLayout<T>.stride)!
+        allocations.append(raw)
+        let p = raw.bindMemory(to: T.self, capacity: max(1, items.count))
+        for (i, item) in items.enumerated() { (p + i).initialize(to: item) }
+        return p
+    }
+
+    /// A NULL-terminated `char *const *` array (argv, envp).
+    func stringArray(_ items: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> {
+        let pointers: [UnsafeMutablePointer<CChar>?] = items.map { UnsafeMutablePointer(mutating: string($0)) } + [nil]
+        return array(pointers)
+    }
+
+    func bytes(_ data: [UInt8]) -> UnsafePointer<CChar> {
+        let raw = malloc(max(1, data.count))!
+        allocations.append(raw)
+        data.withUnsafeBytes { raw.copyMemory(from: $0.baseAddress!, byteCount: data.count) }
+        return UnsafePointer(raw.assumingMemoryBound(to: CChar.self))
+    }
+}
+
+/// Runs blocking work on its own thread, never on the cooperative pool.
+func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
+        let box = Box { continuation.resume(returning: body()) }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        pthread_attr_setstacksize(&attributes, 256 * 1024)
+        var thread = pthread_t()
+        let unmanaged = Unmanaged.passRetained(box)
+        let rc = pthread_create(&thread, &attributes, { arg in
+            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            box.run()
+            return nil
+        }, unmanaged.toOpaque())
+        pthread_attr_destroy(&attributes)
+        if rc != 0 {
+            // No thread to be had: run inline rather than lose the work.
+            unmanaged.release()
+            box.run()
+        }
+    }
+}
+
+private final class Box: @unchecked Sendable {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+
+

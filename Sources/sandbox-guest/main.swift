@@ -1,0 +1,200 @@
+// sandbox-guest: PID 1 of a level-3 guest and the daemon's agent inside it.
+//
+// The initramfs's /init (busybox) has loaded the virtio modules, mounted the runtime shares
+// read-only, the generated /etc, proc, sysfs, cgroup2 (every controller enabled), devtmpfs and the
+// tmpfs scratch places, and switched root. This program greets the host on the virtio-serial port
+// "org.sandboxd.agent" and serves one request at a time (AgentFrame): configure builds a level-1
+// sandbox (LinuxSandbox: namespaces, real cgroup v2 limits, seccomp, no capabilities) from the
+// host's spec; exec runs commands in it, streaming output; putFile/getFile stay inside its
+// workspace; shutdown powers off.
+import Dispatch
+import Foundation
+import LinuxSandbox
+import SandboxCore
+import VMAgentProtocol
+
+let portName = "org.sandboxd.agent"
+
+func log(_ message: String) {
+    FileHandle.standardError.write(Data("sandbox-guest: \(message)\n".utf8))
+}
+
+func powerOff(_ reason: String) -> Never {
+    log("powering off: \(reason)")
+    sync()
+    // sysrq "o" powers off; should it not, PID 1 exiting panics the kernel and panic=-1 with
+    // QEMU's -no-reboot ends the machine as well.
+    let fd = open("/proc/sysrq-trigger", O_WRONLY)
+    _ = write(fd, "o", 1)
+    sleep(5)
+    exit(1)
+}
+
+/// /dev/vportNpM whose /sys/class/virtio-ports name is `portName`; waits for udev-less devtmpfs.
+func findPort() -> String? {
+    for _ in 0..<500 {
+        if let entries = try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/virtio-ports") {
+            for entry in entries.sorted() {
+                let name = (try? String(contentsOfFile: "/sys/class/virtio-ports/\(entry)/name", encoding: .utf8)) ?? ""
+                if name.trimmingCharacters(in: .whitespacesAndNewlines) == portName, access("/dev/\(entry)", F_OK) == 0 {
+                    return "/dev/\(entry)"
+                }
+            }
+        }
+        usleep(10_000)
+    }
+    return nil
+}
+
+/// Serialises frame writes from the request loop and the exec's output thread.
+final class PortWriter: @unchecked Sendable {
+    private let fd: Int32
+    private let lock = NSLock()
+    init(fd: Int32) { self.fd = fd }
+
+    func send(_ frame: AgentFrame) {
+        let bytes = frame.encoded()
+        lock.withLock {
+            var offset = 0
+            while offset < bytes.count {
+                let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                if written > 0 { offset += written; continue }
+                if written < 0, errno == EINTR || errno == EAGAIN { usleep(1000); continue }
+                // The host end went away: nothing left to serve.
+                powerOff("write to the agent port: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    func fail(_ code: String, _ message: String) {
+        send((try? AgentFrame(.error, json: AgentFailure(code: code, message: message))) ?? AgentFrame(.error))
+    }
+}
+
+/// The level-1 sandbox the host configured; requests run one at a time.
+final class AgentState: @unchecked Sendable {
+    let engine: LinuxSandboxEngine
+    var sandbox: LinuxSandbox?
+    init(engine: LinuxSandboxEngine) { self.engine = engine }
+}
+
+func failure(_ error: any Error) -> (String, String) {
+    if let error = error as? LinuxSandboxError { return (error.code.rawValue, error.message) }
+    return ("invalid_request", "\(error)")
+}
+
+func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) async {
+    switch frame.kind {
+    case .configure:
+        do {
+            let spec = try frame.decode(SandboxSpec.self)
+            if let old = state.sandbox { await old.destroy(); state.sandbox = nil }
+            state.sandbox = try await state.engine.create(spec)
+            log("sandbox configured at \(uptime()) s")
+            writer.send(AgentFrame(.ok))
+        } catch {
+            let (code, message) = failure(error)
+            writer.fail(code, message)
+        }
+    case .exec:
+        guard let sandbox = state.sandbox else { return writer.fail("not_configured", "exec before configure") }
+        do {
+            let request = try frame.decode(ExecRequest.self)
+            let result = try await sandbox.exec(request) { chunk in
+                writer.send(AgentFrame(chunk.stream == .stdout ? .stdout : .stderr, chunk.bytes))
+            }
+            writer.send(try AgentFrame(.execResult, json: result))
+        } catch {
+            let (code, message) = failure(error)
+            writer.fail(code, message)
+        }
+    case .putFile:
+        guard let sandbox = state.sandbox else { return writer.fail("not_configured", "putFile before configure") }
+        do {
+            let (header, contents) = try AgentFilePut.parse(frame.payload)
+            try await sandbox.writeWorkspaceFile(header.path, contents: contents)
+            writer.send(AgentFrame(.ok))
+        } catch {
+            let (code, message) = failure(error)
+            writer.fail(code, message)
+        }
+    case .getFile:
+        guard let sandbox = state.sandbox else { return writer.fail("not_configured", "getFile before configure") }
+        do {
+            let request = try frame.decode(AgentFileGet.self)
+            let limit = min(max(request.limit, 0), AgentFrame.maximumPayload)
+            writer.send(AgentFrame(.fileData, try await sandbox.readWorkspaceFile(request.path, limit: limit)))
+        } catch {
+            let (code, message) = failure(error)
+            writer.fail(code, message)
+        }
+    case .shutdown:
+        if let sandbox = state.sandbox { await sandbox.destroy() }
+        writer.send(AgentFrame(.ok))
+        powerOff("shutdown requested")
+    case .panicForTesting:
+        let cmdline = (try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? ""
+        guard cmdline.split(separator: " ").contains(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines) == "sandboxd.test_hooks=1" }) else {
+            return writer.fail("invalid_request", "test hooks are disabled")
+        }
+        sync()
+        let fd = open("/proc/sysrq-trigger", O_WRONLY)
+        _ = write(fd, "c", 1)
+        writer.fail("system", "the guest is still alive after sysrq c")
+    case .hello, .stdout, .stderr, .execResult, .fileData, .ok, .error:
+        writer.fail("invalid_request", "frame kind \(frame.kind) is not a request")
+    }
+}
+
+// MARK: - main
+
+func uptime() -> String {
+    ((try? String(contentsOfFile: "/proc/uptime", encoding: .utf8)) ?? "?").split(separator: " ").first.map(String.init) ?? "?"
+}
+log("started at \(uptime()) s")
+signal(SIGPIPE, SIG_IGN)
+guard let portPath = findPort() else { powerOff("no virtio-serial port named \(portName)") }
+let portFD = open(portPath, O_RDWR | O_CLOEXEC)
+guard portFD >= 0 else { powerOff("open(\(portPath)): \(String(cString: strerror(errno)))") }
+let writer = PortWriter(fd: portFD)
+
+var uts = utsname()
+uname(&uts)
+let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+let controllers = ((try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.controllers", encoding: .utf8)) ?? "")
+    .split(whereSeparator: \.isWhitespace).map(String.init)
+
+let engine: LinuxSandboxEngine
+do {
+    engine = try LinuxSandboxEngine(configuration: .init(cgroupRoot: "/sys/fs/cgroup", stateDirectory: "/run/sandboxd"))
+} catch {
+    writer.fail("engine", "LinuxSandboxEngine: \(error)")
+    powerOff("LinuxSandboxEngine: \(error)")
+}
+let state = AgentState(engine: engine)
+log("ready at \(uptime()) s after boot")
+writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
+
+var decoder = AgentFrameDecoder()
+var buffer = [UInt8](repeating: 0, count: 1 << 16)
+while true {
+    let count = buffer.withUnsafeMutableBytes { read(portFD, $0.baseAddress, $0.count) }
+    if count < 0 {
+        if errno == EINTR || errno == EAGAIN { continue }
+        powerOff("read from the agent port: \(String(cString: strerror(errno)))")
+    }
+    // The port is connected from QEMU's start (a socket QEMU inherits); end of file means the
+    // daemon's end closed: it exited or dropped this guest. Nobody is left to serve.
+    if count == 0 { powerOff("the host closed the agent port") }
+    decoder.append(buffer[0..<count])
+    do {
+        while let frame = try decoder.next() {
+            let done = DispatchSemaphore(value: 0)
+            // Detached: top-level code is on the main actor, which done.wait() is blocking.
+            Task.detached { await handle(frame, state: state, writer: writer); done.signal() }
+            done.wait()
+        }
+    } catch {
+        powerOff("malformed frame from the host: \(error)")
+    }
+}
