@@ -11,13 +11,15 @@ CONFIGURATION ?= debug
 
 # Debian packages the build and the daemon need.
 APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
-# Extra packages the tests and benchmarks need (gcc, libc6-dev: the hostile tests compile their attack programs).
-APT_TEST := $(APT_RUNTIME) postgresql-contrib python3 bubblewrap gcc libc6-dev iproute2 curl
+# Extra packages the tests and benchmarks need (gcc, libc6-dev: the hostile tests compile their attack programs;
+# curl, runuser/useradd (util-linux, passwd) and systemd-analyze/systemd-socket-activate (systemd) drive the
+# end-to-end tests of the control socket; python3-venv validates openapi.yaml).
+APT_TEST := $(APT_RUNTIME) postgresql-contrib python3 bubblewrap gcc libc6-dev iproute2 curl util-linux passwd systemd python3-venv
 # The QEMU test guest (Tests/guest/README.md); its kernel comes from Debian's linux-image-amd64
 # via apt-get download, unpacked with dpkg-deb and xz.
 APT_TEST += qemu-system-x86 busybox-static cpio xz-utils
 
-.PHONY: all build run test bench deps test-deps clean
+.PHONY: all build run test bench deps test-deps clean groups validate-openapi
 
 all: build
 
@@ -31,12 +33,21 @@ test-deps:
 build: deps
 	$(SWIFT) build -c $(CONFIGURATION)
 
-run: build
-	$$($(SWIFT) build -c $(CONFIGURATION) --show-bin-path)/sandboxd $(ARGS)
+# The control socket is 0660 root:sandboxd; members of sandboxd-admin see every sandbox.
+groups:
+	@getent group sandboxd >/dev/null || groupadd --system sandboxd
+	@getent group sandboxd-admin >/dev/null || groupadd --system sandboxd-admin
 
-test: test-deps
+run: build groups
+	./scripts/run-daemon $$($(SWIFT) build -c $(CONFIGURATION) --show-bin-path)/sandboxd $(ARGS)
+
+test: test-deps groups validate-openapi
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# openapi.yaml is the contract of the control API: it must be a valid OpenAPI 3 document.
+validate-openapi:
+	./scripts/validate-openapi openapi.yaml
 
 bench: test-deps
 	./Benchmarks/run

@@ -7,14 +7,19 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "sandboxd", targets: ["sandboxd"]),
+        .executable(name: "sandboxctl", targets: ["sandboxctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // Value types, configuration and policy parsing. No I/O.
@@ -27,6 +32,36 @@ let package = Package(
         .target(name: "Store", dependencies: [
             "SandboxCore", "CLibPQ",
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Wire types, the HTTP/1.1 server on the Unix socket, peer credentials and authorization.
+        .target(name: "ControlAPI", dependencies: [
+            "SandboxCore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOExtras", package: "swift-nio-extras"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        // The daemon's brain: sandbox registry, admission, execution records, reaping.
+        // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift).
+        .target(name: "Supervisor", dependencies: [
+            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
+
+        // The operator's command line over the socket.
+        .executableTarget(name: "sandboxctl", dependencies: [
+            "ControlAPI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
         // libseccomp, found by pkg-config: compiles the seccomp policy to BPF once per policy.
@@ -51,11 +86,11 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
-            "SandboxCore", "Store",
+            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
 
         // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
         .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
@@ -98,6 +133,12 @@ let package = Package(
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
+        .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
+        // End to end through the real socket: curl and sandboxctl as real users against a real server.
+        .testTarget(name: "DaemonTests", dependencies: [
+            "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
         // Real attack programs (Payloads/*.c, compiled at test time with cc) run in level-1 sandboxes.
         .testTarget(name: "HostileTests", dependencies: ["LinuxSandbox", "SandboxCore"], exclude: ["Payloads"]),

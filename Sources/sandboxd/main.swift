@@ -1,4 +1,159 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Logging
+import ControlAPI
 import SandboxCore
 import Store
+import Supervisor
+#if SANDBOXD_LEVEL1_ENGINE
+import LinuxSandbox
+#endif
 
-print("sandboxd (libpq \(linkedLibPQVersion()))")
+/// `sandboxd`: reads the configuration, opens the record store, reaps leftovers, serves the
+/// control socket until SIGTERM/SIGINT.
+struct SandboxdCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandboxd", abstract: "Run untrusted agent work in sandboxes and record every execution.")
+
+    @Option(name: .long, help: "Configuration file (default /etc/sandboxd/sandboxd.yaml; a missing default file means built-in defaults).")
+    var config: String?
+
+    @Option(name: .long, help: "Control socket path (overrides socket.path).")
+    var socket: String?
+
+    @Flag(name: .long, help: "Print the resolved configuration (password redacted) and exit.")
+    var printConfiguration = false
+
+    static let version = "0.1.0"
+
+    func run() async throws { try await runDaemon() }
+
+    func runDaemon() async throws {
+        let path = config ?? DaemonConfiguration.defaultPath
+        var text: String?
+        if access(path, F_OK) == 0 {
+            text = try readSmallFile(path)
+        } else if config != nil {
+            throw ValidationError("configuration file \(path) does not exist")
+        }
+        var environment: [String: String] = [:]
+        for name in DaemonConfiguration.databaseVariables + ["POSTGRES_URL", "SQLITE_DB"] {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        var configuration: DaemonConfiguration
+        do {
+            configuration = try DaemonConfiguration(yaml: text, file: path, environment: environment)
+        } catch {
+            printError("sandboxd: \(error)")
+            throw ExitCode(78) // EX_CONFIG: systemd does not restart-loop on a bad configuration
+        }
+        if let socket { configuration.socket.path = socket }
+        if printConfiguration {
+            print(configuration.description)
+            return
+        }
+
+        let settings = DaemonSettings(configuration: configuration, version: Self.version)
+        // Refuse early when another daemon serves the socket: before touching its database or engine.
+        if case .path(let socketPath, _, _) = settings.listener {
+            do { try ControlListener.clearStale(socketPath) } catch {
+                printError("sandboxd: \(error)")
+                throw ExitCode.failure
+            }
+        }
+        SandboxDaemon.bootstrapLogging(level: settings.logLevel)
+        let logger = Logger(label: "sandboxd")
+        logger.info("sandboxd \(Self.version) starting (libpq \(linkedLibPQVersion()))")
+        for note in configuration.notes { logger.notice("\(note)") }
+
+        let database: DaemonDatabase
+        do {
+            database = try await DaemonDatabase.open(configuration, logger: logger)
+        } catch {
+            logger.critical("cannot open the record database: \(error)")
+            SystemdNotifier().notify("STATUS=failed: cannot open the record database")
+            throw ExitCode.failure
+        }
+        var daemonSettings = settings
+        do {
+            let policies = try loadPolicies(configuration.policyDirectory)
+            daemonSettings.supervisor.policyNames = Set(policies.names)
+            logger.info("policies: \(policies.names.joined(separator: ", "))")
+        } catch {
+            logger.critical("\(error)")
+            await database.close(logger: logger)
+            throw ExitCode(78)
+        }
+        let engine = makeEngine(configuration, logger: logger, problem: &daemonSettings.supervisor.engineProblem)
+        do {
+            try await SandboxDaemon.run(settings: daemonSettings, engine: engine, records: database.recorder)
+        } catch {
+            logger.critical("sandboxd failed: \(error)")
+            await database.close(logger: logger)
+            throw ExitCode.failure
+        }
+        await database.close(logger: logger)
+    }
+}
+
+/// The policy directory's `*.yaml` files, or the bundled presets when the directory does not exist.
+func loadPolicies(_ directory: String) throws -> PolicySet {
+    let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    guard let handle = opendir(directory) else { return try PolicySet.bundled(hostCores: cores) }
+    defer { closedir(handle) }
+    var sources: [PolicySource] = []
+    while let entry = readdir(handle) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        guard name.hasSuffix(".yaml") || name.hasSuffix(".yml") else { continue }
+        let path = directory + "/" + name
+        sources.append(PolicySource(file: path, text: try readSmallFile(path)))
+    }
+    return try PolicySet(loading: sources, hostCores: cores)
+}
+
+/// The level-1 engine, or nil with the reason when this host or build cannot provide it.
+func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: inout String?) -> (any SandboxEngine)? {
+    #if SANDBOXD_LEVEL1_ENGINE
+    // The engine keeps private state (0700) below the runtime directory; the socket's directory itself stays 0755.
+    let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
+    _ = mkdir(runtime, 0o755)
+    do {
+        let engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
+            cgroupRoot: configuration.resources.cgroupRoot, stateDirectory: runtime + "/engine",
+            idBase: configuration.sandbox.uidRangeStart, idCount: configuration.sandbox.uidRangeSize))
+        if configuration.resources.enforcement == .bestEffort {
+            logger.warning("resources.enforcement is best-effort: limits the host cannot enforce are approximated with rlimits and every record says limits_enforced: false")
+        }
+        return engine
+    } catch {
+        problem = "the level-1 engine could not start on this host: \(error)"
+        logger.error("\(problem!)")
+        return nil
+    }
+    #else
+    problem = "this sandboxd was built without the level-1 engine"
+    return nil
+    #endif
+}
+
+func printError(_ text: String) {
+    var bytes = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
+    bytes.withUnsafeMutableBytes { raw in _ = write(2, raw.baseAddress, raw.count) }
+}
+
+// main.swift cannot carry @main; parse and run the async command by hand.
+do {
+    let command = try SandboxdCommand.parseAsRoot()
+    if let command = command as? SandboxdCommand {
+        try await command.runDaemon()
+    } else {
+        var other = command
+        try other.run()
+    }
+} catch {
+    SandboxdCommand.exit(withError: error)
+}

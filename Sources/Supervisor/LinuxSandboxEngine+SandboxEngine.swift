@@ -1,0 +1,112 @@
+// Level 1 behind the Supervisor's engine protocol. Compiled when Package.swift defines
+// SANDBOXD_LEVEL1_ENGINE (together with the LinuxSandbox dependency, once the engine is on main).
+#if SANDBOXD_LEVEL1_ENGINE
+import ControlAPI
+import LinuxSandbox
+import SandboxCore
+
+extension LinuxSandboxError: APIErrorConvertible {
+    public var apiError: APIError {
+        switch code {
+        case .invalidRequest:
+            return APIError(.invalidField, message)
+        case .controllersMissing:
+            return APIError(.limitsNotEnforceable, message + " (set resources.enforcement: best-effort to run with rlimits instead)")
+        case .workspacePath:
+            if errno == 2 /* ENOENT */ { return APIError(.notFound, message, details: ["path": .string(path ?? "")]) }
+            return APIError(.pathRefused, message, details: ["path": .string(path ?? "")])
+        case .sandboxGone:
+            return APIError(.conflict, message)
+        case .exhausted:
+            return APIError(.tooManyRequests, message)
+        case .childSetup, .cgroup, .system, .seccomp:
+            return APIError(.internalError, message)
+        }
+    }
+}
+
+extension LinuxSandboxEngine: SandboxEngine {
+    public func availability() async -> [InfoResponse.Level] {
+        [
+            .init(level: 1, available: true, reason: nil),
+            .init(level: 2, available: false, reason: "no Kubernetes cluster is configured"),
+            .init(level: 3, available: false, reason: "the QEMU engine (level 3) is not part of this build yet"),
+            .init(level: 4, available: false, reason: "no SEV-SNP or TDX hardware support on this host"),
+        ]
+    }
+
+    public func createSandbox(_ spec: EngineSandboxSpec) async throws -> any EngineSandbox {
+        LinuxEngineSandbox(sandbox: try await create(Self.sandboxSpec(spec)))
+    }
+
+    public func reapLeftovers() async throws -> Int {
+        await reapLeftovers().count
+    }
+
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
+        let result = try await run(Self.sandboxSpec(spec), Self.request(exec), onOutput: output.map(Self.forward))
+        return Self.outcome(result)
+    }
+
+    static func sandboxSpec(_ spec: EngineSandboxSpec) -> SandboxSpec {
+        SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement, environment: spec.environment)
+    }
+
+    static func request(_ exec: EngineExec) -> ExecRequest {
+        ExecRequest(exec.argv, environment: exec.environment, stdin: exec.stdin, timeout: exec.timeout)
+    }
+
+    static func forward(_ sink: @escaping ControlAPI.OutputSink) -> @Sendable (SandboxCore.OutputChunk) -> Void {
+        { chunk in sink(ControlAPI.OutputChunk(stream: chunk.stream == .stdout ? .stdout : .stderr, bytes: chunk.bytes)) }
+    }
+
+    static func outcome(_ result: ExecResult) -> EngineExecOutcome {
+        EngineExecOutcome(status: result.status, exitCode: result.exitCode, signal: result.signal, stdout: result.stdout,
+                          stderr: result.stderr, stdoutTruncated: result.stdoutTruncated, stderrTruncated: result.stderrTruncated,
+                          wallSeconds: result.wallTime, usage: result.usage, limitsEnforced: result.limitsEnforced)
+    }
+}
+
+/// A persistent level-1 sandbox as the Supervisor drives it.
+struct LinuxEngineSandbox: EngineSandbox {
+    let sandbox: LinuxSandbox
+
+    var limitsEnforced: Bool { sandbox.limitsEnforced }
+
+    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
+        LinuxSandboxEngine.outcome(try await sandbox.exec(LinuxSandboxEngine.request(exec), onOutput: output.map(LinuxSandboxEngine.forward)))
+    }
+
+    /// The workspace as the sandbox sees it: `/workspace/a/b` and `a/b` name the same file.
+    private func relative(_ path: String) throws(APIError) -> String {
+        let root = sandbox.spec.workspacePath
+        var relative = Substring(path)
+        if path.hasPrefix("/") {
+            guard path.hasPrefix(root + "/") else {
+                throw APIError(.pathRefused, "path \"\(path)\" is outside the sandbox workspace \(root)", details: ["path": .string(path)])
+            }
+            relative = path.dropFirst(root.count + 1)
+        }
+        guard !relative.isEmpty else {
+            throw APIError(.pathRefused, "path \"\(path)\" names the workspace itself, not a file", details: ["path": .string(path)])
+        }
+        // openat2(RESOLVE_IN_ROOT) would clamp ".." at the workspace root; say plainly that it is refused.
+        if relative.split(separator: "/").contains("..") {
+            throw APIError(.pathRefused, "path \"\(path)\" contains \"..\"; paths stay inside the workspace", details: ["path": .string(path)])
+        }
+        return String(relative)
+    }
+
+    func writeFile(_ path: String, contents: [UInt8]) async throws -> String {
+        let relative = try relative(path)
+        try await sandbox.writeWorkspaceFile(relative, contents: contents)
+        return sandbox.spec.workspacePath + "/" + relative
+    }
+
+    func readFile(_ path: String, limit: Int) async throws -> [UInt8] {
+        try await sandbox.readWorkspaceFile(try relative(path), limit: limit)
+    }
+
+    func destroy() async { await sandbox.destroy() }
+}
+#endif

@@ -1,0 +1,120 @@
+import ControlAPI
+import SandboxCore
+
+/// What the Supervisor asks an isolation engine to build (level 1 today; level 3 later).
+public struct EngineSandboxSpec: Sendable, Hashable {
+    public var id: String
+    public var isolationLevel: IsolationLevel
+    public var policy: String
+    public var limits: ResourceLimits
+    public var environment: [String: String]
+    public var enforcement: LimitEnforcement
+
+    public init(id: String, isolationLevel: IsolationLevel, policy: String, limits: ResourceLimits,
+                environment: [String: String], enforcement: LimitEnforcement) {
+        self.id = id
+        self.isolationLevel = isolationLevel
+        self.policy = policy
+        self.limits = limits
+        self.environment = environment
+        self.enforcement = enforcement
+    }
+}
+
+/// One command to run in a sandbox.
+public struct EngineExec: Sendable, Hashable {
+    public var argv: [String]
+    public var stdin: [UInt8]
+    public var environment: [String: String]
+    public var timeout: Double
+    public var outputLimit: Int
+
+    public init(argv: [String], stdin: [UInt8], environment: [String: String], timeout: Double, outputLimit: Int) {
+        self.argv = argv
+        self.stdin = stdin
+        self.environment = environment
+        self.timeout = timeout
+        self.outputLimit = outputLimit
+    }
+}
+
+/// How an exec ended, as the engine saw it.
+public struct EngineExecOutcome: Sendable, Hashable {
+    public var status: ExecutionStatus
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var stdout: [UInt8]
+    public var stderr: [UInt8]
+    public var stdoutTruncated: Bool
+    public var stderrTruncated: Bool
+    public var wallSeconds: Double
+    public var usage: ResourceUsage
+    /// Whether the limits were enforced for this exec (nil: as the sandbox says).
+    public var limitsEnforced: Bool?
+
+    public init(status: ExecutionStatus, exitCode: Int32?, signal: Int32?, stdout: [UInt8], stderr: [UInt8],
+                stdoutTruncated: Bool, stderrTruncated: Bool, wallSeconds: Double, usage: ResourceUsage,
+                limitsEnforced: Bool? = nil) {
+        self.limitsEnforced = limitsEnforced
+        self.status = status
+        self.exitCode = exitCode
+        self.signal = signal
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdoutTruncated = stdoutTruncated
+        self.stderrTruncated = stderrTruncated
+        self.wallSeconds = wallSeconds
+        self.usage = usage
+    }
+}
+
+/// An isolation engine as the Supervisor drives it. Engines know nothing of HTTP or records;
+/// their errors are their own and are reported to the caller by message.
+public protocol SandboxEngine: Sendable {
+    /// Whether each isolation level can run here, and why not.
+    func availability() async -> [InfoResponse.Level]
+    /// Builds a sandbox that can run any number of execs.
+    func createSandbox(_ spec: EngineSandboxSpec) async throws -> any EngineSandbox
+    /// Removes what a previous daemon left (cgroups, mounts, state directories, processes).
+    /// Returns how many sandboxes were reaped.
+    func reapLeftovers() async throws -> Int
+    /// One-shot: build, run one command, tear down — as one step when the engine can do it faster.
+    func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome
+}
+
+extension SandboxEngine {
+    /// Create + exec + destroy, for engines without a faster one-shot path.
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
+        let sandbox = try await createSandbox(spec)
+        do {
+            var outcome = try await sandbox.exec(exec, output: output)
+            outcome.limitsEnforced = outcome.limitsEnforced ?? sandbox.limitsEnforced
+            await sandbox.destroy()
+            return outcome
+        } catch {
+            await sandbox.destroy()
+            throw error
+        }
+    }
+}
+
+/// A live sandbox.
+public protocol EngineSandbox: Sendable {
+    /// False when the host could not enforce the limits (best-effort mode).
+    var limitsEnforced: Bool { get }
+    /// Runs one command; `output` sees stdout/stderr as they are produced.
+    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome
+    /// Writes a file under the sandbox's writable workspace. `path` is relative to the workspace or
+    /// absolute inside the sandbox; escapes (`..`, symlinks out) are refused. Returns the path inside
+    /// the sandbox.
+    func writeFile(_ path: String, contents: [UInt8]) async throws -> String
+    /// Reads at most `limit` bytes of a file under the workspace (same confinement as `writeFile`).
+    func readFile(_ path: String, limit: Int) async throws -> [UInt8]
+    /// Kills everything in it and removes it. Idempotent.
+    func destroy() async
+}
+
+/// An engine error that knows which API error it is (the caller's mistake or a host limit).
+public protocol APIErrorConvertible: Error {
+    var apiError: APIError { get }
+}

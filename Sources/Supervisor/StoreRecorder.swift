@@ -1,0 +1,186 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import ControlAPI
+import Logging
+import SandboxCore
+import Store
+
+/// Execution records through the Store with group commit.
+///
+/// Every record goes into one queue. A single writer takes everything queued (at most
+/// `maxBatch`), keeps only the newest version of each id (a `running` row whose final row is
+/// already queued is never written), and upserts the batch in one pipelined round trip. While a
+/// batch is in flight the next one gathers, so under load many execs share a round trip and when
+/// idle a record is written at once. Callers of `recordFinished` wait for their batch's commit.
+/// If the database is down the batch stays queued and is retried with backoff; waiters give up
+/// after `commitTimeout` (the record stays queued and is written when the database returns, as
+/// long as the daemon lives).
+public actor StoreRecorder: ExecutionRecorder {
+    private let store: RecordStore
+    private let logger: Logger
+    private let detail: String
+    private let maxBatch: Int
+    private let commitTimeout: Duration
+
+    private struct Pending {
+        var record: ExecutionRecord
+        /// Keys into `waiters` of the callers waiting for this record's commit.
+        var waiters: [UInt64]
+    }
+    /// Each waiter is resumed exactly once: by its batch's commit, its failure, or its timeout,
+    /// whichever removes it from here first.
+    private var waiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+    private var nextWaiter: UInt64 = 0
+    /// Queued records in arrival order, one entry per id.
+    private var queue: [UUID: Pending] = [:]
+    private var order: [UUID] = []
+    private var writing = false
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private var lastError: String?
+    /// Round trips made and records written so far (group commit makes the first much smaller).
+    public private(set) var batchesWritten = 0
+    public private(set) var recordsWritten = 0
+
+    /// - Parameters:
+    ///   - detail: where the database is, without secrets (for `/v1/info`).
+    public init(store: RecordStore, detail: String, logger: Logger, maxBatch: Int = 500, commitTimeout: Duration = .seconds(15)) {
+        self.store = store
+        self.detail = detail
+        self.logger = logger
+        self.maxBatch = maxBatch
+        self.commitTimeout = commitTimeout
+    }
+
+    public func recordStarted(_ record: ExecutionRecord) {
+        enqueue(record, waiter: nil)
+    }
+
+    public func recordFinished(_ record: ExecutionRecord) async throws {
+        let id = record.id
+        let waiter = nextWaiter
+        nextWaiter += 1
+        let timeout = commitTimeout
+        let timer = Task { [weak self] in
+            try await Task.sleep(for: timeout)
+            await self?.expire(waiter, record: id)
+        }
+        defer { timer.cancel() }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            waiters[waiter] = continuation
+            enqueue(record, waiter: waiter)
+        }
+    }
+
+    public func flush(timeout: Duration) async -> Int {
+        let deadline = ContinuousClock.now + timeout
+        while !queue.isEmpty || writing, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return queue.count
+    }
+
+    private func enqueue(_ record: ExecutionRecord, waiter: UInt64?) {
+        if var pending = queue[record.id] {
+            // A later version of the same execution replaces the queued one (running → final).
+            pending.record = record
+            if let waiter { pending.waiters.append(waiter) }
+            queue[record.id] = pending
+        } else {
+            queue[record.id] = Pending(record: record, waiters: waiter.map { [$0] } ?? [])
+            order.append(record.id)
+        }
+        if !writing {
+            writing = true
+            Task { await self.writeLoop() }
+        }
+    }
+
+    /// A caller stopped waiting: its record stays queued, the caller learns it is not durable yet.
+    private func expire(_ waiter: UInt64, record id: UUID) {
+        guard let continuation = waiters.removeValue(forKey: waiter) else { return }
+        let reason = lastError ?? "the database did not answer"
+        continuation.resume(throwing: APIError(.unavailable, "execution record \(id.uuidString.lowercased()) is not yet committed: \(reason)"))
+    }
+
+    private func resume(_ keys: [UInt64], throwing error: (any Error)? = nil) {
+        for key in keys {
+            guard let continuation = waiters.removeValue(forKey: key) else { continue }
+            if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+        }
+    }
+
+    private func writeLoop() async {
+        var backoff: Duration = .milliseconds(100)
+        while !order.isEmpty {
+            let ids = Array(order.prefix(maxBatch))
+            let batch = ids.compactMap { queue[$0] }
+            do {
+                try await store.upsert(batch.map(\.record))
+                batchesWritten += 1
+                recordsWritten += batch.count
+                lastError = nil
+                backoff = .milliseconds(100)
+                order.removeFirst(ids.count)
+                for (id, written) in zip(ids, batch) {
+                    // A newer version queued meanwhile stays queued; only the written waiters finish.
+                    if let current = queue[id], current.record == written.record {
+                        queue[id] = nil
+                    } else if var current = queue[id] {
+                        // Waiters that came with the newer version stay for its own write.
+                        current.waiters.removeFirst(min(written.waiters.count, current.waiters.count))
+                        queue[id] = current
+                        order.append(id)
+                    }
+                    resume(written.waiters)
+                }
+            } catch {
+                lastError = "\(error)"
+                logger.error("writing \(batch.count) execution records failed; retrying in \(backoff)", metadata: ["error": "\(error)"])
+                if let storeError = error as? StoreError, !storeError.isRetryable {
+                    // The batch itself is bad (e.g. a value a column refuses): fail its waiters, drop it.
+                    order.removeFirst(ids.count)
+                    for (id, written) in zip(ids, batch) {
+                        queue[id] = nil
+                        resume(written.waiters, throwing: error)
+                    }
+                    continue
+                }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(2))
+            }
+        }
+        writing = false
+    }
+
+    public func executions(_ filter: ExecutionRecordFilter) async throws -> [ExecutionRecord] {
+        try await store.list(ExecutionFilter(sandboxID: filter.sandboxID, sessionID: filter.sessionID,
+                                             ownerUID: filter.ownerUID, limit: filter.limit))
+    }
+
+    public func execution(id: UUID) async throws -> ExecutionRecord? {
+        try await store.record(id: id)
+    }
+
+    public func markRunningAborted() async throws -> Int {
+        try await store.markRunningAborted()
+    }
+
+    public func ensureUser(unixUID: UInt32, username: String) async throws -> UUID {
+        try await store.ensureUser(unixUID: unixUID, username: username)
+    }
+
+    public func createSession(userID: UUID, name: String?) async throws -> SessionRecord {
+        try await store.createSession(userID: userID, name: name)
+    }
+
+    public func sessionOwner(_ id: UUID) async throws -> UInt32?? {
+        try await store.sessionOwnerUID(id)
+    }
+
+    public func databaseState() async -> InfoResponse.Database {
+        .init(state: lastError == nil ? "connected" : "unavailable", detail: detail)
+    }
+}

@@ -1,0 +1,482 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import ControlAPI
+import Logging
+import SandboxCore
+
+/// The daemon's brain: admission, the sandbox registry, the exec lifecycle and its records.
+///
+/// Records: the id of every exec is chosen before it starts and returned as `execution_id`. A
+/// `running` row is enqueued on the Store's batched path as the exec starts (no wait), and the final
+/// row is written before the response is sent (group commit shared by concurrent execs). So when a
+/// caller has its result, the record is durable; a daemon killed mid-exec leaves a `running` row
+/// (if its batch was flushed) that the next start marks `aborted`.
+public final class Supervisor: SandboxService {
+    private let configuration: SupervisorConfiguration
+    private let engine: (any SandboxEngine)?
+    private let records: (any ExecutionRecorder)?
+    private let registry: SandboxRegistry
+    private let runtimes: RuntimeCatalog
+    private let users = UserDirectory()
+    private let logger: Logger
+    private let startedAt = ContinuousClock.now
+    private let state = ShutdownState()
+
+    /// - Parameters:
+    ///   - engine: the level-1 engine; nil when this build or host has none (sandboxes are refused).
+    ///   - records: the Store; nil when no database is available (execs are refused: nothing runs unrecorded).
+    public init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
+        self.configuration = configuration
+        self.engine = engine
+        self.records = records
+        self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID)
+        self.runtimes = RuntimeCatalog(searchPath: configuration.runtimeSearchPath)
+        self.logger = logger
+    }
+
+    // MARK: Start and stop
+
+    /// Reaps what a previous daemon left: engine leftovers, and `running` rows become `aborted`.
+    public func reapLeftovers() async {
+        if let engine {
+            do {
+                let reaped = try await engine.reapLeftovers()
+                if reaped > 0 { logger.notice("reaped \(reaped) sandboxes left by a previous run") }
+            } catch {
+                logger.error("reaping leftover sandboxes failed: \(error)")
+            }
+        }
+        if let records {
+            do {
+                let aborted = try await records.markRunningAborted()
+                if aborted > 0 { logger.notice("marked \(aborted) executions left running by a previous run as aborted") }
+            } catch {
+                logger.error("marking leftover executions aborted failed: \(error)")
+            }
+        }
+    }
+
+    /// Graceful stop: no new sandboxes or execs; running execs get the grace period, then every
+    /// sandbox is destroyed (which kills what still runs) and every record is flushed.
+    /// Safe to call more than once: later callers wait for the first shutdown to finish.
+    public func shutdown() async {
+        await state.shutdown { await self.performShutdown() }
+    }
+
+    private func performShutdown() async {
+        await registry.stopAccepting()
+        let deadline = ContinuousClock.now + .milliseconds(Int64(configuration.gracePeriodSeconds * 1000))
+        // Every exec (persistent or one-shot) counts from its start to its record.
+        while await state.inFlight > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let remaining = await state.inFlight
+        if remaining > 0 {
+            logger.warning("grace period of \(configuration.gracePeriodSeconds) s over; killing \(remaining) running execs")
+        }
+        let sandboxes = await registry.drainAll()
+        await withTaskGroup(of: Void.self) { group in
+            for sandbox in sandboxes { group.addTask { await sandbox.destroy() } }
+        }
+        // One-shot runs have no registry entry to destroy: the engine's reap kills whatever is left.
+        if let engine, remaining > 0 {
+            _ = try? await engine.reapLeftovers()
+        }
+        // Execs killed above finish and write their records; wait for them before the final flush.
+        let settle = ContinuousClock.now + .seconds(5)
+        while await state.inFlight > 0, ContinuousClock.now < settle {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if let records {
+            let unwritten = await records.flush(timeout: .seconds(30))
+            if unwritten > 0 { logger.error("\(unwritten) execution records could not be written before exit") }
+        }
+        logger.info("supervisor stopped: destroyed \(sandboxes.count) sandboxes")
+    }
+
+    // MARK: SandboxService
+
+    public func health() async -> HealthResponse {
+        HealthResponse(status: await state.stopping ? "stopping" : "ok",
+                       uptimeSeconds: (ContinuousClock.now - startedAt).seconds)
+    }
+
+    public func info(caller: Caller) async -> InfoResponse {
+        let levels = await engine?.availability() ?? IsolationLevel.allCases.map {
+            .init(level: $0.rawValue, available: false, reason: configuration.engineProblem ?? "no isolation engine is built into this sandboxd")
+        }
+        let database = await records?.databaseState() ?? .init(state: "not_configured", detail: nil)
+        return InfoResponse(
+            version: configuration.version, levels: levels, languages: runtimes.languages,
+            limits: .init(maxBodyBytes: 0, maxSandboxes: configuration.maxSandboxes,
+                          maxSandboxesPerUID: configuration.maxSandboxesPerUID, maxOutputBytes: configuration.maxOutputBytes,
+                          defaultTimeout: configuration.defaultTimeout, maxTimeout: configuration.maxTimeout,
+                          limitEnforcement: configuration.limitEnforcement.rawValue),
+            database: database,
+            caller: .init(uid: caller.uid, gid: caller.gid, pid: caller.pid, admin: caller.isAdmin),
+            sandboxes: await registry.count)
+    }
+
+    public func run(_ request: RunRequest, caller: Caller, output: OutputSink?) async throws -> ExecutionResult {
+        let language = try request.payload.code.map { code throws(APIError) in try runtimes.resolve(code.language) }
+        try checkPayload(request.payload)
+        let inline = request.payload.code.flatMap { code in language?.inlineArgv(source: code.source) }
+        if request.payload.code == nil || inline != nil {
+            // The engine's one-shot path: no separate init, no namespace entry, torn down by itself.
+            let (engine, spec, description) = try await prepare(request.sandbox, caller: caller, persistent: false)
+            do {
+                let result = try await execute(request.payload, language: language, target: .oneShot(engine, spec),
+                                               description: description, sandboxDefaults: request.sandbox, caller: caller, output: output)
+                await registry.release(description.sandboxID)
+                return result
+            } catch {
+                await registry.release(description.sandboxID)
+                throw error
+            }
+        }
+        let (sandbox, description) = try await build(request.sandbox, caller: caller, persistent: false)
+        let id = description.sandboxID
+        do {
+            _ = try await registry.beginExec(id, caller: caller, persistentOnly: false)
+            let result = try await execute(request.payload, language: language, target: .sandbox(sandbox), description: description,
+                                           sandboxDefaults: request.sandbox, caller: caller, output: output)
+            await finishOneShot(id, sandbox)
+            return result
+        } catch {
+            await finishOneShot(id, sandbox)
+            throw error
+        }
+    }
+
+    private func finishOneShot(_ id: String, _ sandbox: any EngineSandbox) async {
+        await registry.endExec(id)
+        await sandbox.destroy()
+        await registry.release(id)
+    }
+
+    public func createSandbox(_ request: SandboxCreateRequest, caller: Caller) async throws -> SandboxDescription {
+        if let timeout = request.timeout { try checkTimeout(timeout) }
+        let (_, description) = try await build(request, caller: caller, persistent: true)
+        logger.info("sandbox created", metadata: ["sandbox_id": "\(description.sandboxID)", "owner_uid": "\(caller.uid)"])
+        return description
+    }
+
+    public func listSandboxes(caller: Caller) async throws -> [SandboxDescription] {
+        await registry.list(caller: caller)
+    }
+
+    public func sandbox(id: String, caller: Caller) async throws -> SandboxDescription {
+        try await registry.lookup(id, caller: caller).description
+    }
+
+    public func destroySandbox(id: String, caller: Caller) async throws {
+        guard let sandbox = try await registry.beginDestroy(id, caller: caller) else { return }
+        await sandbox.destroy()
+        await registry.release(id)
+        logger.info("sandbox destroyed", metadata: ["sandbox_id": "\(id)", "by_uid": "\(caller.uid)"])
+    }
+
+    public func exec(sandboxID: String, _ request: SandboxExecRequest, caller: Caller, output: OutputSink?) async throws -> ExecutionResult {
+        let language = try request.payload.code.map { code throws(APIError) in try runtimes.resolve(code.language) }
+        try checkPayload(request.payload)
+        let entry = try await registry.lookup(sandboxID, caller: caller)
+        let (sandbox, description) = try await registry.beginExec(sandboxID, caller: caller)
+        do {
+            let result = try await execute(request.payload, language: language, target: .sandbox(sandbox), description: description,
+                                           sandboxDefaults: entry.defaults, caller: caller, output: output)
+            await registry.endExec(sandboxID)
+            return result
+        } catch {
+            await registry.endExec(sandboxID)
+            throw error
+        }
+    }
+
+    public func writeFile(sandboxID: String, path: String, contents: [UInt8], caller: Caller) async throws -> FileWriteResult {
+        let entry = try await registry.lookup(sandboxID, caller: caller)
+        guard let sandbox = entry.sandbox else { throw APIError.notFound("sandbox", id: sandboxID) }
+        do {
+            let written = try await sandbox.writeFile(path, contents: contents)
+            return FileWriteResult(path: written, size: contents.count)
+        } catch {
+            throw Self.apiError(error, doing: "writing \(path)")
+        }
+    }
+
+    public func readFile(sandboxID: String, path: String, limit: Int, caller: Caller) async throws -> [UInt8] {
+        let entry = try await registry.lookup(sandboxID, caller: caller)
+        guard let sandbox = entry.sandbox else { throw APIError.notFound("sandbox", id: sandboxID) }
+        do {
+            return try await sandbox.readFile(path, limit: limit)
+        } catch {
+            throw Self.apiError(error, doing: "reading \(path)")
+        }
+    }
+
+    public func executions(_ query: ExecutionQuery, caller: Caller) async throws -> [ExecutionRecordView] {
+        let records = try requireRecords()
+        return try await records.executions(.init(sandboxID: query.sandboxID, sessionID: query.sessionID,
+                                                  ownerUID: caller.isAdmin ? nil : caller.uid, limit: query.limit))
+            .map(ExecutionRecordView.init)
+    }
+
+    public func execution(id: UUID, caller: Caller) async throws -> ExecutionRecordView {
+        let records = try requireRecords()
+        guard let record = try await records.execution(id: id), caller.mayAccess(ownerUID: record.ownerUID) else {
+            throw APIError.notFound("execution", id: id.uuidString.lowercased())
+        }
+        return ExecutionRecordView(record)
+    }
+
+    public func createSession(_ request: SessionCreateRequest, caller: Caller) async throws -> SessionDescription {
+        let records = try requireRecords()
+        let username = await users.name(of: caller.uid)
+        let userID = try await records.ensureUser(unixUID: caller.uid, username: username)
+        let session = try await records.createSession(userID: userID, name: request.sessionName)
+        return SessionDescription(sessionID: session.id, userID: userID, sessionName: session.name,
+                                  status: session.status ?? "active", createdAt: session.createdAt)
+    }
+
+    // MARK: Internals
+
+    private func requireRecords() throws(APIError) -> any ExecutionRecorder {
+        guard let records else {
+            throw APIError(.unavailable, "no database is configured, so execution records cannot be read or written")
+        }
+        return records
+    }
+
+    private func checkTimeout(_ timeout: Double) throws(APIError) {
+        guard timeout <= configuration.maxTimeout else {
+            throw APIError(.invalidField, "\"timeout\" \(timeout) s is above the limit of \(configuration.maxTimeout) s",
+                           details: ["field": "timeout", "limit": .number(configuration.maxTimeout)])
+        }
+    }
+
+    private func checkPayload(_ payload: ExecPayload) throws(APIError) {
+        if let timeout = payload.timeout { try checkTimeout(timeout) }
+        if let stdin = payload.stdin, stdin.utf8.count > configuration.maxStdinBytes {
+            throw APIError(.payloadTooLarge, "\"stdin\" is \(stdin.utf8.count) bytes, above the limit of \(configuration.maxStdinBytes)",
+                           details: ["field": "stdin", "limit_bytes": .integer(Int64(configuration.maxStdinBytes))])
+        }
+    }
+
+    /// Admission, then the engine builds the sandbox. The slot is released whatever fails.
+    private func build(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool) async throws -> (any EngineSandbox, SandboxDescription) {
+        let (engine, spec, description) = try await prepare(request, caller: caller, persistent: persistent)
+        let id = description.sandboxID
+        let sandbox: any EngineSandbox
+        do {
+            sandbox = try await engine.createSandbox(spec)
+        } catch {
+            await registry.release(id)
+            throw Self.apiError(error, doing: "creating the sandbox")
+        }
+        guard await registry.attach(id, sandbox: sandbox, limitsEnforced: sandbox.limitsEnforced) else {
+            await sandbox.destroy()
+            throw APIError(.shuttingDown, "sandboxd is shutting down; the new sandbox was destroyed")
+        }
+        var built = description
+        built.limitsEnforced = sandbox.limitsEnforced
+        return (sandbox, built)
+    }
+
+    /// Every check before a sandbox is built, and its admission slot (released by the caller on failure).
+    private func prepare(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool) async throws
+        -> (any SandboxEngine, EngineSandboxSpec, SandboxDescription) {
+        guard records != nil else {
+            throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
+        }
+        guard let engine else {
+            throw APIError(.levelUnavailable, configuration.engineProblem ?? "no isolation engine is built into this sandboxd",
+                           details: ["isolation_level": .integer(1)])
+        }
+        let level = IsolationLevel(rawValue: request.isolationLevel ?? 1) ?? .native
+        let availability = await engine.availability().first { $0.level == level.rawValue }
+        guard let availability, availability.available else {
+            throw APIError(.levelUnavailable,
+                           "isolation level \(level) is not available on this host: \(availability?.reason ?? "unknown level")",
+                           details: ["isolation_level": .integer(Int64(level.rawValue))])
+        }
+        if let sessionID = request.sessionID {
+            try await checkSession(sessionID, caller: caller)
+        }
+        let id = Self.newSandboxID()
+        let policy = request.policy ?? configuration.defaultPolicy
+        if let names = configuration.policyNames, !names.contains(policy) {
+            throw APIError(.invalidField, "unknown policy \"\(policy)\" (loaded: \(names.sorted().joined(separator: ", ")))",
+                           details: ["field": "policy", "policy": .string(policy)])
+        }
+        let description = SandboxDescription(
+            sandboxID: id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
+            agentType: request.agentType ?? "default", sessionID: request.sessionID, createdAt: Date(), execCount: 0,
+            limitsEnforced: false)
+        var limits = ResourceLimits()
+        limits.executionTimeout = request.timeout ?? configuration.defaultTimeout
+        limits.outputLimit = ByteCount(bytes: UInt64(configuration.maxOutputBytes))
+        let spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, limits: limits, environment: request.env ?? [:],
+                                     enforcement: configuration.limitEnforcement)
+        try await registry.reserve(description, persistent: persistent, defaults: request)
+        return (engine, spec, description)
+    }
+
+    /// Engine errors reach the caller as API errors when they are the caller's to fix; otherwise by message.
+    static func apiError(_ error: any Error, doing what: String) -> APIError {
+        if let error = error as? APIError { return error }
+        if let convertible = error as? any APIErrorConvertible { return convertible.apiError }
+        return APIError(.internalError, "\(what) failed: \(error)")
+    }
+
+    private func checkSession(_ id: UUID, caller: Caller) async throws {
+        let records = try requireRecords()
+        guard let owner = try await records.sessionOwner(id), caller.mayAccess(ownerUID: owner ?? nil) else {
+            throw APIError(.invalidField, "\"session_id\" \(id.uuidString.lowercased()) is not a session of this caller; create one with POST /v1/sessions",
+                           details: ["field": "session_id"])
+        }
+    }
+
+    /// Where an exec runs: in a persistent sandbox, or in a one-shot sandbox the engine builds for it.
+    enum ExecTarget {
+        case sandbox(any EngineSandbox)
+        case oneShot(any SandboxEngine, EngineSandboxSpec)
+    }
+
+    /// Runs one exec and records it: `running` row first (enqueued), final row before returning.
+    private func execute(_ payload: ExecPayload, language: CodeLanguage?, target: ExecTarget,
+                         description: SandboxDescription, sandboxDefaults: SandboxCreateRequest, caller: Caller,
+                         output: OutputSink?) async throws -> ExecutionResult {
+        let records = try requireRecords()
+        await state.enter()
+        do {
+            let result = try await executeRecorded(payload, language: language, target: target, description: description,
+                                                   sandboxDefaults: sandboxDefaults, caller: caller, output: output, records: records)
+            await state.leave()
+            return result
+        } catch {
+            await state.leave()
+            throw error
+        }
+    }
+
+    private func executeRecorded(_ payload: ExecPayload, language: CodeLanguage?, target: ExecTarget,
+                                 description: SandboxDescription, sandboxDefaults: SandboxCreateRequest, caller: Caller,
+                                 output: OutputSink?, records: any ExecutionRecorder) async throws -> ExecutionResult {
+        let executionID = UUID()
+        let startedAt = Date()
+        let clock = ContinuousClock.now
+        var draft = ExecutionRecord(
+            id: executionID, sessionID: description.sessionID, agentType: description.agentType,
+            inputData: Self.recordedInput(payload), sandboxID: description.sandboxID, status: .running,
+            isolationLevel: IsolationLevel(rawValue: description.isolationLevel), policy: description.policy,
+            startedAt: startedAt, ownerUID: caller.uid,
+            code: payload.code.map { CodeRun(code: $0.source, language: $0.language) })
+        await records.recordStarted(draft)
+
+        var outcome: EngineExecOutcome
+        var errorMessage: String?
+        var limitsEnforced = false
+        do {
+            var argv = payload.command ?? []
+            if let language, let code = payload.code {
+                if let inline = language.inlineArgv(source: code.source) {
+                    argv = inline
+                } else if case .sandbox(let sandbox) = target {
+                    // Per exec, so concurrent code runs in one sandbox do not overwrite each other's source.
+                    let name = ".sandboxd-\(executionID.uuidString.prefix(8).lowercased())-\(language.fileName)"
+                    argv = language.argv(sourcePath: try await sandbox.writeFile(name, contents: Array(code.source.utf8)))
+                }
+            }
+            var environment = sandboxDefaults.env ?? [:]
+            environment.merge(payload.env ?? [:]) { _, new in new }
+            let exec = EngineExec(
+                argv: argv, stdin: Array((payload.stdin ?? "").utf8), environment: environment,
+                timeout: payload.timeout ?? sandboxDefaults.timeout ?? configuration.defaultTimeout,
+                outputLimit: configuration.maxOutputBytes)
+            switch target {
+            case .sandbox(let sandbox):
+                outcome = try await sandbox.exec(exec, output: output)
+                limitsEnforced = outcome.limitsEnforced ?? sandbox.limitsEnforced
+            case .oneShot(let engine, let spec):
+                outcome = try await engine.runOnce(spec, exec, output: output)
+                limitsEnforced = outcome.limitsEnforced ?? false
+            }
+        } catch {
+            errorMessage = Self.apiError(error, doing: "the exec").message
+            outcome = EngineExecOutcome(status: .error, exitCode: nil, signal: nil, stdout: [], stderr: [],
+                                        stdoutTruncated: false, stderrTruncated: false,
+                                        wallSeconds: (ContinuousClock.now - clock).seconds, usage: .init())
+            logger.warning("exec failed", metadata: ["execution_id": "\(executionID)", "error": "\(error)"])
+        }
+        let result = ExecutionResult(
+            executionID: executionID, sandboxID: description.sandboxID, status: outcome.status, exitCode: outcome.exitCode,
+            signal: outcome.signal, stdout: String(decoding: outcome.stdout, as: UTF8.self),
+            stderr: String(decoding: outcome.stderr, as: UTF8.self), stdoutTruncated: outcome.stdoutTruncated,
+            stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallSeconds,
+            isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: limitsEnforced,
+            resourceUsage: outcome.usage, errorMessage: errorMessage)
+
+        draft.status = outcome.status
+        draft.exitCode = outcome.exitCode
+        draft.signal = outcome.signal
+        draft.finishedAt = Date()
+        draft.executionTime = outcome.wallSeconds
+        draft.usage = outcome.usage
+        draft.limitsEnforced = limitsEnforced
+        draft.outputData = try? JSONValue.encoding(result)
+        draft.code?.result = draft.outputData
+        do {
+            try await records.recordFinished(draft)
+        } catch {
+            // The result exists but its record could not be made durable: say so rather than pretend.
+            logger.error("recording execution failed", metadata: ["execution_id": "\(executionID)", "error": "\(error)"])
+            throw APIError(.unavailable, "the exec ran but its record could not be written: \(error)",
+                           details: ["execution_id": .string(executionID.uuidString.lowercased())])
+        }
+        return result
+    }
+
+    /// The request as recorded in `input_data`: environment values are dropped (they are where
+    /// callers put tokens); names stay so the record still says what was set.
+    static func recordedInput(_ payload: ExecPayload) -> JSONValue {
+        var fields: [String: JSONValue] = [:]
+        if let command = payload.command { fields["command"] = .array(command.map { .string($0) }) }
+        if let code = payload.code { fields["code"] = .object(["language": .string(code.language), "source": .string(code.source)]) }
+        if let stdin = payload.stdin { fields["stdin"] = .string(stdin) }
+        if let env = payload.env { fields["env"] = .object(env.mapValues { _ in .string("<redacted>") }) }
+        if let timeout = payload.timeout { fields["timeout"] = .number(timeout) }
+        return .object(fields)
+    }
+
+    /// `sbx-` + 16 hex digits from the system's random source.
+    static func newSandboxID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return "sbx-" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+/// Whether shutdown started, and how many execs are between start and record.
+actor ShutdownState {
+    private(set) var stopping = false
+    private(set) var inFlight = 0
+    private var task: Task<Void, Never>?
+
+    func shutdown(_ body: @escaping @Sendable () async -> Void) async {
+        stopping = true
+        if task == nil { task = Task { await body() } }
+        await task!.value
+    }
+    func enter() { inFlight += 1 }
+    func leave() { inFlight -= 1 }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

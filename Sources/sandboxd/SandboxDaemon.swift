@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ControlAPI
+import Logging
+import ServiceLifecycle
+import SandboxCore
+import Supervisor
+
+/// What the daemon needs to start serving (built from the configuration file and flags).
+struct DaemonSettings: Sendable {
+    var listener: ControlListener
+    var api: ControlAPIConfiguration
+    var supervisor: SupervisorConfiguration
+    var logLevel: Logger.Level
+}
+
+/// The daemon's lifecycle: reap leftovers, serve, and on SIGTERM/SIGINT stop accepting, give
+/// running execs the grace period, kill what remains, flush every record, destroy every sandbox,
+/// exit 0. Readiness and shutdown are reported to systemd with sd_notify.
+enum SandboxDaemon {
+    static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?) async throws {
+        let logger = Logger(label: "sandboxd")
+        let notifier = SystemdNotifier()
+        let supervisor = Supervisor(configuration: settings.supervisor, engine: engine, records: records,
+                                    logger: Logger(label: "sandboxd.supervisor"))
+        notifier.notify("STATUS=reaping what a previous run left")
+        await supervisor.reapLeftovers()
+
+        let server = ControlServer(
+            listener: settings.listener, service: supervisor, configuration: settings.api,
+            logger: Logger(label: "sandboxd.control"),
+            onListening: { where_ in
+                notifier.notify("READY=1\nSTATUS=serving on \(where_)\nMAINPID=\(getpid())")
+            },
+            onGracefulShutdown: {
+                notifier.notify("STOPPING=1\nSTATUS=stopping: draining running executions")
+                await supervisor.shutdown()
+            })
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: SupervisorService(supervisor: supervisor)),
+                .init(service: server),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            notifier.notify("STATUS=failed: \(error)")
+            throw error
+        }
+        notifier.notify("STATUS=stopped")
+        logger.info("sandboxd stopped")
+    }
+
+    static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
+        return String(path[..<slash])
+    }
+
+    /// Sets up journald-friendly logging on stderr.
+    static func bootstrapLogging(level: Logger.Level) {
+        LoggingSystem.bootstrap { label in JournalLogHandler(label: label, level: level) }
+    }
+}
+
+/// Keeps the Supervisor in the service group: on graceful shutdown it drains, destroys and flushes.
+/// (The control server triggers the same shutdown as soon as it stops accepting; this one waits for it.)
+struct SupervisorService: Service {
+    let supervisor: Supervisor
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await supervisor.shutdown()
+    }
+}
+
+extension DaemonSettings {
+    /// Settings from the resolved configuration. The socket comes from systemd when the daemon was
+    /// socket-activated (`LISTEN_FDS`), from `socket.path` otherwise.
+    init(configuration: DaemonConfiguration, version: String) {
+        listener = ControlListener.fromSocketActivation()
+            ?? .path(configuration.socket.path, mode: 0o660, group: configuration.socket.group)
+        api = ControlAPIConfiguration(maxBodyBytes: Int(clamping: configuration.sandbox.maxRequestBody.bytes),
+                                      adminGroup: configuration.socket.adminGroup)
+        supervisor = SupervisorConfiguration(
+            maxSandboxes: configuration.sandbox.maxSandboxes,
+            maxSandboxesPerUID: configuration.sandbox.maxSandboxesPerUID,
+            gracePeriodSeconds: configuration.shutdownGracePeriod,
+            limitEnforcement: configuration.resources.enforcement,
+            version: version)
+        logLevel = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
+    }
+}

@@ -1,0 +1,272 @@
+import Foundation
+import Logging
+import Testing
+@testable import ControlAPI
+import Supervisor
+
+/// The control protocol through the real socket: real curl, real users, real peer credentials.
+/// The service behind it is the real Supervisor with no engine and no database, so everything here
+/// is the protocol layer's own behaviour (errors, limits, identity), not a stand-in's.
+@Suite(.serialized)
+struct ProtocolTests {
+    static let alice = "sbxt-alice"
+    static let bob = "sbxt-bob"
+    static let admin = "sbxt-admin"
+    static let outsider = "sbxt-outsider"
+
+    private func makeSupervisor() -> Supervisor {
+        var logger = Logger(label: "test.supervisor")
+        logger.logLevel = .warning
+        return Supervisor(configuration: .init(), engine: nil, records: nil, logger: logger)
+    }
+
+    private func withServer(_ configuration: ControlAPIConfiguration = .init(),
+                            _ body: (TestServer) async throws -> Void) async throws {
+        let server = try await TestServer(service: makeSupervisor(), configuration: configuration)
+        do {
+            try await body(server)
+        } catch {
+            try await server.stop()
+            throw error
+        }
+        try await server.stop()
+    }
+
+    private func errorBody(_ text: String) throws -> APIErrorBody.Content {
+        try JSONDecoder().decode(APIErrorBody.self, from: Data(text.utf8)).error
+    }
+
+    @Test("the socket is mode 0660, group sandboxd, and is removed on shutdown")
+    func socketModeAndGroup() async throws {
+        guard TestHost.isRoot else { print("skipped: needs root to chown the socket"); return }
+        try TestHost.ensureGroup("sandboxd")
+        let server = try await TestServer(service: makeSupervisor())
+        var info = stat()
+        #expect(lstat(server.socketPath, &info) == 0)
+        #expect(info.st_mode & S_IFMT == S_IFSOCK)
+        #expect(info.st_mode & 0o777 == 0o660)
+        #expect(info.st_gid == getgrnam("sandboxd")!.pointee.gr_gid)
+        try await server.stop()
+        #expect(access(server.socketPath, F_OK) != 0)
+    }
+
+    @Test("each caller is identified by its peer credentials; root and sandboxd-admin members are admins")
+    func peerCredentials() async throws {
+        guard TestHost.isRoot else { print("skipped: needs root to create users"); return }
+        let aliceUID = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
+        let bobUID = try TestHost.ensureUser(Self.bob, groups: ["sandboxd"])
+        let adminUID = try TestHost.ensureUser(Self.admin, groups: ["sandboxd", "sandboxd-admin"])
+        try await withServer { server in
+            for (user, uid, admin) in [(Self.alice, aliceUID, false), (Self.bob, bobUID, false), (Self.admin, adminUID, true)] {
+                let response = try TestHost.curl(server.socketPath, "GET", "/v1/info", as: user, contentType: nil)
+                #expect(response.status == 200, "\(user): \(response.body) \(response.result.stderr)")
+                let info = try JSONDecoder().decode(InfoResponse.self, from: Data(response.body.utf8))
+                #expect(info.caller.uid == uid)
+                #expect(info.caller.admin == admin, "\(user) admin")
+                #expect(info.caller.pid > 0)
+            }
+            let root = try TestHost.curl(server.socketPath, "GET", "/v1/info", contentType: nil)
+            let info = try JSONDecoder().decode(InfoResponse.self, from: Data(root.body.utf8))
+            #expect(info.caller.uid == 0 && info.caller.admin)
+        }
+    }
+
+    @Test("a user outside group sandboxd cannot connect at all")
+    func outsiderRefused() async throws {
+        guard TestHost.isRoot else { print("skipped: needs root to create users"); return }
+        _ = try TestHost.ensureUser(Self.outsider, groups: [])
+        try await withServer { server in
+            let response = try TestHost.curl(server.socketPath, "GET", "/v1/health", as: Self.outsider, contentType: nil)
+            #expect(response.status == 0)
+            #expect(response.result.status == 7, "curl exit \(response.result.status): \(response.result.stderr)") // couldn't connect
+            let ctl = try TestHost.run(["/usr/sbin/runuser", "-u", Self.outsider, "--", TestHost.product("sandboxctl"),
+                                        "info", "--socket", server.socketPath])
+            #expect(ctl.status == 125)
+            #expect(ctl.stderr.contains("permission denied"), "\(ctl.stderr)")
+        }
+    }
+
+    @Test("health answers ok")
+    func health() async throws {
+        try await withServer { server in
+            let response = try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil)
+            #expect(response.status == 200)
+            let health = try JSONDecoder().decode(HealthResponse.self, from: Data(response.body.utf8))
+            #expect(health.status == "ok")
+        }
+    }
+
+    @Test("malformed JSON, unknown fields, wrong types and missing fields are 400 with the one error shape")
+    func badBodies() async throws {
+        try await withServer { server in
+            let cases: [(String, String, String)] = [
+                (#"{"command": ["true"],}"#, "invalid_json", "line 1, column 22"),
+                (#"{"command": ["true"], "timout": 3}"#, "unknown_field", "\"timout\""),
+                (#"{"code": {"language": "python", "source": "1", "lang": "x"}}"#, "unknown_field", "\"code.lang\""),
+                (#"{"command": "true"}"#, "invalid_field", "\"command\""),
+                (#"{"code": {"language": "python"}}"#, "missing_field", "code.source"),
+                (#"{}"#, "missing_field", "\"command\" or \"code\""),
+                (#"{"command": ["true"], "isolation_level": 9}"#, "invalid_field", "isolation_level"),
+                (#"[1]"#, "invalid_json", "JSON object"),
+            ]
+            for (body, code, fragment) in cases {
+                let response = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(body.utf8))
+                #expect(response.status == 400, "\(body) → \(response.status) \(response.body)")
+                let error = try errorBody(response.body)
+                #expect(error.code == code, "\(body) → \(error.code)")
+                #expect(error.message.contains(fragment), "\(body) → \(error.message)")
+            }
+        }
+    }
+
+    @Test("a body that is not application/json is 415")
+    func wrongContentType() async throws {
+        try await withServer { server in
+            for type in ["application/x-www-form-urlencoded", "text/plain"] {
+                let response = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8), contentType: type)
+                #expect(response.status == 415)
+                #expect(try errorBody(response.body).code == "unsupported_media_type")
+            }
+            let charset = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8),
+                                            contentType: "application/json; charset=utf-8")
+            #expect(charset.status != 415)
+        }
+    }
+
+    @Test("a body over the limit is 413 and the server keeps serving")
+    func hugeBody() async throws {
+        try await withServer(.init(maxBodyBytes: 64 * 1024)) { server in
+            let huge = Data(#"{"command":["true"],"stdin":""#.utf8) + Data(repeating: UInt8(ascii: "a"), count: 8 << 20) + Data(#""}"#.utf8)
+            let response = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: huge)
+            #expect(response.status == 413, "\(response.body) \(response.result.stderr)")
+            #expect(try errorBody(response.body).code == "payload_too_large")
+            // Without Content-Length (chunked): the limit still holds while reading.
+            let chunked = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: huge, extra: ["-H", "Transfer-Encoding: chunked"])
+            #expect(chunked.status == 413, "\(chunked.body) \(chunked.result.stderr)")
+            let after = try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil)
+            #expect(after.status == 200)
+        }
+    }
+
+    @Test("unknown routes and methods get the JSON error shape, never an empty answer")
+    func unknownRoutes() async throws {
+        try await withServer { server in
+            for (method, path) in [("GET", "/v2/anything"), ("GET", "/"), ("DELETE", "/v1/health"), ("PATCH", "/v1/sandboxes")] {
+                let response = try TestHost.curl(server.socketPath, method, path, contentType: nil)
+                #expect([404, 405].contains(response.status), "\(method) \(path) → \(response.status)")
+                let error = try errorBody(response.body)
+                #expect(["not_found", "method_not_allowed"].contains(error.code))
+                #expect(error.message.contains(path))
+            }
+            let missing = try TestHost.curl(server.socketPath, "GET", "/v1/sandboxes/sbx-0000000000000000", contentType: nil)
+            #expect(missing.status == 404)
+            #expect(try errorBody(missing.body).code == "not_found")
+            let badID = try TestHost.curl(server.socketPath, "GET", "/v1/executions/not-a-uuid", contentType: nil)
+            #expect(badID.status == 404)
+        }
+    }
+
+    @Test("query parameters are checked: unknown names, bad limits, bad stream values")
+    func queryParameters() async throws {
+        try await withServer { server in
+            let unknown = try TestHost.curl(server.socketPath, "GET", "/v1/executions?sandbox=x", contentType: nil)
+            #expect(unknown.status == 400)
+            #expect(try errorBody(unknown.body).code == "unknown_field")
+            let limit = try TestHost.curl(server.socketPath, "GET", "/v1/executions?limit=100000", contentType: nil)
+            #expect(limit.status == 400)
+            let stream = try TestHost.curl(server.socketPath, "POST", "/v1/run?stream=sse", body: Data(#"{"command":["true"]}"#.utf8))
+            #expect(stream.status == 400)
+            #expect(try errorBody(stream.body).message.contains("ndjson"))
+        }
+    }
+
+    @Test("without a database nothing runs and history says why (503), instead of running unrecorded")
+    func noDatabase() async throws {
+        try await withServer { server in
+            let run = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8))
+            #expect(run.status == 503)
+            #expect(try errorBody(run.body).message.contains("database"))
+            let history = try TestHost.curl(server.socketPath, "GET", "/v1/executions", contentType: nil)
+            #expect(history.status == 503)
+        }
+    }
+
+    @Test("a second server refuses a live socket; a stale socket file is replaced; a regular file is never replaced")
+    func socketTakeover() async throws {
+        try await withServer { server in
+            #expect(throws: ControlListenerError.self) {
+                try ControlListener.path(server.socketPath, group: nil).open()
+            }
+            let health = try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil)
+            #expect(health.status == 200)
+        }
+        // A stale socket: bound, then its listener closed.
+        let directory = "/tmp/sandboxd-stale-\(getpid())"
+        mkdir(directory, 0o755)
+        defer { rmdir(directory) }
+        let stale = directory + "/s.sock"
+        let first = try ControlListener.path(stale, group: nil).open()
+        close(first.fd)
+        let second = try ControlListener.path(stale, group: nil).open()
+        close(second.fd)
+        unlink(stale)
+        // A regular file in the way is an error, and it is left alone.
+        let file = directory + "/f.sock"
+        FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
+        defer { unlink(file) }
+        #expect(throws: ControlListenerError.self) { try ControlListener.path(file, group: nil).open() }
+        #expect(FileManager.default.contents(atPath: file) == Data("keep".utf8))
+    }
+
+    @Test("a client that never finishes its request head is disconnected")
+    func slowHeader() async throws {
+        try await withServer(.init(headerTimeoutSeconds: 1)) { server in
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (index, byte) in server.socketPath.utf8.enumerated() { raw[index] = byte }
+            }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            #expect(connected == 0)
+            let partial = Array("GET /v1/health HTTP/1.1\r\nHost: x\r\n".utf8)
+            _ = partial.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            // The server must close within the header timeout; 20 s is only this test's own give-up point.
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 512)
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            #expect(count == 0, "expected EOF, read returned \(count) errno \(errno)")
+        }
+    }
+
+    @Test("sandboxctl says the daemon is not running when there is no socket, and exits 125")
+    func sandboxctlNotRunning() throws {
+        let result = try TestHost.run([TestHost.product("sandboxctl"), "info", "--socket", "/tmp/no-such-dir-\(getpid())/sandboxd.sock"])
+        #expect(result.status == 125)
+        #expect(result.stderr.contains("sandboxd is not running"), "\(result.stderr)")
+        let refused = "/tmp/sandboxd-refused-\(getpid()).sock"
+        let listener = try ControlListener.path(refused, group: nil).open()
+        close(listener.fd) // the file stays, nobody listens: connection refused
+        defer { unlink(refused) }
+        let second = try TestHost.run([TestHost.product("sandboxctl"), "ps", "--socket", refused])
+        #expect(second.status == 125)
+        #expect(second.stderr.contains("not running"), "\(second.stderr)")
+    }
+
+    @Test("sandboxctl info works over the socket, as text and as JSON")
+    func sandboxctlInfo() async throws {
+        try await withServer { server in
+            let text = try TestHost.run([TestHost.product("sandboxctl"), "info", "--socket", server.socketPath])
+            #expect(text.status == 0, "\(text.stderr)")
+            #expect(text.stdout.contains("isolation levels"))
+            let json = try TestHost.run([TestHost.product("sandboxctl"), "info", "-o", "json", "--socket", server.socketPath])
+            #expect(json.status == 0)
+            let info = try JSONDecoder().decode(InfoResponse.self, from: Data(json.stdout.utf8))
+            #expect(info.caller.uid == getuid())
+        }
+    }
+}

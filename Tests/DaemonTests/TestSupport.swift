@@ -1,0 +1,272 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+@testable import ControlAPI
+import Supervisor
+
+/// Host facts and helpers for tests that need root, real users and real processes.
+enum TestHost {
+    static var isRoot: Bool { getuid() == 0 }
+
+    /// The package root (tests run from anywhere).
+    static let packageRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// A built executable of this package (`swift build --build-tests` builds them all).
+    static func product(_ name: String) -> String {
+        for configuration in ["debug", "release"] {
+            let path = packageRoot.appendingPathComponent(".build/\(configuration)/\(name)").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return packageRoot.appendingPathComponent(".build/debug/\(name)").path
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a program to completion, feeding `input` on stdin.
+    @discardableResult
+    static func run(_ argv: [String], input: Data = Data(), environment: [String: String]? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: argv[0])
+        process.arguments = Array(argv.dropFirst())
+        if let environment { process.environment = environment }
+        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        let writer = Thread {
+            try? stdin.fileHandleForWriting.write(contentsOf: input)
+            try? stdin.fileHandleForWriting.close()
+        }
+        writer.start()
+        // Read both pipes concurrently so a chatty child cannot block on a full pipe.
+        let errorData = LockedData()
+        let errorReader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
+        errorReader.start()
+        let out = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while !errorData.done { usleep(1000) }
+        return Result(status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+                      stderr: String(decoding: errorData.data, as: UTF8.self))
+    }
+
+    final class LockedData: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = Data()
+        private var finished = false
+        func set(_ data: Data) { lock.lock(); value = data; finished = true; lock.unlock() }
+        var done: Bool { lock.lock(); defer { lock.unlock() }; return finished }
+        var data: Data { lock.lock(); defer { lock.unlock() }; return value }
+    }
+
+    static func ensureGroup(_ name: String) throws {
+        if getgrnam(name) == nil { try run(["/usr/sbin/groupadd", "--system", name]) }
+    }
+
+    /// A throwaway system user (no home, no login shell) in exactly `groups`; returns its uid.
+    /// Users are reused across runs (named `sbxt-*`), their groups reset each time.
+    static func ensureUser(_ name: String, groups: [String]) throws -> UInt32 {
+        for group in groups { try ensureGroup(group) }
+        if getpwnam(name) == nil {
+            try run(["/usr/sbin/useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+        }
+        try run(["/usr/sbin/usermod", "-G", groups.joined(separator: ","), name])
+        guard let entry = getpwnam(name) else { throw TestError("useradd \(name) did not create the user") }
+        return entry.pointee.pw_uid
+    }
+
+    /// `curl` over the Unix socket as `user` (nil: as root). Returns the HTTP status (0 when no response) and body.
+    static func curl(_ socket: String, _ method: String, _ path: String, as user: String? = nil, body: Data? = nil,
+                     contentType: String? = "application/json", extra: [String] = []) throws -> (status: Int, body: String, result: Result) {
+        var argv = ["/usr/bin/curl", "-sS", "--max-time", "30", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}"]
+        if let contentType { argv += ["-H", "Content-Type: \(contentType)"] }
+        if body != nil { argv += ["--data-binary", "@-"] }
+        argv += extra
+        argv.append("http://localhost" + path)
+        if let user { argv = ["/usr/sbin/runuser", "-u", user, "--"] + argv }
+        let result = try run(argv, input: body ?? Data())
+        let text = result.stdout
+        guard let newline = text.lastIndex(of: "\n") else { return (0, text, result) }
+        return (Int(text[text.index(after: newline)...]) ?? 0, String(text[..<newline]), result)
+    }
+}
+
+struct TestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A real control server on a real socket in a temporary directory, served in-process.
+final class TestServer: @unchecked Sendable {
+    let directory: String
+    let socketPath: String
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    init(service: any SandboxService, configuration: ControlAPIConfiguration = .init(), socketGroup: String? = "sandboxd") async throws {
+        var template = Array("/tmp/sandboxd-test-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
+        directory = String(cString: made)
+        chmod(directory, 0o755) // other test users must reach the socket; the socket's own mode decides
+        socketPath = directory + "/sandboxd.sock"
+        var logger = Logger(label: "test.control")
+        logger.logLevel = .warning
+        let server = ControlServer(listener: .path(socketPath, mode: 0o660, group: socketGroup), service: service,
+                                   configuration: configuration, logger: logger)
+        group = ServiceGroup(configuration: .init(services: [server], logger: logger))
+        let group = self.group
+        task = Task { try await group.run() }
+        for _ in 0..<500 {
+            if access(socketPath, F_OK) == 0 { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestError("server did not create \(socketPath)")
+    }
+
+    func stop() async throws {
+        await group.triggerGracefulShutdown()
+        try await task.value
+        rmdir(directory)
+    }
+}
+
+/// A long-running child started with posix_spawn and reaped by this code alone.
+/// (Foundation's Process reaps with a blocking wait4 on one shared thread: while a long-lived
+/// child runs, short-lived ones started with Process are never reaped.)
+struct SpawnedProcess {
+    let pid: pid_t
+
+    /// Starts `argv` with stdout to /dev/null and stderr appended to `logPath`.
+    init(_ argv: [String], logPath: String) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
+        guard status == 0 else { throw TestError("posix_spawn \(argv[0]): \(String(cString: strerror(status)))") }
+        self.pid = pid
+    }
+
+    /// The exit status once it has exited (reaping it), nil while it runs.
+    func poll() -> (exited: Bool, status: Int32)? {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        guard result == pid else { return nil }
+        let exited = status & 0x7f == 0
+        return (exited, exited ? (status >> 8) & 0xff : status & 0x7f)
+    }
+
+    /// Waits up to `seconds` for the exit.
+    func wait(seconds: Double) async throws -> (exited: Bool, status: Int32)? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let result = poll() { return result }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
+    func kill(_ signal: Int32) { _ = Glibc.kill(pid, signal) }
+}
+
+extension TestHost {
+    /// Whether a server accepts connections on the Unix socket at `path`.
+    static func canConnect(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (index, byte) in bytes.enumerated() { raw[index] = byte } }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        } == 0
+    }
+}
+
+extension JSONDecoder {
+    static var iso: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}
+
+/// A blocking HTTP/1.1 client on one keep-alive Unix-socket connection (enough for load tests:
+/// Content-Length bodies only, which is all the daemon sends for non-streamed answers).
+final class UnixHTTPClient {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (index, byte) in bytes.enumerated() { raw[index] = byte } }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, connected == 0 else { throw TestError("connect \(path): errno \(errno)") }
+    }
+
+    deinit { close(fd) }
+
+    func request(_ method: String, _ path: String, json: String? = nil) throws -> (Int, String) {
+        let body = Array((json ?? "").utf8)
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nContent-Length: \(body.count)\r\n"
+        if json != nil { head += "Content-Type: application/json\r\n" }
+        head += "\r\n"
+        let message = Array(head.utf8) + body
+        var offset = 0
+        while offset < message.count {
+            let written = message.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            guard written > 0 else { throw TestError("write: errno \(errno)") }
+            offset += written
+        }
+        let headerEnd = try readUntil(Array("\r\n\r\n".utf8))
+        let headerText = String(decoding: buffer[..<headerEnd], as: UTF8.self)
+        buffer.removeFirst(headerEnd + 4)
+        let lines = headerText.split(separator: "\r\n")
+        guard let statusLine = lines.first, let status = Int(statusLine.split(separator: " ")[1]) else {
+            throw TestError("bad status line: \(headerText)")
+        }
+        var length = 0
+        for line in lines.dropFirst() where line.lowercased().hasPrefix("content-length:") {
+            length = Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+        }
+        while buffer.count < length { try fill() }
+        let text = String(decoding: buffer[..<length], as: UTF8.self)
+        buffer.removeFirst(length)
+        return (status, text)
+    }
+
+    private func readUntil(_ marker: [UInt8]) throws -> Int {
+        while true {
+            if buffer.count >= marker.count {
+                for index in 0...(buffer.count - marker.count) where buffer[index..<(index + marker.count)].elementsEqual(marker) {
+                    return index
+                }
+            }
+            try fill()
+        }
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { throw TestError("connection closed (read \(count), errno \(errno))") }
+        buffer.append(contentsOf: chunk[..<count])
+    }
+}
