@@ -155,7 +155,7 @@ package.targets += [
     .testTarget(name: "QEMUGuestTests", dependencies: ["QEMUGuest"]),
 
     // The QEMU test guest (host root over 9p, real cgroup2): GuestMachine.run(...). Test-only.
-    .target(name: "GuestSupport", dependencies: ["QEMUGuest"], path: "Tests/guest/GuestSupport"),
+    .target(name: "GuestSupport", dependencies: ["QEMUGuest", "SandboxCore"], path: "Tests/guest/GuestSupport"),
     .testTarget(name: "GuestTests", dependencies: ["GuestSupport", "QEMUGuest"], path: "Tests/guest/GuestTests"),
 ]
 

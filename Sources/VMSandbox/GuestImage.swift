@@ -1,5 +1,6 @@
 import Foundation
 import QEMUGuest
+import SandboxCore
 
 /// A built level-3 guest image: kernel, initramfs and the agent, plus the host runtime
 /// directories QEMU shares read-only. Nothing in it is secret; its directory is world-readable

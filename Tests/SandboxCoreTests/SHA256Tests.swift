@@ -32,3 +32,36 @@ struct SHA256Tests {
         #expect(SHA256.hex(of: String(repeating: "x", count: length)) == expected)
     }
 }
+
+struct SHA256StreamingTests {
+    @Test("byte digests match the FIPS 180-4 test vectors", arguments: [
+        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    ])
+    func vectors(input: String, digest: String) {
+        #expect(SHA256.hex(of: Array(input.utf8)) == digest)
+    }
+
+    @Test("a million 'a's, fed in uneven pieces, give the long test vector")
+    func longInput() {
+        var hasher = SHA256()
+        var fed = 0
+        var piece = 1
+        while fed < 1_000_000 {
+            let count = min(piece, 1_000_000 - fed)
+            hasher.update([UInt8](repeating: UInt8(ascii: "a"), count: count))
+            fed += count
+            piece = piece * 3 % 997 + 1
+        }
+        #expect(hasher.finalizeHex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+    }
+
+    @Test("fields are delimited, so moving a character between fields changes the key")
+    func fieldsAreDelimited() {
+        var a = SHA256(), b = SHA256()
+        a.update(field: "ab"); a.update(field: "c")
+        b.update(field: "a"); b.update(field: "bc")
+        #expect(a.finalizeHex() != b.finalizeHex())
+    }
+}

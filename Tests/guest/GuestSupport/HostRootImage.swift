@@ -1,5 +1,6 @@
 import Foundation
 import QEMUGuest
+import SandboxCore
 
 /// The test guest's kernel and initramfs, as built (or found) in the cache.
 ///
