@@ -158,7 +158,7 @@ public struct GuestMachine: Sendable {
         // the host's time boxes would have (busybox sleep and poweroff, outside the host root).
         let watchdogSeconds = Int((bootTimeout + timeout).rounded(.up)) + 30
         let watchdog = "( sleep \(watchdogSeconds); echo 'guest watchdog: time box passed, powering off'; poweroff -f ) &\n"
-        let jobScript = watchdog + frame.shellScript(running: chrootCommand, to: "/dev/ttyS1")
+        let jobScript = watchdog + keepVisibleScript() + frame.shellScript(running: chrootCommand, to: "/dev/ttyS1")
         let initrdPath = runDirectory + "/initrd.cpio"
         do {
             var job = CPIOArchive()
@@ -259,6 +259,21 @@ final class CancellationFlag: @unchecked Sendable {
 extension GuestMachine {
     /// The path of an executable product built beside the running test binary
     /// (`.build/<triple>/debug/NAME`). The guest sees the host root, so the same path runs there.
+    /// Binds the test's own checkout back into the guest when it lives under `/tmp` or `/var/tmp`,
+    /// which the guest covers with empty tmpfs mounts (the init keeps the host's copies at `/keep`).
+    static func keepVisibleScript() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return "" }
+        let path = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for volatile in ["/tmp/", "/var/tmp/"] where path.hasPrefix(volatile) {
+            guard let top = path.dropFirst(volatile.count).split(separator: "/").first else { return "" }
+            let kept = SerialFrame.shellQuoted(volatile + top)
+            return "mkdir -p .\(kept) && mount --bind /keep\(kept) .\(kept) || echo 'guest: cannot bind \(volatile)\(top)'\n"
+        }
+        return ""
+    }
+
     public static func builtProduct(named name: String) throws(GuestMachineError) -> String {
         var buffer = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)

@@ -37,6 +37,11 @@ enum HostRootInit {
         mkdir -p /mnt/dev/pts /mnt/dev/shm
         mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /mnt/dev/pts || fail "mount devpts /mnt/dev/pts"
         mount -t tmpfs -o mode=1777 tmpfs /mnt/dev/shm || fail "mount tmpfs /mnt/dev/shm"
+        # The host's /tmp and /var/tmp stay reachable at /keep in this init's own root: a checkout
+        # under /tmp (as CI may make) is bound back into the guest's empty tmpfs by the job script.
+        for dir in /tmp /var/tmp; do
+            [ -d "/mnt$dir" ] && { mkdir -p "/keep$dir" && mount --bind "/mnt$dir" "/keep$dir" || fail "bind /mnt$dir /keep$dir"; }
+        done
         for dir in /tmp /var/tmp; do
             [ -d "/mnt$dir" ] && { mount -t tmpfs -o mode=1777 tmpfs "/mnt$dir" || fail "mount tmpfs /mnt$dir"; }
         done
