@@ -5,16 +5,20 @@ import SandboxCore
 public struct EngineSandboxSpec: Sendable, Hashable {
     public var id: String
     public var isolationLevel: IsolationLevel
+    /// The policy's name, as recorded.
     public var policy: String
+    /// The policy's rules as loaded when the sandbox was created (a later reload does not change them).
+    public var rules: Policy
     public var limits: ResourceLimits
     public var environment: [String: String]
     public var enforcement: LimitEnforcement
 
-    public init(id: String, isolationLevel: IsolationLevel, policy: String, limits: ResourceLimits,
+    public init(id: String, isolationLevel: IsolationLevel, policy: String, rules: Policy = Policy(), limits: ResourceLimits,
                 environment: [String: String], enforcement: LimitEnforcement) {
         self.id = id
         self.isolationLevel = isolationLevel
         self.policy = policy
+        self.rules = rules
         self.limits = limits
         self.environment = environment
         self.enforcement = enforcement

@@ -306,9 +306,13 @@ public final class Supervisor: SandboxService {
         }
         let id = Self.newSandboxID()
         let policy = request.policy ?? configuration.defaultPolicy
-        if let names = configuration.policyNames, !names.contains(policy) {
-            throw APIError(.invalidField, "unknown policy \"\(policy)\" (loaded: \(names.sorted().joined(separator: ", ")))",
-                           details: ["field": "policy", "policy": .string(policy)])
+        var rules = Policy()
+        if let policies = configuration.policies {
+            guard let loaded = policies[policy] else {
+                throw APIError(.invalidField, "unknown policy \"\(policy)\" (loaded: \(policies.names.joined(separator: ", ")))",
+                               details: ["field": "policy", "policy": .string(policy)])
+            }
+            rules = loaded.policy
         }
         let description = SandboxDescription(
             sandboxID: id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
@@ -317,7 +321,7 @@ public final class Supervisor: SandboxService {
         var limits = ResourceLimits()
         limits.executionTimeout = request.timeout ?? configuration.defaultTimeout
         limits.outputLimit = ByteCount(bytes: UInt64(configuration.maxOutputBytes))
-        let spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, limits: limits, environment: request.env ?? [:],
+        let spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, rules: rules, limits: limits, environment: request.env ?? [:],
                                      enforcement: configuration.limitEnforcement)
         try await registry.reserve(description, persistent: persistent, defaults: request)
         return (engine, spec, description)

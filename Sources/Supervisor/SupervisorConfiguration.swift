@@ -24,8 +24,9 @@ public struct SupervisorConfiguration: Sendable, Hashable {
     public var version: String
     /// Directories searched for language runtimes (the sandbox sees the host's `/usr`).
     public var runtimeSearchPath: [String]
-    /// Names of the loaded policies; a request naming another is refused. nil: not checked.
-    public var policyNames: Set<String>?
+    /// The loaded policies; a request naming another is refused. nil: none loaded (every request
+    /// runs under the built-in defaults of `Policy()`).
+    public var policies: PolicySet?
     /// Why there is no engine, when the daemon runs without one (reported by `/v1/info` and errors).
     public var engineProblem: String?
 

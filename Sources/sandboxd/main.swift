@@ -79,7 +79,7 @@ struct SandboxdCommand: AsyncParsableCommand {
         var daemonSettings = settings
         do {
             let policies = try loadPolicies(configuration.policyDirectory)
-            daemonSettings.supervisor.policyNames = Set(policies.names)
+            daemonSettings.supervisor.policies = policies
             logger.info("policies: \(policies.names.joined(separator: ", "))")
         } catch {
             logger.critical("\(error)")
