@@ -57,7 +57,7 @@ let package = Package(
 
         // The operator's command line over the socket.
         .executableTarget(name: "sandboxctl", dependencies: [
-            "ControlAPI",
+            "ControlAPI", "SandboxCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -90,6 +90,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
 
         // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/close_range.h>
+#include <linux/openat2.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
@@ -76,6 +77,84 @@ static int set_attr(const char *target, uint64_t attr, unsigned int flags) {
     return (int)syscall(SYS_mount_setattr, AT_FDCWD, target, flags, &a, sizeof a);
 }
 
+/// `openat2(O_PATH)` with `resolve` (AT_FDCWD: relative paths start at the new root).
+static int open_path(const char *path, uint64_t resolve) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = resolve;
+    return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+}
+
+/// A path inside the new root, reached without any symlink (and never above the new root).
+static int open_beneath(const char *target) {
+    return open_path(target, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+}
+
+/// Attaches the detached mount `tree` on the object `dst_fd` refers to.
+static int attach(int tree, int dst_fd) {
+    return (int)syscall(SYS_move_mount, tree, "", dst_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+}
+
+/// A bind whose source and target were each looked up once, without following any symlink:
+/// a host symlink (even one swapped in after Swift checked the path) fails the sandbox (ELOOP)
+/// instead of redirecting the bind to another host directory.
+static void bind_nofollow(int rfd, const struct sbx_mount *m, int index) {
+    int src = open_path(m->source, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+    if (src < 0) fail(rfd, SBX_STEP_MOUNT, index);
+    if (((m->flags & SBX_MF_FILE) ? make_file(m->target) : make_dir(m->target)) < 0)
+        fail(rfd, SBX_STEP_MKDIR, index);
+    int dst = open_beneath(m->target);
+    if (dst < 0) fail(rfd, SBX_STEP_MOUNT, index);
+    int tree = (int)syscall(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+    if (tree < 0) fail(rfd, SBX_STEP_MOUNT, index);
+    if (m->attr_set != 0) {
+        struct mount_attr a;
+        memset(&a, 0, sizeof a);
+        a.attr_set = m->attr_set;
+        if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) < 0)
+            fail(rfd, SBX_STEP_MOUNT_SETATTR, index);
+    }
+    if (attach(tree, dst) < 0) fail(rfd, SBX_STEP_MOUNT, index);
+    close(tree);
+    close(dst);
+    close(src);
+}
+
+/// Hides what `m->target` is inside the new root, like runc's masked paths: an empty read-only
+/// tmpfs over a directory, `/dev/null` over anything else. The target is looked up once, beneath
+/// the new root, with no symlink on the way (ELOOP fails the sandbox: a mask must never land
+/// somewhere else). Absent optional targets are skipped.
+static void mask_path(int rfd, const struct sbx_mount *m, int index) {
+    int optional = (m->flags & SBX_MF_OPTIONAL) != 0;
+    int dst = open_beneath(m->target);
+    if (dst < 0) {
+        if (optional && errno == ENOENT) return;
+        fail(rfd, SBX_STEP_MOUNT, index);
+    }
+    struct stat st;
+    if (fstat(dst, &st) < 0) fail(rfd, SBX_STEP_MOUNT, index);
+    int tree;
+    if (S_ISDIR(st.st_mode)) {
+        int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+        if (fs < 0) fail(rfd, SBX_STEP_MOUNT, index);
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "mode", "0555", 0) < 0
+            || syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+            fail(rfd, SBX_STEP_MOUNT, index);
+        tree = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
+                            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+        if (tree < 0) fail(rfd, SBX_STEP_MOUNT, index);
+        close(fs);
+    } else {
+        // /dev/null reads as empty and swallows writes, read-only or not (as runc does).
+        tree = (int)syscall(SYS_open_tree, AT_FDCWD, m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0) fail(rfd, SBX_STEP_MOUNT, index);
+    }
+    if (attach(tree, dst) < 0) fail(rfd, SBX_STEP_MOUNT, index);
+    close(tree);
+    close(dst);
+}
+
 /// Applies one entry of the mount plan. Returns normally or reports and exits.
 static void apply_mount(int rfd, const struct sbx_mount *m, int index) {
     int optional = (m->flags & SBX_MF_OPTIONAL) != 0;
@@ -85,6 +164,10 @@ static void apply_mount(int rfd, const struct sbx_mount *m, int index) {
         return;
 
     case SBX_MOUNT_BIND:
+        if (m->flags & SBX_MF_NOFOLLOW) {
+            bind_nofollow(rfd, m, index);
+            return;
+        }
         if (((m->flags & SBX_MF_FILE) ? make_file(m->target) : make_dir(m->target)) < 0)
             fail(rfd, SBX_STEP_MKDIR, index);
         if (mount(m->source, m->target, NULL, MS_BIND | MS_REC, NULL) < 0) {
@@ -124,27 +207,9 @@ static void apply_mount(int rfd, const struct sbx_mount *m, int index) {
         return;
     }
 
-    case SBX_MOUNT_MASK: {
-        // Like runc's masked paths: a file is covered by /dev/null, a directory by an empty
-        // read-only tmpfs. Absent paths (kernel config dependent) are skipped.
-        int fd = open(m->target, O_PATH | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0) {
-            if (optional && errno == ENOENT) return;
-            fail(rfd, SBX_STEP_MOUNT, index);
-        }
-        struct stat st;
-        int is_dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
-        close(fd);
-        if (is_dir) {
-            if (mount("tmpfs", m->target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                      "size=0,mode=0555") < 0)
-                fail(rfd, SBX_STEP_MOUNT, index);
-        } else {
-            // /dev/null reads as empty and swallows writes, read-only or not (as runc does).
-            if (mount(m->source, m->target, NULL, MS_BIND, NULL) < 0) fail(rfd, SBX_STEP_MOUNT, index);
-        }
+    case SBX_MOUNT_MASK:
+        mask_path(rfd, m, index);
         return;
-    }
 
     case SBX_MOUNT_READONLY:
         if (mount(m->target, m->target, NULL, MS_BIND | MS_REC, NULL) < 0) {

@@ -29,6 +29,8 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         case levelUnavailable = "isolation_level_unavailable"
         case limitsNotEnforceable = "limits_not_enforceable"
         case pathRefused = "path_refused"
+        case environmentRefused = "environment_refused"
+        case invalidPolicy = "invalid_policy"
         case unavailable = "service_unavailable"
         case shuttingDown = "shutting_down"
         case timeout = "request_timeout"
@@ -37,7 +39,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The HTTP status this code is answered with.
         public var httpStatus: Int {
             switch self {
-            case .badRequest, .invalidJSON, .unknownField, .invalidField, .missingField, .pathRefused: 400
+            case .badRequest, .invalidJSON, .unknownField, .invalidField, .missingField, .pathRefused, .environmentRefused: 400
             case .forbidden: 403
             case .notFound: 404
             case .methodNotAllowed: 405
@@ -45,7 +47,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
             case .conflict: 409
             case .payloadTooLarge: 413
             case .unsupportedMediaType: 415
-            case .unsupportedLanguage, .levelUnavailable, .limitsNotEnforceable: 422
+            case .unsupportedLanguage, .levelUnavailable, .limitsNotEnforceable, .invalidPolicy: 422
             case .tooManyRequests: 429
             case .internalError: 500
             case .unavailable, .shuttingDown: 503

@@ -96,6 +96,18 @@ struct ControlRoutes {
             try body.validate()
             return try jsonResponse(try await service.createSession(body, caller: context.caller), status: .created)
         }
+        router.get("/v1/policies") { _, context in
+            try jsonResponse(try await service.policies(caller: context.caller))
+        }
+        router.post("/v1/policies/reload") { request, context in
+            // No body is expected; one that is there is drained so the connection stays usable.
+            _ = try await collect(request, limit: configuration.maxBodyBytes)
+            guard context.caller.isAdmin else {
+                throw APIError(.forbidden, "reloading policies needs root or membership in the admin group (sandboxd-admin)",
+                               details: ["uid": .integer(Int64(context.caller.uid))])
+            }
+            return try jsonResponse(try await service.reloadPolicies(caller: context.caller))
+        }
         return router
     }
 

@@ -50,4 +50,19 @@ public protocol SandboxService: Sendable {
     func executions(_ query: ExecutionQuery, caller: Caller) async throws -> [ExecutionRecordView]
     func execution(id: UUID, caller: Caller) async throws -> ExecutionRecordView
     func createSession(_ request: SessionCreateRequest, caller: Caller) async throws -> SessionDescription
+    /// The policies in force (any caller may read them: they say what a sandbox may do).
+    func policies(caller: Caller) async throws -> PolicyList
+    /// Re-reads every policy file; all of them load or nothing changes (`invalid_policy` with
+    /// every diagnostic). Admins only.
+    func reloadPolicies(caller: Caller) async throws -> PolicyList
+}
+
+extension SandboxService {
+    public func policies(caller: Caller) async throws -> PolicyList {
+        throw APIError(.unavailable, "this sandboxd serves no policies")
+    }
+
+    public func reloadPolicies(caller: Caller) async throws -> PolicyList {
+        throw APIError(.unavailable, "this sandboxd serves no policies")
+    }
 }

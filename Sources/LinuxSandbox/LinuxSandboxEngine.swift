@@ -154,6 +154,13 @@ public final class LinuxSandboxEngine: Sendable {
                 throw LinuxSandboxError(.invalidRequest, "mount path \"\(mount.sandboxPath)\" would hide the sandbox's own tmpfs", path: mount.sandboxPath)
             }
         }
+        for path in spec.maskedPaths {
+            let components = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+            guard path.hasPrefix("/"), path != "/", !path.utf8.contains(0),
+                  !components.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+                throw LinuxSandboxError(.invalidRequest, "masked path \"\(path)\" must be a normalized absolute path below / (no //, ., .. or NUL)", path: path)
+            }
+        }
         for (key, value) in spec.environment { try validateEnvironment(key, value) }
         let limits = spec.limits
         guard limits.executionTimeout > 0, limits.openFiles > 0, limits.tmpfsSize.bytes > 0,

@@ -48,6 +48,16 @@ enum RootfsPlan {
         let runtime: [Entry]
         let etc: [Entry]
 
+        /// `path` as it lies in the sandbox's root: a leading runtime symlink (`/bin` → `usr/bin`
+        /// on merged-/usr hosts) is replaced by what it names, so a mask reaches the real place.
+        func resolvingRuntimeSymlinks(_ path: String) -> String {
+            for case .symlink(let link, let target) in runtime where path == link || path.hasPrefix(link + "/") {
+                let base = target.hasPrefix("/") ? target : "/" + target
+                return base + path.dropFirst(link.count)
+            }
+            return path
+        }
+
         init(configuration: LinuxSandboxConfiguration) {
             func lookUp(_ path: String) -> Entry? {
                 var st = stat()
@@ -177,7 +187,21 @@ enum RootfsPlan {
         }
 
         for mount in spec.mounts {
-            try bind(mount.hostPath, mount.sandboxPath, readOnly: mount.readOnly)
+            if mount.refuseSymlinks {
+                let isDirectory = try checkNoSymlinks(mount.hostPath)
+                try bind(mount.hostPath, mount.sandboxPath, readOnly: mount.readOnly, isDirectory: isDirectory)
+                steps[steps.count - 1].flags |= UInt32(SBX_MF_NOFOLLOW.rawValue)
+            } else {
+                try bind(mount.hostPath, mount.sandboxPath, readOnly: mount.readOnly)
+            }
+        }
+
+        // Blocked paths, after every mount that could provide them. The child looks each up
+        // beneath the new root with no symlink on the way; one that is absent needs no mask.
+        for blocked in spec.maskedPaths {
+            let inside = host.resolvingRuntimeSymlinks(blocked)
+            try checkMaskable(inside, as: blocked, mounts: spec.mounts, host: host)
+            steps.append(MountStep(kind: SBX_MOUNT_MASK, flags: UInt32(SBX_MF_OPTIONAL.rawValue), source: "/dev/null", sandboxPath: inside))
         }
 
         // Masks last, so an extra mount cannot uncover them.
@@ -189,6 +213,56 @@ enum RootfsPlan {
                                    attributes: attrReadOnly | attrNoSuid | attrNoDev | attrNoExec))
         }
         return steps
+    }
+
+    /// Checks that no component of the host path `path` is a symbolic link and that it exists.
+    /// Returns whether it is a directory. (The child opens it again with `RESOLVE_NO_SYMLINKS`, so
+    /// a link swapped in after this check fails the sandbox rather than redirecting the bind.)
+    static func checkNoSymlinks(_ path: String) throws(LinuxSandboxError) -> Bool {
+        var current = ""
+        var st = stat()
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            guard lstat(current, &st) == 0 else {
+                let e = Sys.errno
+                if e == ENOENT {
+                    throw LinuxSandboxError(.invalidRequest, "allowed path \(path) does not exist on this host (\(current) is missing)", path: path, errno: e)
+                }
+                throw LinuxSandboxError(.invalidRequest, "allowed path \(path): lstat(\"\(current)\"): \(errnoName(e))", path: path, errno: e)
+            }
+            if (st.st_mode & S_IFMT) == S_IFLNK {
+                throw LinuxSandboxError(.invalidRequest, "allowed path \(path) goes through a symbolic link on the host (\(current)); "
+                                        + "policy paths are mounted only when no component is a link, so they cannot lead elsewhere", path: path)
+            }
+        }
+        return (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// A blocked path that lies inside a bind of a host directory is checked on the host: a
+    /// symbolic link at or below the bind point would make the mask miss what it should hide
+    /// (the link still leads to it), so the sandbox is refused. Paths nothing binds are only in
+    /// the sandbox's own root, which the child checks itself.
+    static func checkMaskable(_ inside: String, as blocked: String, mounts: [MountSpec], host: HostRuntime) throws(LinuxSandboxError) {
+        var binds: [(hostPath: String, sandboxPath: String)] = mounts.map { ($0.hostPath, $0.sandboxPath) }
+        for entry in host.runtime + host.etc {
+            switch entry {
+            case .directory(let path), .file(let path): binds.append((path, path))
+            case .symlink: break
+            }
+        }
+        let covering = binds.filter { inside == $0.sandboxPath || inside.hasPrefix($0.sandboxPath + "/") }
+            .max { $0.sandboxPath.count < $1.sandboxPath.count }
+        guard let covering else { return }
+        var current = covering.hostPath
+        var st = stat()
+        for component in inside.dropFirst(covering.sandboxPath.count).split(separator: "/") {
+            current += "/" + component
+            guard lstat(current, &st) == 0 else { return } // absent: nothing to hide
+            if (st.st_mode & S_IFMT) == S_IFLNK {
+                throw LinuxSandboxError(.invalidRequest, "blocked path \(blocked) goes through a symbolic link on the host (\(current)); "
+                                        + "masking it would leave what the link points to visible, so the sandbox is refused", path: blocked)
+            }
+        }
     }
 
     /// tmpfs options of a writable scratch mount (/tmp, the workspace, /dev/shm): `size=` caps the

@@ -211,21 +211,44 @@ extension Policy {
         "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICEFILE", "PGPASSFILE",
     ]
 
+    /// What happens to a requested variable that is neither allowed nor blocked.
+    public enum UnlistedVariables: Sendable {
+        /// Refused like a blocked one (strict callers).
+        case refuse
+        /// Silently left out (the daemon: only allowed variables pass; blocked ones are refused).
+        case drop
+    }
+
     /// The environment a sandbox starts with: `PATH` and `HOME` fixed by the daemon, plus the
     /// requested variables the policy allows. Nothing else is inherited.
     ///
     /// - Throws: ``SandboxCoreError`` `.environmentRefused` naming every requested variable that is
     ///   blocked, set by the daemon, or simply not in `environment.allowed_vars` (one diagnostic each).
     public func sandboxEnvironment(requested: [String: String]) throws(SandboxCoreError) -> [String: String] {
+        try filterEnvironment(requested: requested, unlisted: .refuse).environment
+    }
+
+    /// The environment a sandbox starts with, and the requested variables left out.
+    ///
+    /// A blocked variable, a daemon-set one (`PATH`, `HOME`, proxy and database variables) and a
+    /// value with a NUL byte are always refused; an unlisted one is refused or dropped as `unlisted` says.
+    /// - Throws: ``SandboxCoreError`` `.environmentRefused` naming every refused variable at once.
+    public func filterEnvironment(requested: [String: String], unlisted: UnlistedVariables)
+        throws(SandboxCoreError) -> (environment: [String: String], dropped: [String]) {
         var result = ["PATH": Self.sandboxPath, "HOME": Self.sandboxHome]
         var refused: [Diagnostic] = []
+        var dropped: [String] = []
         for (name, value) in requested.sorted(by: { $0.key < $1.key }) {
             if environment.blockedVars.contains(name) {
                 refused.append(Diagnostic(key: name, message: "blocked by the policy (environment.blocked_vars)"))
             } else if Self.daemonSetVariables.contains(name) {
                 refused.append(Diagnostic(key: name, message: "set by sandboxd; a request cannot supply it"))
             } else if !environment.allowedVars.contains(name) {
-                refused.append(Diagnostic(key: name, message: "not listed in the policy's environment.allowed_vars (only listed variables pass)"))
+                if unlisted == .drop {
+                    dropped.append(name)
+                } else {
+                    refused.append(Diagnostic(key: name, message: "not listed in the policy's environment.allowed_vars (only listed variables pass)"))
+                }
             } else if value.utf8.contains(0) {
                 refused.append(Diagnostic(key: name, message: "value contains a NUL byte"))
             } else {
@@ -236,6 +259,6 @@ extension Policy {
             let names = refused.compactMap(\.key).joined(separator: ", ")
             throw SandboxCoreError(code: .environmentRefused, message: "environment refused: \(names)", diagnostics: refused)
         }
-        return result
+        return (result, dropped)
     }
 }

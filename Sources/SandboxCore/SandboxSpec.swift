@@ -11,6 +11,10 @@ public struct SandboxSpec: Hashable, Sendable, Codable {
     public var environment: [String: String]
     /// Extra host paths mounted into the sandbox.
     public var mounts: [MountSpec]
+    /// Absolute paths hidden inside the sandbox whatever mounts or the root provide there (a
+    /// policy's `filesystem.blocked_paths`): an empty read-only directory over a directory,
+    /// `/dev/null` over a file. A path absent inside the sandbox needs no mask.
+    public var maskedPaths: [String]
     /// Working directory and writable scratch space (a size-capped tmpfs), kept across execs.
     public var workspacePath: String
     public var network: NetworkMode
@@ -22,6 +26,7 @@ public struct SandboxSpec: Hashable, Sendable, Codable {
         enforcement: LimitEnforcement = .strict,
         environment: [String: String] = [:],
         mounts: [MountSpec] = [],
+        maskedPaths: [String] = [],
         workspacePath: String = "/workspace",
         network: NetworkMode = .loopbackOnly
     ) {
@@ -31,6 +36,7 @@ public struct SandboxSpec: Hashable, Sendable, Codable {
         self.enforcement = enforcement
         self.environment = environment
         self.mounts = mounts
+        self.maskedPaths = maskedPaths
         self.workspacePath = workspacePath
         self.network = network
     }
@@ -46,11 +52,15 @@ public struct MountSpec: Hashable, Sendable, Codable {
     /// Absolute path inside the sandbox.
     public var sandboxPath: String
     public var readOnly: Bool
+    /// Refuse a host path with a symbolic link anywhere in it (policy mounts): the bind then
+    /// cannot be redirected to another host directory, not even between the check and the mount.
+    public var refuseSymlinks: Bool
 
-    public init(hostPath: String, sandboxPath: String? = nil, readOnly: Bool = true) {
+    public init(hostPath: String, sandboxPath: String? = nil, readOnly: Bool = true, refuseSymlinks: Bool = false) {
         self.hostPath = hostPath
         self.sandboxPath = sandboxPath ?? hostPath
         self.readOnly = readOnly
+        self.refuseSymlinks = refuseSymlinks
     }
 }
 

@@ -49,7 +49,8 @@ extension LinuxSandboxEngine: SandboxEngine {
     }
 
     static func sandboxSpec(_ spec: EngineSandboxSpec) -> SandboxSpec {
-        SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement, environment: spec.environment)
+        SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement, environment: spec.environment,
+                    mounts: PolicyApplication.mounts(spec.rules), maskedPaths: PolicyApplication.maskedPaths(spec.rules))
     }
 
     static func request(_ exec: EngineExec) -> ExecRequest {

@@ -18,6 +18,8 @@ actor SandboxRegistry {
         var persistent: Bool
         /// What the sandbox was created with: defaults for each exec (env, timeout).
         var defaults: SandboxCreateRequest
+        /// The policy it was created under (kept across reloads), its level and limits.
+        var applied: AppliedPolicy?
         var destroying = false
         var runningExecs = 0
     }
@@ -33,7 +35,8 @@ actor SandboxRegistry {
     }
 
     /// Takes a slot for a new sandbox or throws `too_many_requests` / `shutting_down`.
-    func reserve(_ description: SandboxDescription, persistent: Bool, defaults: SandboxCreateRequest) throws(APIError) {
+    func reserve(_ description: SandboxDescription, persistent: Bool, defaults: SandboxCreateRequest,
+                 applied: AppliedPolicy? = nil) throws(APIError) {
         guard accepting else { throw APIError(.shuttingDown, "sandboxd is shutting down; no new sandboxes") }
         guard entries.count < maxSandboxes else {
             throw APIError(.tooManyRequests, "sandboxd is at its limit of \(maxSandboxes) concurrent sandboxes; retry later or destroy one",
@@ -46,7 +49,8 @@ actor SandboxRegistry {
                            details: ["limit": .integer(Int64(maxPerUID)), "scope": "uid"])
         }
         entries[description.sandboxID] = Entry(id: description.sandboxID, ownerUID: description.ownerUID, sandbox: nil,
-                                               description: description, persistent: persistent, defaults: defaults)
+                                               description: description, persistent: persistent, defaults: defaults,
+                                               applied: applied)
     }
 
     /// Attaches the built sandbox to its reserved slot. Returns false when the slot was released

@@ -22,8 +22,11 @@ public final class Supervisor: SandboxService {
     private let runtimes: RuntimeCatalog
     private let users = UserDirectory()
     private let logger: Logger
+    var policyLogger: Logger { logger }
     private let startedAt = ContinuousClock.now
     private let state = ShutdownState()
+    /// The policies in force; replaced whole by ``reloadPolicies(caller:)`` and `SIGHUP`.
+    public let policyStore: PolicyStore
 
     /// - Parameters:
     ///   - engine: the level-1 engine; nil when this build or host has none (sandboxes are refused).
@@ -35,6 +38,7 @@ public final class Supervisor: SandboxService {
         self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID)
         self.runtimes = RuntimeCatalog(searchPath: configuration.runtimeSearchPath)
         self.logger = logger
+        self.policyStore = PolicyStore(initial: configuration.policies, directory: configuration.policyDirectory)
     }
 
     // MARK: Start and stop
@@ -126,10 +130,10 @@ public final class Supervisor: SandboxService {
         let inline = request.payload.code.flatMap { code in language?.inlineArgv(source: code.source) }
         if request.payload.code == nil || inline != nil {
             // The engine's one-shot path: no separate init, no namespace entry, torn down by itself.
-            let (engine, spec, description) = try await prepare(request.sandbox, caller: caller, persistent: false)
+            let (engine, spec, description, applied) = try await prepare(request.sandbox, caller: caller, persistent: false, exec: request.payload)
             do {
                 let result = try await execute(request.payload, language: language, target: .oneShot(engine, spec),
-                                               description: description, sandboxDefaults: request.sandbox, caller: caller, output: output)
+                                               description: description, applied: applied, caller: caller, output: output)
                 await registry.release(description.sandboxID)
                 return result
             } catch {
@@ -137,12 +141,12 @@ public final class Supervisor: SandboxService {
                 throw error
             }
         }
-        let (sandbox, description) = try await build(request.sandbox, caller: caller, persistent: false)
+        let (sandbox, description, applied) = try await build(request.sandbox, caller: caller, persistent: false, exec: request.payload)
         let id = description.sandboxID
         do {
             _ = try await registry.beginExec(id, caller: caller, persistentOnly: false)
             let result = try await execute(request.payload, language: language, target: .sandbox(sandbox), description: description,
-                                           sandboxDefaults: request.sandbox, caller: caller, output: output)
+                                           applied: applied, caller: caller, output: output)
             await finishOneShot(id, sandbox)
             return result
         } catch {
@@ -159,7 +163,7 @@ public final class Supervisor: SandboxService {
 
     public func createSandbox(_ request: SandboxCreateRequest, caller: Caller) async throws -> SandboxDescription {
         if let timeout = request.timeout { try checkTimeout(timeout) }
-        let (_, description) = try await build(request, caller: caller, persistent: true)
+        let (_, description, _) = try await build(request, caller: caller, persistent: true)
         logger.info("sandbox created", metadata: ["sandbox_id": "\(description.sandboxID)", "owner_uid": "\(caller.uid)"])
         return description
     }
@@ -183,10 +187,13 @@ public final class Supervisor: SandboxService {
         let language = try request.payload.code.map { code throws(APIError) in try runtimes.resolve(code.language) }
         try checkPayload(request.payload)
         let entry = try await registry.lookup(sandboxID, caller: caller)
+        // The rules the sandbox was created with, whatever was reloaded since.
+        guard let applied = entry.applied else { throw APIError.notFound("sandbox", id: sandboxID) }
+        try checkExec(request.payload, applied: applied)
         let (sandbox, description) = try await registry.beginExec(sandboxID, caller: caller)
         do {
             let result = try await execute(request.payload, language: language, target: .sandbox(sandbox), description: description,
-                                           sandboxDefaults: entry.defaults, caller: caller, output: output)
+                                           applied: applied, caller: caller, output: output)
             await registry.endExec(sandboxID)
             return result
         } catch {
@@ -265,8 +272,9 @@ public final class Supervisor: SandboxService {
     }
 
     /// Admission, then the engine builds the sandbox. The slot is released whatever fails.
-    private func build(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool) async throws -> (any EngineSandbox, SandboxDescription) {
-        let (engine, spec, description) = try await prepare(request, caller: caller, persistent: persistent)
+    private func build(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool,
+                       exec: ExecPayload? = nil) async throws -> (any EngineSandbox, SandboxDescription, AppliedPolicy) {
+        let (engine, spec, description, applied) = try await prepare(request, caller: caller, persistent: persistent, exec: exec)
         let id = description.sandboxID
         let sandbox: any EngineSandbox
         do {
@@ -281,50 +289,54 @@ public final class Supervisor: SandboxService {
         }
         var built = description
         built.limitsEnforced = sandbox.limitsEnforced
-        return (sandbox, built)
+        return (sandbox, built, applied)
     }
 
     /// Every check before a sandbox is built, and its admission slot (released by the caller on failure).
-    private func prepare(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool) async throws
-        -> (any SandboxEngine, EngineSandboxSpec, SandboxDescription) {
+    /// `exec`: a one-shot run's payload, checked against the same policy before anything is reserved.
+    private func prepare(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool, exec: ExecPayload? = nil) async throws
+        -> (any SandboxEngine, EngineSandboxSpec, SandboxDescription, AppliedPolicy) {
         guard records != nil else {
             throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
         }
+        let policy = request.policy ?? configuration.defaultPolicy
+        let loaded: LoadedPolicy?
+        do {
+            loaded = try await policyStore.policy(named: policy)
+        } catch {
+            throw APIError(.invalidField, "unknown policy \"\(policy)\" (loaded: \(error.loaded.joined(separator: ", ")))",
+                           details: ["field": "policy", "policy": .string(policy)])
+        }
+        let applied = try PolicyApplication.apply(loaded, name: policy, to: request, maxTimeout: configuration.maxTimeout)
+        if let exec { try checkExec(exec, applied: applied) }
         guard let engine else {
             throw APIError(.levelUnavailable, configuration.engineProblem ?? "no isolation engine is built into this sandboxd",
-                           details: ["isolation_level": .integer(1)])
+                           details: ["isolation_level": .integer(Int64(applied.level.level.rawValue))])
         }
-        let level = IsolationLevel(rawValue: request.isolationLevel ?? 1) ?? .native
+        let level = applied.level.level
         let availability = await engine.availability().first { $0.level == level.rawValue }
         guard let availability, availability.available else {
-            throw APIError(.levelUnavailable,
-                           "isolation level \(level) is not available on this host: \(availability?.reason ?? "unknown level")",
-                           details: ["isolation_level": .integer(Int64(level.rawValue))])
+            throw PolicyApplication.levelUnavailable(applied, reason: availability?.reason)
         }
         if let sessionID = request.sessionID {
             try await checkSession(sessionID, caller: caller)
         }
         let id = Self.newSandboxID()
-        let policy = request.policy ?? configuration.defaultPolicy
-        var rules = Policy()
-        if let policies = configuration.policies {
-            guard let loaded = policies[policy] else {
-                throw APIError(.invalidField, "unknown policy \"\(policy)\" (loaded: \(policies.names.joined(separator: ", ")))",
-                               details: ["field": "policy", "policy": .string(policy)])
-            }
-            rules = loaded.policy
-        }
         let description = SandboxDescription(
             sandboxID: id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
             agentType: request.agentType ?? "default", sessionID: request.sessionID, createdAt: Date(), execCount: 0,
             limitsEnforced: false)
-        var limits = ResourceLimits()
-        limits.executionTimeout = request.timeout ?? configuration.defaultTimeout
-        limits.outputLimit = ByteCount(bytes: UInt64(configuration.maxOutputBytes))
-        let spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, rules: rules, limits: limits, environment: request.env ?? [:],
-                                     enforcement: configuration.limitEnforcement)
-        try await registry.reserve(description, persistent: persistent, defaults: request)
-        return (engine, spec, description)
+        let spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, rules: applied.rules, limits: applied.limits,
+                                     environment: applied.environment, enforcement: configuration.limitEnforcement)
+        try await registry.reserve(description, persistent: persistent, defaults: request, applied: applied)
+        return (engine, spec, description, applied)
+    }
+
+    /// An exec's own timeout and environment against its sandbox's policy (before it is recorded).
+    private func checkExec(_ payload: ExecPayload, applied: AppliedPolicy) throws(APIError) {
+        _ = try PolicyApplication.timeout(payload.timeout, field: "timeout", rules: applied.rules, policy: applied.name,
+                                          maxTimeout: configuration.maxTimeout)
+        _ = try PolicyApplication.execEnvironment(payload.env, rules: applied.rules, policy: applied.name)
     }
 
     /// Engine errors reach the caller as API errors when they are the caller's to fix; otherwise by message.
@@ -350,13 +362,13 @@ public final class Supervisor: SandboxService {
 
     /// Runs one exec and records it: `running` row first (enqueued), final row before returning.
     private func execute(_ payload: ExecPayload, language: CodeLanguage?, target: ExecTarget,
-                         description: SandboxDescription, sandboxDefaults: SandboxCreateRequest, caller: Caller,
+                         description: SandboxDescription, applied: AppliedPolicy, caller: Caller,
                          output: OutputSink?) async throws -> ExecutionResult {
         let records = try requireRecords()
         await state.enter()
         do {
             let result = try await executeRecorded(payload, language: language, target: target, description: description,
-                                                   sandboxDefaults: sandboxDefaults, caller: caller, output: output, records: records)
+                                                   applied: applied, caller: caller, output: output, records: records)
             await state.leave()
             return result
         } catch {
@@ -366,14 +378,14 @@ public final class Supervisor: SandboxService {
     }
 
     private func executeRecorded(_ payload: ExecPayload, language: CodeLanguage?, target: ExecTarget,
-                                 description: SandboxDescription, sandboxDefaults: SandboxCreateRequest, caller: Caller,
+                                 description: SandboxDescription, applied: AppliedPolicy, caller: Caller,
                                  output: OutputSink?, records: any ExecutionRecorder) async throws -> ExecutionResult {
         let executionID = UUID()
         let startedAt = Date()
         let clock = ContinuousClock.now
         var draft = ExecutionRecord(
             id: executionID, sessionID: description.sessionID, agentType: description.agentType,
-            inputData: Self.recordedInput(payload), sandboxID: description.sandboxID, status: .running,
+            inputData: Self.recordedInput(payload, applied: applied), sandboxID: description.sandboxID, status: .running,
             isolationLevel: IsolationLevel(rawValue: description.isolationLevel), policy: description.policy,
             startedAt: startedAt, ownerUID: caller.uid,
             code: payload.code.map { CodeRun(code: $0.source, language: $0.language) })
@@ -393,12 +405,12 @@ public final class Supervisor: SandboxService {
                     argv = language.argv(sourcePath: try await sandbox.writeFile(name, contents: Array(code.source.utf8)))
                 }
             }
-            var environment = sandboxDefaults.env ?? [:]
-            environment.merge(payload.env ?? [:]) { _, new in new }
+            // The sandbox already has PATH, HOME and its create request's allowed variables.
+            let environment = try PolicyApplication.execEnvironment(payload.env, rules: applied.rules, policy: applied.name)
             let exec = EngineExec(
                 argv: argv, stdin: Array((payload.stdin ?? "").utf8), environment: environment,
-                timeout: payload.timeout ?? sandboxDefaults.timeout ?? configuration.defaultTimeout,
-                outputLimit: configuration.maxOutputBytes)
+                timeout: payload.timeout ?? applied.limits.executionTimeout,
+                outputLimit: Int(clamping: applied.limits.outputLimit.bytes))
             switch target {
             case .sandbox(let sandbox):
                 outcome = try await sandbox.exec(exec, output: output)
@@ -420,7 +432,9 @@ public final class Supervisor: SandboxService {
             stderr: String(decoding: outcome.stderr, as: UTF8.self), stdoutTruncated: outcome.stdoutTruncated,
             stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallSeconds,
             isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: limitsEnforced,
-            resourceUsage: outcome.usage, errorMessage: errorMessage)
+            resourceUsage: outcome.usage, errorMessage: errorMessage,
+            requestedIsolationLevel: applied.requestedLevel.rawValue, levelRaisedBy: applied.level.raisedBy,
+            policyDigest: applied.digest)
 
         draft.status = outcome.status
         draft.exitCode = outcome.exitCode
@@ -444,8 +458,16 @@ public final class Supervisor: SandboxService {
 
     /// The request as recorded in `input_data`: environment values are dropped (they are where
     /// callers put tokens); names stay so the record still says what was set.
-    static func recordedInput(_ payload: ExecPayload) -> JSONValue {
+    static func recordedInput(_ payload: ExecPayload, applied: AppliedPolicy? = nil) -> JSONValue {
         var fields: [String: JSONValue] = [:]
+        if let applied {
+            // How the level was decided, next to what was asked (the result says the same).
+            fields["requested_isolation_level"] = .integer(Int64(applied.requestedLevel.rawValue))
+            fields["isolation_level"] = .integer(Int64(applied.level.level.rawValue))
+            fields["level_raised_by"] = applied.level.raisedBy.map(JSONValue.string) ?? .null
+            fields["level_reason"] = .string(applied.level.reason)
+            if let digest = applied.digest { fields["policy_digest"] = .string(digest) }
+        }
         if let command = payload.command { fields["command"] = .array(command.map { .string($0) }) }
         if let code = payload.code { fields["code"] = .object(["language": .string(code.language), "source": .string(code.source)]) }
         if let stdin = payload.stdin { fields["stdin"] = .string(stdin) }

@@ -27,6 +27,8 @@ public struct SupervisorConfiguration: Sendable, Hashable {
     /// The loaded policies; a request naming another is refused. nil: none loaded (every request
     /// runs under the built-in defaults of `Policy()`).
     public var policies: PolicySet?
+    /// Where `SIGHUP` and `POST /v1/policies/reload` re-read the policies from; nil: reloads are refused.
+    public var policyDirectory: PolicyDirectory?
     /// Why there is no engine, when the daemon runs without one (reported by `/v1/info` and errors).
     public var engineProblem: String?
 

@@ -4,6 +4,7 @@ import Glibc
 import ControlAPI
 import Logging
 import ServiceLifecycle
+import UnixSignals
 import SandboxCore
 import Supervisor
 
@@ -40,6 +41,7 @@ enum SandboxDaemon {
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: SupervisorService(supervisor: supervisor)),
+                .init(service: PolicyReloadService(supervisor: supervisor)),
                 .init(service: server),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -73,6 +75,20 @@ struct SupervisorService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await supervisor.shutdown()
+    }
+}
+
+/// `SIGHUP` reloads every policy file (all or nothing; failures are logged, nothing changes).
+struct PolicyReloadService: Service {
+    let supervisor: Supervisor
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        await withGracefulShutdownHandler {
+            for await _ in hangups.cancelOnGracefulShutdown() {
+                _ = try? await supervisor.reloadPolicies(trigger: "SIGHUP")
+            }
+        } onGracefulShutdown: {}
     }
 }
 

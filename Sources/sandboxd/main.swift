@@ -78,9 +78,11 @@ struct SandboxdCommand: AsyncParsableCommand {
         }
         var daemonSettings = settings
         do {
-            let policies = try loadPolicies(configuration.policyDirectory)
+            let directory = PolicyDirectory(path: configuration.policyDirectory)
+            let policies = try directory.load()
             daemonSettings.supervisor.policies = policies
-            logger.info("policies: \(policies.names.joined(separator: ", "))")
+            daemonSettings.supervisor.policyDirectory = directory
+            logger.info("policies: \(policies.names.joined(separator: ", ")) (from \(policies.names.first.flatMap { policies[$0]?.source.hasPrefix("bundled/") == true ? "the bundled presets" : nil } ?? configuration.policyDirectory))")
         } catch {
             logger.critical("\(error)")
             await database.close(logger: logger)
@@ -96,23 +98,6 @@ struct SandboxdCommand: AsyncParsableCommand {
         }
         await database.close(logger: logger)
     }
-}
-
-/// The policy directory's `*.yaml` files, or the bundled presets when the directory does not exist.
-func loadPolicies(_ directory: String) throws -> PolicySet {
-    let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-    guard let handle = opendir(directory) else { return try PolicySet.bundled(hostCores: cores) }
-    defer { closedir(handle) }
-    var sources: [PolicySource] = []
-    while let entry = readdir(handle) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        guard name.hasSuffix(".yaml") || name.hasSuffix(".yml") else { continue }
-        let path = directory + "/" + name
-        sources.append(PolicySource(file: path, text: try readSmallFile(path)))
-    }
-    return try PolicySet(loading: sources, hostCores: cores)
 }
 
 /// The level-1 engine, or nil with the reason when this host or build cannot provide it.

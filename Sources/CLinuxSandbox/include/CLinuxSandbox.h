@@ -76,13 +76,17 @@ enum sbx_mount_kind {
     SBX_MOUNT_DEVPTS = 5,     // devpts on target, options in data
     SBX_MOUNT_SYMLINK = 6,    // symlink(source, target)
     SBX_MOUNT_WRITE_FILE = 7, // create target, write data (length data_len), mode 0644
-    SBX_MOUNT_MASK = 8,       // hide target: /dev/null (source) over a file, read-only tmpfs over a dir
+    SBX_MOUNT_MASK = 8,       // hide target: /dev/null (source) over a file, read-only tmpfs over a dir;
+                              // the target is opened beneath the new root with no symlink on the way
     SBX_MOUNT_READONLY = 9,   // bind target on itself, read-only
 };
 
 enum sbx_mount_flags {
     SBX_MF_FILE = 1,       // bind target is a file (create an empty file, not a directory)
     SBX_MF_OPTIONAL = 2,   // ENOENT on the source/target is not an error (skip the entry)
+    SBX_MF_NOFOLLOW = 4,   // bind: the source is opened with no symlink anywhere in its path and
+                           // the target beneath the new root with none either; the clone of the
+                           // source is attached to exactly that target (no path is looked up twice)
 };
 
 struct sbx_mount {

@@ -27,11 +27,22 @@ public struct ExecutionResult: Codable, Sendable, Hashable {
     public var resourceUsage: ResourceUsage
     /// Set when `status` is `error`: why the exec could not run.
     public var errorMessage: String?
+    /// The level the request asked for (1 when it named none); `isolation_level` is the level it ran at.
+    public var requestedIsolationLevel: Int?
+    /// The policy rule that raised the level above the requested one (`isolation.minimum_level`,
+    /// `isolation.agent_types.scraper`); nil when the requested level stood.
+    public var levelRaisedBy: String?
+    /// SHA-256 of the policy file the sandbox was created under (`GET /v1/policies` lists digests).
+    public var policyDigest: String?
 
     public init(executionID: UUID, sandboxID: String, status: ExecutionStatus, exitCode: Int32?, signal: Int32?,
                 stdout: String, stderr: String, stdoutTruncated: Bool, stderrTruncated: Bool,
                 executionTime: Double, isolationLevel: Int, policy: String, limitsEnforced: Bool,
-                resourceUsage: ResourceUsage, errorMessage: String? = nil) {
+                resourceUsage: ResourceUsage, errorMessage: String? = nil,
+                requestedIsolationLevel: Int? = nil, levelRaisedBy: String? = nil, policyDigest: String? = nil) {
+        self.policyDigest = policyDigest
+        self.requestedIsolationLevel = requestedIsolationLevel
+        self.levelRaisedBy = levelRaisedBy
         self.executionID = executionID
         self.sandboxID = sandboxID
         self.status = status
@@ -63,6 +74,9 @@ public struct ExecutionResult: Codable, Sendable, Hashable {
         case limitsEnforced = "limits_enforced"
         case resourceUsage = "resource_usage"
         case errorMessage = "error_message"
+        case requestedIsolationLevel = "requested_isolation_level"
+        case levelRaisedBy = "level_raised_by"
+        case policyDigest = "policy_digest"
     }
 
     enum UsageKeys: String, CodingKey {
@@ -90,6 +104,9 @@ public struct ExecutionResult: Codable, Sendable, Hashable {
         try usage.encode(resourceUsage.cpuMicroseconds, forKey: .cpuMicroseconds)
         try usage.encode(resourceUsage.memoryPeakBytes, forKey: .memoryPeakBytes)
         try c.encodeIfPresent(errorMessage, forKey: .errorMessage)
+        try c.encodeIfPresent(requestedIsolationLevel, forKey: .requestedIsolationLevel)
+        try c.encode(levelRaisedBy, forKey: .levelRaisedBy)
+        try c.encodeIfPresent(policyDigest, forKey: .policyDigest)
     }
 }
 
