@@ -65,6 +65,20 @@ struct GuestCgroupTests {
         #expect(facts["cgroup_removed"] == "true", "\(facts)")
     }
 
+    @Test("a preset policy's resources reach the cgroup exactly: memory.max bytes, swap 0, pids.max, cpu.max = cpu_limit × 100000",
+          arguments: [("default", String(512 << 20), "256", "50000 100000"), ("ml-model", String(4 << 30), "512", "100000 100000")])
+    func presetLimits(preset: String, memory: String, pids: String, cpu: String) async throws {
+        let facts = try await GuestChecks.facts(for: "preset-\(preset)")
+        #expect(facts["policy.memory_limit_bytes"] == memory, "the preset file's memory_limit, parsed: \(facts)")
+        #expect(facts["memory.max"] == memory, "\(facts)")
+        #expect(facts["memory.swap.max"] == "0", "\(facts)")
+        #expect(facts["pids.max"] == pids, "\(facts)")
+        #expect(facts["cpu.max"] == cpu, "\(facts)")
+        #expect(facts["limits_enforced"] == "true", "\(facts)")
+        #expect(facts["exit_code"] == "0", "\(facts)")
+        #expect(facts["cgroup_removed"] == "true", "\(facts)")
+    }
+
     @Test("teardown leaves no cgroup directory behind")
     func teardown() async throws {
         let facts = try await GuestChecks.facts(for: "teardown")

@@ -153,6 +153,32 @@ await scenario("memory-peak", engine: engine, limits: ResourceLimits(memory: .me
     facts["memory.peak"] = readCgroupFile(sandbox.cgroupPath, "memory.peak")
 }
 
+// Presets: each bundled policy file (the same text as policies/*.yaml) parsed as the daemon parses
+// it, its limits taken as the daemon takes them (Policy.resourceLimits → the sandbox's spec), and
+// the cgroup files read back: what the file says must be what the kernel enforces.
+for preset in ["default", "ml-model"] {
+    var facts: [String: String] = [:]
+    var failure: String?
+    do {
+        guard let loaded = try PolicySet.bundled(hostCores: nil)[preset] else { throw CocoaError(.fileNoSuchFile) }
+        let limits = loaded.policy.resourceLimits
+        facts["policy.memory_limit_bytes"] = String(loaded.policy.resources.memoryLimit.bytes)
+        facts["policy.cpu_limit"] = String(loaded.policy.resources.cpuLimit)
+        facts["policy.pids_limit"] = String(loaded.policy.resources.pidsLimit)
+        let sandbox = try await engine.create(SandboxSpec(id: "check-preset-\(preset)", limits: limits, enforcement: .strict))
+        for file in ["memory.max", "memory.swap.max", "pids.max", "cpu.max"] {
+            facts[file] = readCgroupFile(sandbox.cgroupPath, file)
+        }
+        let result = try await sandbox.exec(ExecRequest(["/bin/cat", "/proc/self/cgroup"]))
+        describe(result, into: &facts)
+        await sandbox.destroy()
+        facts["cgroup_removed"] = String(!FileManager.default.fileExists(atPath: sandbox.cgroupPath))
+    } catch {
+        failure = "\(error)"
+    }
+    emit(ScenarioReport(scenario: "preset-\(preset)", error: failure, facts: facts))
+}
+
 // Teardown: every scenario destroyed its sandbox; nothing may be left in the subtree.
 let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: subtreePath)) ?? []).filter { entry in
     var isDirectory: ObjCBool = false
