@@ -48,10 +48,10 @@ public struct PolicyDirectory: Sendable, Hashable {
             let file = path + "/" + name
             switch Self.readFile(file) {
             case .success(let text): sources.append(PolicySource(file: file, text: text))
-            case .failure(let problem): unreadable.append(Diagnostic(file: file, message: problem))
+            case .failure(let problem): unreadable.append(Diagnostic(file: file, message: problem.reason))
             }
         }
-        do {
+        do throws(SandboxCoreError) {
             let set = try PolicySet(loading: sources, hostCores: hostCores, at: time)
             guard unreadable.isEmpty else {
                 throw SandboxCoreError(code: .invalidPolicy, message: "policies not loaded: \(unreadable.count) unreadable files", diagnostics: unreadable)
@@ -64,26 +64,32 @@ public struct PolicyDirectory: Sendable, Hashable {
     }
 
     /// A regular file's text (no symlinks, at most ``maxFileBytes``), or why not.
-    static func readFile(_ path: String) -> Result<String, String> {
+    static func readFile(_ path: String) -> Result<String, ReadProblem> {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-        guard fd >= 0 else { return .failure("open: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { return .failure(ReadProblem("open: \(String(cString: strerror(errno)))")) }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return .failure("not a regular file") }
-        guard st.st_size <= maxFileBytes else { return .failure("larger than \(maxFileBytes) bytes") }
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return .failure(ReadProblem("not a regular file")) }
+        guard st.st_size <= maxFileBytes else { return .failure(ReadProblem("larger than \(maxFileBytes) bytes")) }
         var bytes = [UInt8](repeating: 0, count: Int(st.st_size) + 1)
         var total = 0
         while total < bytes.count {
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, $0.count - total) }
             if n < 0, errno == EINTR { continue }
-            guard n >= 0 else { return .failure("read: \(String(cString: strerror(errno)))") }
+            guard n >= 0 else { return .failure(ReadProblem("read: \(String(cString: strerror(errno)))")) }
             if n == 0 { break }
             total += n
         }
-        guard total <= maxFileBytes else { return .failure("larger than \(maxFileBytes) bytes") }
-        guard let text = String(validating: bytes[..<total], as: UTF8.self) else { return .failure("not UTF-8 text") }
+        guard total <= maxFileBytes else { return .failure(ReadProblem("larger than \(maxFileBytes) bytes")) }
+        guard let text = String(validating: bytes[..<total], as: UTF8.self) else { return .failure(ReadProblem("not UTF-8 text")) }
         return .success(text)
     }
+}
+
+/// Why a policy file could not be read.
+struct ReadProblem: Error {
+    var reason: String
+    init(_ reason: String) { self.reason = reason }
 }
 
 /// The policy set in force. A reload replaces it whole or not at all; sandboxes keep the

@@ -22,6 +22,9 @@ struct DaemonSettings: Sendable {
 enum SandboxDaemon {
     static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?) async throws {
         let logger = Logger(label: "sandboxd")
+        // SIGHUP means "reload policies" (PolicyReloadService); until that service traps it, a
+        // hangup must not end the daemon with the default action.
+        signal(SIGHUP, SIG_IGN)
         let notifier = SystemdNotifier()
         let supervisor = Supervisor(configuration: settings.supervisor, engine: engine, records: records,
                                     logger: Logger(label: "sandboxd.supervisor"))
@@ -84,11 +87,9 @@ struct PolicyReloadService: Service {
 
     func run() async throws {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
-        await withGracefulShutdownHandler {
-            for await _ in hangups.cancelOnGracefulShutdown() {
-                _ = try? await supervisor.reloadPolicies(trigger: "SIGHUP")
-            }
-        } onGracefulShutdown: {}
+        for await _ in hangups.cancelOnGracefulShutdown() {
+            _ = try? await supervisor.reloadPolicies(trigger: "SIGHUP")
+        }
     }
 }
 

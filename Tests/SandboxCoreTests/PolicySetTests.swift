@@ -179,6 +179,18 @@ struct EnvironmentRuleTests {
         }
     }
 
+    @Test("the daemon's mode: unlisted variables are dropped (and named), blocked and daemon-set ones still refused")
+    func unlistedDropped() throws {
+        let kept = try Self.policy.filterEnvironment(requested: ["LANG": "C", "FOO": "1", "BAR": "2"], unlisted: .drop)
+        #expect(kept.environment == ["PATH": Policy.sandboxPath, "HOME": Policy.sandboxHome, "LANG": "C"])
+        #expect(kept.dropped == ["BAR", "FOO"])
+        #expect {
+            try Self.policy.filterEnvironment(requested: ["FOO": "1", "USER": "root", "HTTP_PROXY": "x"], unlisted: .drop)
+        } throws: { error in
+            (error as? SandboxCoreError)?.message == "environment refused: HTTP_PROXY, USER"
+        }
+    }
+
     @Test("a value with a NUL byte is refused")
     func nulRefused() {
         #expect(throws: SandboxCoreError.self) { try Self.policy.sandboxEnvironment(requested: ["LANG": "C\0LD_PRELOAD=x"]) }
