@@ -62,7 +62,10 @@ extension ExecutionResult {
             limitsEnforced: try c.decode(Bool.self, forKey: .limitsEnforced),
             resourceUsage: .init(cpuMicroseconds: try usage.decodeIfPresent(UInt64.self, forKey: .cpuMicroseconds),
                                  memoryPeakBytes: try usage.decodeIfPresent(UInt64.self, forKey: .memoryPeakBytes)),
-            errorMessage: try c.decodeIfPresent(String.self, forKey: .errorMessage))
+            errorMessage: try c.decodeIfPresent(String.self, forKey: .errorMessage),
+            requestedIsolationLevel: try c.decodeIfPresent(Int.self, forKey: .requestedIsolationLevel),
+            levelRaisedBy: try c.decodeIfPresent(String.self, forKey: .levelRaisedBy),
+            policyDigest: try c.decodeIfPresent(String.self, forKey: .policyDigest))
     }
 }
 

@@ -443,7 +443,7 @@ public final class Supervisor: SandboxService {
         draft.executionTime = outcome.wallSeconds
         draft.usage = outcome.usage
         draft.limitsEnforced = limitsEnforced
-        draft.outputData = try? JSONValue.encoding(result)
+        draft.outputData = Self.recordedOutput(result)
         draft.code?.result = draft.outputData
         do {
             try await records.recordFinished(draft)
@@ -474,6 +474,35 @@ public final class Supervisor: SandboxService {
         if let env = payload.env { fields["env"] = .object(env.mapValues { _ in .string("<redacted>") }) }
         if let timeout = payload.timeout { fields["timeout"] = .number(timeout) }
         return .object(fields)
+    }
+
+    /// Bytes of each of stdout and stderr kept in a record's `output_data`. A policy may let an
+    /// exec return megabytes (ml-model: 16 MiB); the caller gets all of it, the record a prefix
+    /// (with `stdout_recorded_truncated` / `stderr_recorded_truncated`), so one large output
+    /// cannot hold up the shared record queue.
+    static let recordedOutputBytes = 64 << 10
+
+    /// The result as recorded in `output_data`.
+    static func recordedOutput(_ result: ExecutionResult) -> JSONValue? {
+        var recorded = result
+        let stdoutCut = recorded.stdout.utf8.count > recordedOutputBytes
+        let stderrCut = recorded.stderr.utf8.count > recordedOutputBytes
+        if stdoutCut { recorded.stdout = prefix(recorded.stdout, bytes: recordedOutputBytes) }
+        if stderrCut { recorded.stderr = prefix(recorded.stderr, bytes: recordedOutputBytes) }
+        guard case .object(var fields)? = try? JSONValue.encoding(recorded) else { return nil }
+        if stdoutCut { fields["stdout_recorded_truncated"] = .bool(true) }
+        if stderrCut { fields["stderr_recorded_truncated"] = .bool(true) }
+        return .object(fields)
+    }
+
+    /// At most `bytes` UTF-8 bytes of `text`, cut at a character boundary.
+    static func prefix(_ text: String, bytes: Int) -> String {
+        let utf8 = Array(text.utf8.prefix(bytes + 1))
+        guard utf8.count > bytes else { return text }
+        var end = bytes
+        // Back off continuation bytes (10xxxxxx) so the cut falls between characters.
+        while end > 0, utf8[end] & 0xC0 == 0x80 { end -= 1 }
+        return String(decoding: utf8[..<end], as: UTF8.self)
     }
 
     /// `sbx-` + 16 hex digits from the system's random source.

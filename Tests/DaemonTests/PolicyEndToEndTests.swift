@@ -116,6 +116,7 @@ struct PolicyEndToEndTests {
             // Nothing of the daemon's own environment, nothing unlisted: exactly these names.
             #expect(lines.last == "HOME LANG PATH PWD ", "\(lines)")
             #expect(env.result?.policy == "default" && env.result?.isolationLevel == 1 && env.result?.levelRaisedBy == nil)
+            #expect(env.result?.requestedIsolationLevel == 1 && env.result?.policyDigest?.count == 64, "\(env.body.prefix(800))")
 
             for blocked in ["LD_PRELOAD", "PATH", "HOME", "USER", "HTTPS_PROXY"] {
                 let refused = try run(daemon, ["command": ["true"], "env": ["LANG": "C", blocked: "x"]])
@@ -150,7 +151,15 @@ struct PolicyEndToEndTests {
 
             // output_limit 1MB = 1,048,576 bytes kept of stdout.
             let output = try run(daemon, ["command": ["sh", "-c", "yes | head -c 3000000"]])
+            #expect(output.status == 200, "\(output.body.prefix(500))")
             #expect(output.result?.stdout.utf8.count == 1 << 20 && output.result?.stdoutTruncated == true)
+            // The caller gets the whole megabyte; the record keeps a 64 KiB prefix and says so.
+            let big = try #require(output.result).executionID.uuidString.lowercased()
+            let bigView = try decode(ExecutionRecordView.self, try daemon.curl("GET", "/v1/executions/\(big)", as: Self.alice).body)
+            guard case .object(let recorded)? = bigView.output, case .string(let kept)? = recorded["stdout"] else {
+                Issue.record("no output_data: \(String(describing: bigView.output))"); return
+            }
+            #expect(kept.utf8.count == 64 << 10 && recorded["stdout_recorded_truncated"] == .bool(true))
 
             // The record: the effective level and how it was decided, the policy's digest.
             let id = try #require(env.result?.executionID).uuidString.lowercased()
