@@ -4,14 +4,15 @@ import Testing
 @testable import ControlAPI
 import SandboxCore
 
+extension EndToEndTests {
 /// Policies applied by the real daemon, through its real socket: every bundled preset's
 /// non-network rules (limits, timeout ceiling, environment, filesystem), escalation, reload over
-/// HTTP and SIGHUP, and sandboxctl's policy commands.
+/// HTTP and SIGHUP, and sandboxctl's policy commands. Nested in ``EndToEndTests`` so that its
+/// daemons never run beside that suite's: every daemon reaps the shared cgroup subtree at start.
 @Suite(.serialized)
 struct PolicyEndToEndTests {
     static let alice = "sbxt-alice"
     static let admin = "sbxt-admin"
-    typealias Daemon = EndToEndTests.Daemon
 
     /// A daemon whose policy directory holds a copy of the repository's presets plus `extra` files.
     private func withPolicyDaemon(extra: [String: String] = [:], _ body: (Daemon, String) async throws -> Void) async throws {
@@ -356,5 +357,6 @@ struct PolicyEndToEndTests {
         #expect(refused.stderr.contains("\(bad):4: resources.cpu_limit"), "\(refused.stderr)")
         #expect(refused.stderr.contains("\(bad):5: resources.memroy_limit"), "\(refused.stderr)")
     }
+}
 }
 #endif
