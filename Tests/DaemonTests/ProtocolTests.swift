@@ -212,7 +212,7 @@ struct ProtocolTests {
         unlink(stale)
         // A regular file in the way is an error, and it is left alone.
         let file = directory + "/f.sock"
-        FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
+        _ = FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
         defer { unlink(file) }
         #expect(throws: ControlListenerError.self) { try ControlListener.path(file, group: nil).open() }
         #expect(FileManager.default.contents(atPath: file) == Data("keep".utf8))
