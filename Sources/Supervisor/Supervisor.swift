@@ -16,7 +16,8 @@ import SandboxCore
 /// (if its batch was flushed) that the next start marks `aborted`.
 public final class Supervisor: SandboxService {
     private let configuration: SupervisorConfiguration
-    private let engine: (any SandboxEngine)?
+    /// One engine per isolation level it serves (level 1: LinuxSandbox, level 3: VMSandbox).
+    private let engines: [IsolationLevel: any SandboxEngine]
     private let records: (any ExecutionRecorder)?
     private let registry: SandboxRegistry
     private let runtimes: RuntimeCatalog
@@ -26,22 +27,60 @@ public final class Supervisor: SandboxService {
     private let state = ShutdownState()
 
     /// - Parameters:
-    ///   - engine: the level-1 engine; nil when this build or host has none (sandboxes are refused).
+    ///   - engines: the engine serving each isolation level; a level without one is refused with
+    ///     `configuration.levelProblems[level]` as the reason.
     ///   - records: the Store; nil when no database is available (execs are refused: nothing runs unrecorded).
-    public init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
+    public init(configuration: SupervisorConfiguration, engines: [IsolationLevel: any SandboxEngine], records: (any ExecutionRecorder)?,
+                logger: Logger) {
         self.configuration = configuration
-        self.engine = engine
+        self.engines = engines
         self.records = records
         self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID)
         self.runtimes = RuntimeCatalog(searchPath: configuration.runtimeSearchPath)
         self.logger = logger
     }
 
+    /// A Supervisor with at most a level-1 engine; nil when this build or host has none.
+    public convenience init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
+        self.init(configuration: configuration, engines: engine.map { [.native: $0] } ?? [:], records: records, logger: logger)
+    }
+
+    /// The engine that runs `level` here, or `level_unavailable` naming why not (no engine for
+    /// it, or the engine says it cannot run now: image still building, QEMU missing, …).
+    public func engine(for level: IsolationLevel) async throws(APIError) -> any SandboxEngine {
+        let details: [String: JSONValue] = ["isolation_level": .integer(Int64(level.rawValue))]
+        guard let engine = engines[level] else {
+            throw APIError(.levelUnavailable, "isolation level \(level.rawValue) is not available on this host: \(unavailableReason(level))",
+                           details: details)
+        }
+        let availability = await engine.availability().first { $0.level == level.rawValue }
+        guard let availability, availability.available else {
+            throw APIError(.levelUnavailable,
+                           "isolation level \(level.rawValue) is not available on this host: \(availability?.reason ?? "the engine does not serve it")",
+                           details: details)
+        }
+        return engine
+    }
+
+    /// Why a level with no engine cannot run.
+    private func unavailableReason(_ level: IsolationLevel) -> String {
+        if let problem = configuration.levelProblems[level] { return problem }
+        switch level {
+        case .native: return configuration.engineProblem ?? "no isolation engine is built into this sandboxd"
+        case .kubernetes: return "no Kubernetes cluster is configured"
+        case .virtualMachine: return "the QEMU engine (level 3) is not enabled in this sandboxd"
+        case .hardware: return "no SEV-SNP or TDX hardware support on this host"
+        }
+    }
+
+    /// The engines, lowest level first (each serves one level).
+    private var distinctEngines: [any SandboxEngine] { IsolationLevel.allCases.compactMap { engines[$0] } }
+
     // MARK: Start and stop
 
     /// Reaps what a previous daemon left: engine leftovers, and `running` rows become `aborted`.
     public func reapLeftovers() async {
-        if let engine {
+        for engine in distinctEngines {
             do {
                 let reaped = try await engine.reapLeftovers()
                 if reaped > 0 { logger.notice("reaped \(reaped) sandboxes left by a previous run") }
@@ -82,9 +121,11 @@ public final class Supervisor: SandboxService {
             for sandbox in sandboxes { group.addTask { await sandbox.destroy() } }
         }
         // One-shot runs have no registry entry to destroy: the engine's reap kills whatever is left.
-        if let engine, remaining > 0 {
-            _ = try? await engine.reapLeftovers()
+        if remaining > 0 {
+            for engine in distinctEngines { _ = try? await engine.reapLeftovers() }
         }
+        // Engines drop what they keep besides sandboxes (the level-3 warm pool).
+        for engine in distinctEngines { await engine.shutdown() }
         // Execs killed above finish and write their records; wait for them before the final flush.
         let settle = ContinuousClock.now + .seconds(5)
         while await state.inFlight > 0, ContinuousClock.now < settle {
@@ -105,8 +146,10 @@ public final class Supervisor: SandboxService {
     }
 
     public func info(caller: Caller) async -> InfoResponse {
-        let levels = await engine?.availability() ?? IsolationLevel.allCases.map {
-            .init(level: $0.rawValue, available: false, reason: configuration.engineProblem ?? "no isolation engine is built into this sandboxd")
+        var levels: [InfoResponse.Level] = []
+        for level in IsolationLevel.allCases {
+            let reported = await engines[level]?.availability().first { $0.level == level.rawValue }
+            levels.append(reported ?? .init(level: level.rawValue, available: false, reason: unavailableReason(level)))
         }
         let database = await records?.databaseState() ?? .init(state: "not_configured", detail: nil)
         return InfoResponse(
@@ -290,17 +333,8 @@ public final class Supervisor: SandboxService {
         guard records != nil else {
             throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
         }
-        guard let engine else {
-            throw APIError(.levelUnavailable, configuration.engineProblem ?? "no isolation engine is built into this sandboxd",
-                           details: ["isolation_level": .integer(1)])
-        }
         let level = IsolationLevel(rawValue: request.isolationLevel ?? 1) ?? .native
-        let availability = await engine.availability().first { $0.level == level.rawValue }
-        guard let availability, availability.available else {
-            throw APIError(.levelUnavailable,
-                           "isolation level \(level) is not available on this host: \(availability?.reason ?? "unknown level")",
-                           details: ["isolation_level": .integer(Int64(level.rawValue))])
-        }
+        let engine = try await engine(for: level)
         if let sessionID = request.sessionID {
             try await checkSession(sessionID, caller: caller)
         }
