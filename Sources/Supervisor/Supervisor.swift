@@ -334,7 +334,7 @@ public final class Supervisor: SandboxService {
             throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
         }
         let level = IsolationLevel(rawValue: request.isolationLevel ?? 1) ?? .native
-        let engine = try await engine(for: level)
+        let engine = try await self.engine(for: level)
         if let sessionID = request.sessionID {
             try await checkSession(sessionID, caller: caller)
         }

@@ -94,7 +94,7 @@ public final class VirtualMachineEngine: SandboxEngine {
             } catch {
                 logger.error("level 3 unavailable: \(error)")
                 phase.withLock { phase in
-                    if case .starting = phase { phase = .failed(error.message) }
+                    if case .starting = phase { phase = .failed("\(error)") }
                 }
             }
         }

@@ -358,12 +358,14 @@ public struct GuestImageBuilder: Sendable {
         return [UInt8](data)
     }
 
+    /// 0755 whatever the umask (systemd's UMask=0077): the jailed QEMU's uid reads the image.
     static func mkdir(_ path: String) throws(QEMUGuestError) {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
             throw QEMUGuestError(.io, "mkdir \(path): \(error)")
         }
+        chmod(path, 0o755)
     }
 
     static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws(QEMUGuestError) {

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Foundation
 import ArgumentParser
 import VMSandbox
 
@@ -24,7 +22,7 @@ struct ImageBuild: AsyncParsableCommand {
             do {
                 image = try builder.build { line in print(line) }
             } catch {
-                throw ClientError(description: error.message, exitCode: 1)
+                throw ClientError(description: "\(error)", exitCode: 1)
             }
             let seconds = Double((ContinuousClock.now - started).components.seconds)
                 + Double((ContinuousClock.now - started).components.attoseconds) / 1e18
