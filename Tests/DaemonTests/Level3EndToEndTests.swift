@@ -48,7 +48,7 @@ struct Level3EndToEndTests {
             try guestKernelOneShot(daemon)
             try persistentFilesAndDestroy(daemon)
             try guestPanic(daemon)
-            #expect(try liveGuests().isEmpty, "QEMU guests left after every sandbox was destroyed: \(try liveGuests())")
+            #expect(liveGuests().isEmpty, "QEMU guests left after every sandbox was destroyed: \(liveGuests())")
             let status = try await daemon.stop()
             #expect(status == 0, "exit status \(String(describing: status))")
         } catch {
@@ -99,16 +99,16 @@ struct Level3EndToEndTests {
         #expect(result.status == .ok && result.stdout == expected + "\n" && result.isolationLevel == 3)
         let record = try decode(ExecutionRecordView.self, try daemon.curl("GET", "/v1/executions/\(result.executionID.uuidString.lowercased())", as: Self.alice).body)
         #expect(record.status == "ok" && record.isolationLevel == 3 && record.sandboxID == result.sandboxID)
-        #expect(try liveGuests().isEmpty, "one-shot guests must be gone once their run answered: \(try liveGuests())")
+        #expect(liveGuests().isEmpty, "one-shot guests must be gone once their run answered: \(liveGuests())")
     }
 
     /// A persistent level-3 sandbox keeps its workspace between execs; cp in and out; destroy kills its QEMU.
     private func persistentFilesAndDestroy(_ daemon: EndToEndTests.Daemon) throws {
-        let before = try liveGuests()
+        let before = liveGuests()
         let created = try daemon.ctl(["create", "--level", "3"], as: Self.alice)
         #expect(created.status == 0, "\(created.stderr)")
         let id = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let guests = try liveGuests().subtracting(before)
+        let guests = liveGuests().subtracting(before)
         #expect(guests.count == 1, "one new guest for the sandbox: \(guests)")
         let qemuPIDs = guests.flatMap { pids(inCgroup: Self.vmCgroups + "/" + $0) }
         #expect(!qemuPIDs.isEmpty, "the sandbox's QEMU runs in its VM cgroup")
@@ -134,9 +134,9 @@ struct Level3EndToEndTests {
     /// `echo c > /proc/sysrq-trigger` (allowed by vm.test_hooks) panics the guest: that exec and the
     /// sandbox end in status error / state failed; the daemon keeps serving level 1 and level 3.
     private func guestPanic(_ daemon: EndToEndTests.Daemon) throws {
-        let before = try liveGuests()
+        let before = liveGuests()
         let id = try daemon.ctl(["create", "--level", "3"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let guests = try liveGuests().subtracting(before)
+        let guests = liveGuests().subtracting(before)
         #expect(guests.count == 1, "\(guests)")
         let sane = try decode(ExecutionResult.self, try daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice,
                                                                      json: #"{"command":["true"]}"#).body)
@@ -187,7 +187,7 @@ struct Level3EndToEndTests {
     }
 
     /// The daemon's live guests: `vm-*` cgroups under its VM subtree.
-    private func liveGuests() throws -> Set<String> {
+    private func liveGuests() -> Set<String> {
         Set(((try? FileManager.default.contentsOfDirectory(atPath: Self.vmCgroups)) ?? []).filter { $0.hasPrefix("vm-") })
     }
 
