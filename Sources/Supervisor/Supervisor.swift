@@ -74,13 +74,13 @@ public final class Supervisor: SandboxService {
     }
 
     /// The engines, lowest level first (each serves one level).
-    private var distinctEngines: [any SandboxEngine] { IsolationLevel.allCases.compactMap { engines[$0] } }
+    private var allEngines: [any SandboxEngine] { IsolationLevel.allCases.compactMap { engines[$0] } }
 
     // MARK: Start and stop
 
     /// Reaps what a previous daemon left: engine leftovers, and `running` rows become `aborted`.
     public func reapLeftovers() async {
-        for engine in distinctEngines {
+        for engine in allEngines {
             do {
                 let reaped = try await engine.reapLeftovers()
                 if reaped > 0 { logger.notice("reaped \(reaped) sandboxes left by a previous run") }
@@ -122,10 +122,10 @@ public final class Supervisor: SandboxService {
         }
         // One-shot runs have no registry entry to destroy: the engine's reap kills whatever is left.
         if remaining > 0 {
-            for engine in distinctEngines { _ = try? await engine.reapLeftovers() }
+            for engine in allEngines { _ = try? await engine.reapLeftovers() }
         }
         // Engines drop what they keep besides sandboxes (the level-3 warm pool).
-        for engine in distinctEngines { await engine.shutdown() }
+        for engine in allEngines { await engine.shutdown() }
         // Execs killed above finish and write their records; wait for them before the final flush.
         let settle = ContinuousClock.now + .seconds(5)
         while await state.inFlight > 0, ContinuousClock.now < settle {
