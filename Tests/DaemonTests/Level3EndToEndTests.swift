@@ -6,40 +6,43 @@ import Testing
 /// Level 3 through the real daemon and its real socket: QEMU guests under TCG (the build machines
 /// have no usable KVM), the guest image shared with VMSandboxTests (`.build-guest`), no warm pool
 /// (every create boots its own guest, so the test knows which QEMU belongs to which sandbox).
+/// Run it alone with `swift test --filter EndToEndTests/levelThreeThroughTheDaemon`.
 ///
 /// One daemon serves every scenario in turn: a guest boot costs 5–15 s of CPU under TCG, and the
-/// daemon (with its embedded PostgreSQL) must be stopped by the test that started it.
-@Suite(.serialized)
-struct Level3EndToEndTests {
-    static let alice = "sbxt-alice"
+/// daemon (with its embedded PostgreSQL) must be stopped by the test that started it. The test is
+/// part of the serialized EndToEndTests suite: a starting daemon reaps every level-1 cgroup in the
+/// shared subtree, so two test daemons must not overlap.
+extension EndToEndTests {
+    /// Where the level-3 daemon keeps its guests, and whether this host can run them.
+    enum Level3 {
+        /// `<checkout>/.build-guest`: the image cache VMSandboxTests use too.
+        static let imageDirectory = TestHost.packageRoot.appendingPathComponent(".build-guest").path
+        static let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
+        /// The daemon's VM cgroups (`vm.*` in sandboxd: `<cgroup_root>/sandboxd-vm/vm-<hex>`).
+        static let vmCgroups = cgroupRoot + "/sandboxd-vm"
 
-    /// `<checkout>/.build-guest`: the image cache VMSandboxTests use too.
-    static let imageDirectory = TestHost.packageRoot.appendingPathComponent(".build-guest").path
-    static let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
-    /// The daemon's VM cgroups (`vm.*` in sandboxd: `<cgroup_root>/sandboxd-vm/vm-<hex>`).
-    static let vmCgroups = cgroupRoot + "/sandboxd-vm"
-
-    static var unavailableReason: String? {
-        if !TestHost.isRoot { return "sandboxd and its jailed QEMU need root" }
-        if access("/usr/bin/qemu-system-x86_64", X_OK) != 0 { return "qemu-system-x86_64 is missing (make deps installs qemu-system-x86)" }
-        if access("/bin/busybox", X_OK) != 0 { return "busybox is missing (make deps installs busybox-static)" }
-        return nil
+        static var unavailableReason: String? {
+            if !TestHost.isRoot { return "sandboxd and its jailed QEMU need root" }
+            if access("/usr/bin/qemu-system-x86_64", X_OK) != 0 { return "qemu-system-x86_64 is missing (make deps installs qemu-system-x86)" }
+            if access("/bin/busybox", X_OK) != 0 { return "busybox is missing (make deps installs busybox-static)" }
+            return nil
+        }
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+    private func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
         try JSONDecoder.iso.decode(T.self, from: Data(text.utf8))
     }
 
     @Test("level 3 through the daemon: uname -r is the guest's kernel and recorded at level 3; files persist between execs; a guest panic ends its sandbox in status error while the daemon keeps serving; destroy leaves no QEMU")
     func levelThreeThroughTheDaemon() async throws {
-        if let reason = Self.unavailableReason { print("skipped: \(reason)"); return }
+        if let reason = Level3.unavailableReason { print("skipped: \(reason)"); return }
         _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
         let daemon = try EndToEndTests.Daemon(vm: """
             vm:
               enabled: true
               accelerator: tcg
               pool_size: 0
-              image_directory: \(Self.imageDirectory)
+              image_directory: \(Level3.imageDirectory)
               test_hooks: true
             """)
         do {
@@ -64,7 +67,7 @@ struct Level3EndToEndTests {
         let deadline = Date().addingTimeInterval(600)
         var last = ""
         while Date() < deadline {
-            let info = try decode(InfoResponse.self, try daemon.curl("GET", "/v1/info").body)
+            let info = try decodeJSON(InfoResponse.self, try daemon.curl("GET", "/v1/info").body)
             let level = try #require(info.levels.first { $0.level == 3 })
             if level.available {
                 #expect(level.detail?.hasPrefix("tcg: configured") == true, "\(level.detail ?? "no detail")")
@@ -95,9 +98,9 @@ struct Level3EndToEndTests {
 
         let json = try daemon.curl("POST", "/v1/run", as: Self.alice, json: #"{"command":["uname","-r"],"isolation_level":3}"#)
         #expect(json.status == 200, "\(json.body)")
-        let result = try decode(ExecutionResult.self, json.body)
+        let result = try decodeJSON(ExecutionResult.self, json.body)
         #expect(result.status == .ok && result.stdout == expected + "\n" && result.isolationLevel == 3)
-        let record = try decode(ExecutionRecordView.self, try daemon.curl("GET", "/v1/executions/\(result.executionID.uuidString.lowercased())", as: Self.alice).body)
+        let record = try decodeJSON(ExecutionRecordView.self, try daemon.curl("GET", "/v1/executions/\(result.executionID.uuidString.lowercased())", as: Self.alice).body)
         #expect(record.status == "ok" && record.isolationLevel == 3 && record.sandboxID == result.sandboxID)
         #expect(liveGuests().isEmpty, "one-shot guests must be gone once their run answered: \(liveGuests())")
     }
@@ -110,10 +113,10 @@ struct Level3EndToEndTests {
         let id = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let guests = liveGuests().subtracting(before)
         #expect(guests.count == 1, "one new guest for the sandbox: \(guests)")
-        let qemuPIDs = guests.flatMap { pids(inCgroup: Self.vmCgroups + "/" + $0) }
+        let qemuPIDs = guests.flatMap { pids(inCgroup: Level3.vmCgroups + "/" + $0) }
         #expect(!qemuPIDs.isEmpty, "the sandbox's QEMU runs in its VM cgroup")
 
-        let description = try decode(SandboxDescription.self, try daemon.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice).body)
+        let description = try decodeJSON(SandboxDescription.self, try daemon.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice).body)
         #expect(description.isolationLevel == 3 && description.state == "running")
         #expect(try daemon.ctl(["exec", id, "--", "sh", "-c", "echo kept > /workspace/state.txt"], as: Self.alice).status == 0)
         #expect(try daemon.ctl(["exec", id, "--", "cat", "/workspace/state.txt"], as: Self.alice).stdout == "kept\n")
@@ -126,7 +129,7 @@ struct Level3EndToEndTests {
         #expect(try daemon.ctl(["rm", id], as: Self.alice).status == 0)
         #expect(try daemon.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice).status == 404)
         for guest in guests {
-            #expect(!FileManager.default.fileExists(atPath: Self.vmCgroups + "/" + guest), "cgroup of \(guest) left after destroy")
+            #expect(!FileManager.default.fileExists(atPath: Level3.vmCgroups + "/" + guest), "cgroup of \(guest) left after destroy")
         }
         for pid in qemuPIDs {
             // Gone, or a zombie of an init that has not reaped it yet: nothing of it runs.
@@ -141,26 +144,26 @@ struct Level3EndToEndTests {
         let id = try daemon.ctl(["create", "--level", "3"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let guests = liveGuests().subtracting(before)
         #expect(guests.count == 1, "\(guests)")
-        let sane = try decode(ExecutionResult.self, try daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice,
+        let sane = try decodeJSON(ExecutionResult.self, try daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice,
                                                                      json: #"{"command":["true"]}"#).body)
         #expect(sane.status == .ok)
 
         let crash = try daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice,
                                     json: #"{"command":["sh","-c","echo c > /proc/sysrq-trigger; sleep 20"]}"#)
         #expect(crash.status == 200, "\(crash.body)")
-        let crashed = try decode(ExecutionResult.self, crash.body)
+        let crashed = try decodeJSON(ExecutionResult.self, crash.body)
         #expect(crashed.status == .error, "\(crash.body)")
         #expect(crashed.errorMessage?.contains("guest") == true, "\(crashed.errorMessage ?? "no error message")")
-        let record = try decode(ExecutionRecordView.self, try daemon.curl("GET", "/v1/executions/\(crashed.executionID.uuidString.lowercased())", as: Self.alice).body)
+        let record = try decodeJSON(ExecutionRecordView.self, try daemon.curl("GET", "/v1/executions/\(crashed.executionID.uuidString.lowercased())", as: Self.alice).body)
         #expect(record.status == "error" && record.isolationLevel == 3)
 
-        let state = try decode(SandboxDescription.self, try daemon.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice).body)
+        let state = try decodeJSON(SandboxDescription.self, try daemon.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice).body)
         #expect(state.state == "failed")
-        let after = try decode(ExecutionResult.self, try daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice,
+        let after = try decodeJSON(ExecutionResult.self, try daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice,
                                                                       json: #"{"command":["true"]}"#).body)
         #expect(after.status == .error, "an exec in a dead guest ends in error too")
         for guest in guests {
-            #expect(!FileManager.default.fileExists(atPath: Self.vmCgroups + "/" + guest), "the dead guest's cgroup \(guest) was not cleaned up")
+            #expect(!FileManager.default.fileExists(atPath: Level3.vmCgroups + "/" + guest), "the dead guest's cgroup \(guest) was not cleaned up")
         }
 
         // Everything else goes on.
@@ -172,7 +175,7 @@ struct Level3EndToEndTests {
 
     /// The release of the kernel the cached guest image boots (its manifest's `release:` line).
     private func imageKernelRelease() throws -> String {
-        let root = Self.imageDirectory + "/vm-image"
+        let root = Level3.imageDirectory + "/vm-image"
         let keys = try FileManager.default.contentsOfDirectory(atPath: root).filter {
             !$0.hasPrefix(".") && FileManager.default.fileExists(atPath: root + "/" + $0 + "/.complete")
         }
@@ -191,7 +194,7 @@ struct Level3EndToEndTests {
 
     /// The daemon's live guests: `vm-*` cgroups under its VM subtree.
     private func liveGuests() -> Set<String> {
-        Set(((try? FileManager.default.contentsOfDirectory(atPath: Self.vmCgroups)) ?? []).filter { $0.hasPrefix("vm-") })
+        Set(((try? FileManager.default.contentsOfDirectory(atPath: Level3.vmCgroups)) ?? []).filter { $0.hasPrefix("vm-") })
     }
 
     /// The state letter of `/proc/PID/stat` (R, S, Z, …), nil when there is no such process.
