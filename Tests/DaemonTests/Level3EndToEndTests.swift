@@ -18,7 +18,7 @@ extension EndToEndTests {
         /// `<checkout>/.build-guest`: the image cache VMSandboxTests use too.
         static let imageDirectory = TestHost.packageRoot.appendingPathComponent(".build-guest").path
         static let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
-        /// The daemon's VM cgroups (`vm.*` in sandboxd: `<cgroup_root>/sandboxd-vm/vm-<hex>`).
+        /// The daemon's VM cgroups: `<cgroup_root>/sandboxd-vm/vm-<hex>`, one per guest.
         static let vmCgroups = cgroupRoot + "/sandboxd-vm"
 
         static var unavailableReason: String? {
