@@ -163,16 +163,17 @@ let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix(whi
 let controllers = ((try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.controllers", encoding: .utf8)) ?? "")
     .split(whereSeparator: \.isWhitespace).map(String.init)
 
-/// `sandboxd.test_hooks=1` on the kernel command line (tests only, `vm.test_hooks`): the host may
-/// ask for a panic, and a sandboxed command may write `/proc/sysrq-trigger`, so a test can crash
-/// this guest from inside with `echo c > /proc/sysrq-trigger`.
-let testHooks = ((try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? "")
-    .split(whereSeparator: \.isWhitespace).contains("sandboxd.test_hooks=1")
+/// Test switches on the kernel command line: `sandboxd.test_hooks=1` lets the host ask for a
+/// panic; `sandboxd.test_sysrq=1` (the daemon's `vm.test_hooks`) lets a sandboxed command write
+/// `/proc/sysrq-trigger`, so a test can crash this guest from inside with `echo c > /proc/sysrq-trigger`.
+let kernelCommandLine = ((try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace)
+let testHooks = kernelCommandLine.contains("sandboxd.test_hooks=1")
+let testSysrq = kernelCommandLine.contains("sandboxd.test_sysrq=1")
 
 let engine: LinuxSandboxEngine
 do {
     var configuration = LinuxSandboxConfiguration(cgroupRoot: "/sys/fs/cgroup", stateDirectory: "/run/sandboxd")
-    if testHooks {
+    if testSysrq {
         configuration.procReadOnlyPaths.removeAll { $0 == "/proc/sysrq-trigger" }
         chmod("/proc/sysrq-trigger", 0o222)
     }

@@ -174,12 +174,14 @@ func makeVMEngine(_ configuration: DaemonConfiguration, supervisor: SupervisorCo
         return nil
     }
     let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
-    let engine = VirtualMachineEngine(configuration: VMSandboxConfiguration(
+    var vm = VMSandboxConfiguration(
         stateDirectory: runtime + "/vm", imageCacheDirectory: configuration.vm.imageDirectory,
         cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: "sandboxd-vm",
         qemuUIDBase: UInt32(qemuUIDBase), qemuUIDCount: 4096, memoryMiB: memoryMiB, memoryOverheadMiB: overheadMiB,
         cpus: 1, accelerator: accelerator, poolSize: configuration.vm.poolSize, poolLimits: poolLimits,
-        enableTestHooks: configuration.vm.testHooks), logger: Logger(label: "sandboxd.vm"))
+        enableTestHooks: configuration.vm.testHooks)
+    vm.allowSandboxSysrqForTesting = configuration.vm.testHooks
+    let engine = VirtualMachineEngine(configuration: vm, logger: Logger(label: "sandboxd.vm"))
     if configuration.vm.testHooks {
         logger.warning("vm.test_hooks is on: level-3 sandboxes can panic their own guests (tests only)")
     }
