@@ -37,7 +37,8 @@ extension EndToEndTests {
     func levelThreeThroughTheDaemon() async throws {
         if let reason = Level3.unavailableReason { print("skipped: \(reason)"); return }
         _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
-        let daemon = try EndToEndTests.Daemon(vm: """
+        // QEMU's uids start after the level-1 range: 524288 + 69632, clear of VMSandboxTests' 589824…593919.
+        let daemon = try EndToEndTests.Daemon(extraConfiguration: "sandbox:\n  uid_range_size: 69632", vm: """
             vm:
               enabled: true
               accelerator: tcg
