@@ -9,15 +9,16 @@ SWIFT ?= swift
 PREFIX ?= /usr/local
 CONFIGURATION ?= debug
 
-# Debian packages the build and the daemon need.
-APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev
+# Debian packages the build and the daemon need. Level 3 (QEMU guests): qemu-system-x86, busybox-static
+# (the guest's initramfs), cpio and xz-utils (unpacking Debian's kernel package, fetched by apt-get download
+# when the daemon or `sandboxctl image build` first builds the guest image), util-linux (unshare, setpriv: the jail).
+APT_RUNTIME := pkg-config libpq-dev postgresql-15 libseccomp-dev libcap-dev qemu-system-x86 busybox-static cpio xz-utils util-linux
 # Extra packages the tests and benchmarks need (gcc, libc6-dev: the hostile tests compile their attack programs;
 # curl, runuser/useradd (util-linux, passwd) and systemd-analyze/systemd-socket-activate (systemd) drive the
 # end-to-end tests of the control socket; python3-venv validates openapi.yaml).
 APT_TEST := $(APT_RUNTIME) postgresql-contrib python3 bubblewrap gcc libc6-dev iproute2 curl util-linux passwd systemd python3-venv
-# The QEMU test guest (Tests/guest/README.md); its kernel comes from Debian's linux-image-amd64
-# via apt-get download, unpacked with dpkg-deb and xz.
-APT_TEST += qemu-system-x86 busybox-static cpio xz-utils
+# The QEMU test guest (Tests/guest/README.md) uses the level-3 packages of APT_RUNTIME; its kernel comes
+# from Debian's linux-image-amd64 via apt-get download, unpacked with dpkg-deb and xz.
 
 .PHONY: all build run test bench deps test-deps clean groups validate-openapi
 

@@ -49,15 +49,17 @@ let package = Package(
         ]),
 
         // The daemon's brain: sandbox registry, admission, execution records, reaping.
-        // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift).
+        // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift),
+        // SANDBOXD_LEVEL3_ENGINE the level-3 one (VMSandboxEngine+SandboxEngine.swift).
         .target(name: "Supervisor", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox",
+            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox", "VMSandbox",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
 
         // The operator's command line over the socket.
+        // `image build` runs the guest image builder itself (VMSandbox), as root.
         .executableTarget(name: "sandboxctl", dependencies: [
-            "ControlAPI", "SandboxCore",
+            "ControlAPI", "SandboxCore", "VMSandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -86,12 +88,12 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox",
+            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox", "VMSandbox",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
 
         // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
         .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
@@ -139,7 +141,7 @@ let package = Package(
         .testTarget(name: "DaemonTests", dependencies: [
             "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox",
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
+        ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
         // Real attack programs (Payloads/*.c, compiled at test time with cc) run in level-1 sandboxes.
         .testTarget(name: "HostileTests", dependencies: ["LinuxSandbox", "SandboxCore"], exclude: ["Payloads"]),

@@ -26,6 +26,9 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
     public var hostEtcPaths: [String]
     /// Seconds a child may take to build the sandbox or start a command before it is killed.
     public var setupTimeout: Double
+    /// Paths under the sandbox's `/proc` bound read-only (runc's list). Only a level-3 test guest
+    /// (`sandboxd.test_sysrq=1`) leaves `/proc/sysrq-trigger` out, so a test can panic its own guest.
+    public var procReadOnlyPaths: [String] = RootfsPlan.readOnlyPaths
 
     public init(
         cgroupRoot: String = "/sys/fs/cgroup",

@@ -34,7 +34,7 @@ enum RootfsPlan {
         "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
         "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
     ]
-    /// runc's default read-only paths.
+    /// runc's default read-only paths (`LinuxSandboxConfiguration.procReadOnlyPaths`).
     static let readOnlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
     static let devices = ["null", "zero", "full", "random", "urandom", "tty"]
 
@@ -47,6 +47,7 @@ enum RootfsPlan {
         }
         let runtime: [Entry]
         let etc: [Entry]
+        let procReadOnly: [String]
 
         /// `path` as it lies in the sandbox's root: a leading runtime symlink (`/bin` → `usr/bin`
         /// on merged-/usr hosts) is replaced by what it names, so a mask reaches the real place.
@@ -73,6 +74,7 @@ enum RootfsPlan {
                 default: return nil
                 }
             }
+            procReadOnly = configuration.procReadOnlyPaths
             runtime = configuration.runtimePaths.compactMap(lookUp).filter {
                 if case .file = $0 { return false }
                 return true
@@ -208,7 +210,7 @@ enum RootfsPlan {
         for path in maskedPaths {
             steps.append(MountStep(kind: SBX_MOUNT_MASK, flags: UInt32(SBX_MF_OPTIONAL.rawValue), source: "/dev/null", sandboxPath: path))
         }
-        for path in readOnlyPaths {
+        for path in host.procReadOnly {
             steps.append(MountStep(kind: SBX_MOUNT_READONLY, flags: UInt32(SBX_MF_OPTIONAL.rawValue), sandboxPath: path,
                                    attributes: attrReadOnly | attrNoSuid | attrNoDev | attrNoExec))
         }

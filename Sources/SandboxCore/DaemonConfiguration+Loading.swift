@@ -4,18 +4,19 @@ extension DaemonConfiguration {
     /// Environment variables that choose the database, in the original plan's names.
     public static let databaseVariables = ["POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"]
 
-    static let topLevelKeys = ["state_directory", "socket", "policy_directory", "database", "resources", "sandbox",
+    static let topLevelKeys = ["state_directory", "socket", "policy_directory", "database", "resources", "sandbox", "vm",
                                "shutdown_grace_period", "log_level"]
     static let socketKeys = ["path", "group", "admin_group"]
     static let databaseKeys = ["url", "host", "port", "name", "user", "password", "password_file", "pool_size"]
     static let resourcesKeys = ["enforcement", "cgroup_root"]
     static let sandboxKeys = ["uid_range_start", "uid_range_size", "max_sandboxes", "max_sandboxes_per_uid", "max_request_body"]
+    static let vmKeys = ["enabled", "accelerator", "pool_size", "image_directory", "test_hooks"]
 
     /// Every key the file may contain, as dotted paths (`socket.admin_group`).
     static var allKeys: [String] {
         ["state_directory", "policy_directory", "shutdown_grace_period", "log_level"]
             + socketKeys.map { "socket.\($0)" } + databaseKeys.map { "database.\($0)" }
-            + resourcesKeys.map { "resources.\($0)" } + sandboxKeys.map { "sandbox.\($0)" }
+            + resourcesKeys.map { "resources.\($0)" } + sandboxKeys.map { "sandbox.\($0)" } + vmKeys.map { "vm.\($0)" }
     }
 
     /// Resolves the configuration from the file's text, the environment and the defaults.
@@ -93,6 +94,18 @@ extension DaemonConfiguration {
             }
         }
 
+        if let section = top.mapping("vm", known: Self.vmKeys) {
+            if let enabled = section.value("enabled", YAMLValue.bool) { vm.enabled = enabled }
+            if let accelerator = section.value("accelerator", { (node) throws(ValueError) in try Self.accelerator(node) }) {
+                vm.accelerator = accelerator
+            }
+            if let size = section.value("pool_size", { (node) throws(ValueError) in try YAMLValue.integer(node, in: 0...64) }) {
+                vm.poolSize = size
+            }
+            if let path = section.value("image_directory", YAMLValue.absolutePath) { vm.imageDirectory = path }
+            if let hooks = section.value("test_hooks", YAMLValue.bool) { vm.testHooks = hooks }
+        }
+
         if let section = top.mapping("database", known: Self.databaseKeys) {
             database.read(section)
         }
@@ -157,6 +170,14 @@ extension DaemonConfiguration {
             throw ValueError("\"\(text)\" is not a log level (\(LogLevel.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         return level
+    }
+
+    static func accelerator(_ node: Node) throws(ValueError) -> VirtualMachines.Accelerator {
+        let text = try YAMLValue.string(node)
+        guard let accelerator = VirtualMachines.Accelerator(rawValue: text.lowercased()) else {
+            throw ValueError("\"\(text)\" is not an accelerator (auto, tcg, kvm)")
+        }
+        return accelerator
     }
 
     static func enforcement(_ node: Node) throws(ValueError) -> LimitEnforcement {

@@ -5,7 +5,7 @@
 /// `sandboxd.yaml:7: resources.enforcment: unknown key (did you mean enforcement?)`.
 /// `description` and ``redacted`` never contain the database password.
 public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
-    /// Where the daemon keeps its state: the embedded PostgreSQL cluster, the record outbox, VM images.
+    /// Where the daemon keeps its state: the embedded PostgreSQL cluster, the record outbox.
     public var stateDirectory: String
     public var socket: Socket
     /// Directory of `*.yaml` policy files; when it does not exist the bundled presets are used.
@@ -18,6 +18,8 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
     public var databasePoolSize: Int
     public var resources: Resources
     public var sandbox: SandboxLimits
+    /// Level 3 (QEMU guests).
+    public var vm: VirtualMachines
     /// Seconds running executions get to finish after SIGTERM before they are killed.
     public var shutdownGracePeriod: Double
     public var logLevel: LogLevel
@@ -89,6 +91,37 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Level-3 settings (`vm` section): QEMU guests, their image and the warm pool.
+    public struct VirtualMachines: Hashable, Sendable {
+        /// Whether the daemon runs the level-3 engine at all.
+        public var enabled: Bool
+        /// `auto` probes /dev/kvm (time-boxed) and falls back to TCG; `tcg` never tries KVM;
+        /// `kvm` fails level 3 when KVM does not work.
+        public var accelerator: Accelerator
+        /// Pre-booted guests kept ready (0: every create boots a guest).
+        public var poolSize: Int
+        /// Where the guest image (kernel, initramfs, agent) is cached, by content hash. Not secret;
+        /// must be traversable by the unprivileged uid QEMU runs as.
+        public var imageDirectory: String
+        /// Tests only: a sandboxed command may panic its own guest (`/proc/sysrq-trigger`).
+        public var testHooks: Bool
+
+        public enum Accelerator: String, Hashable, Sendable, CaseIterable {
+            case auto, tcg, kvm
+        }
+
+        public static let defaultImageDirectory = "/var/cache/sandboxd"
+
+        public init(enabled: Bool = true, accelerator: Accelerator = .auto, poolSize: Int = 1,
+                    imageDirectory: String = VirtualMachines.defaultImageDirectory, testHooks: Bool = false) {
+            self.enabled = enabled
+            self.accelerator = accelerator
+            self.poolSize = poolSize
+            self.imageDirectory = imageDirectory
+            self.testHooks = testHooks
+        }
+    }
+
     /// Log verbosity; the names are swift-log's levels.
     public enum LogLevel: String, Hashable, Sendable, CaseIterable {
         case trace, debug, info, notice, warning, error, critical
@@ -109,6 +142,7 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
         databasePoolSize = DatabaseTarget.defaultPoolSize
         resources = Resources()
         sandbox = SandboxLimits()
+        vm = VirtualMachines()
         shutdownGracePeriod = 10
         logLevel = .info
         sqliteDatabase = nil
@@ -133,6 +167,11 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
             "sandbox.max_sandboxes": String(sandbox.maxSandboxes),
             "sandbox.max_sandboxes_per_uid": String(sandbox.maxSandboxesPerUID),
             "sandbox.max_request_body": sandbox.maxRequestBody.description,
+            "vm.enabled": String(vm.enabled),
+            "vm.accelerator": vm.accelerator.rawValue,
+            "vm.pool_size": String(vm.poolSize),
+            "vm.image_directory": vm.imageDirectory,
+            "vm.test_hooks": String(vm.testHooks),
             "shutdown_grace_period": shutdownGracePeriod.plainText,
             "log_level": logLevel.rawValue,
         ]

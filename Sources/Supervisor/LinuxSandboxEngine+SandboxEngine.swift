@@ -26,13 +26,9 @@ extension LinuxSandboxError: APIErrorConvertible {
 }
 
 extension LinuxSandboxEngine: SandboxEngine {
+    /// Level 1 only; the Supervisor reports the levels other engines (or none) serve.
     public func availability() async -> [InfoResponse.Level] {
-        [
-            .init(level: 1, available: true, reason: nil),
-            .init(level: 2, available: false, reason: "no Kubernetes cluster is configured"),
-            .init(level: 3, available: false, reason: "the QEMU engine (level 3) is not part of this build yet"),
-            .init(level: 4, available: false, reason: "no SEV-SNP or TDX hardware support on this host"),
-        ]
+        [.init(level: 1, available: true, reason: nil)]
     }
 
     public func createSandbox(_ spec: EngineSandboxSpec) async throws -> any EngineSandbox {
@@ -78,24 +74,8 @@ struct LinuxEngineSandbox: EngineSandbox {
         LinuxSandboxEngine.outcome(try await sandbox.exec(LinuxSandboxEngine.request(exec), onOutput: output.map(LinuxSandboxEngine.forward)))
     }
 
-    /// The workspace as the sandbox sees it: `/workspace/a/b` and `a/b` name the same file.
     private func relative(_ path: String) throws(APIError) -> String {
-        let root = sandbox.spec.workspacePath
-        var relative = Substring(path)
-        if path.hasPrefix("/") {
-            guard path.hasPrefix(root + "/") else {
-                throw APIError(.pathRefused, "path \"\(path)\" is outside the sandbox workspace \(root)", details: ["path": .string(path)])
-            }
-            relative = path.dropFirst(root.count + 1)
-        }
-        guard !relative.isEmpty else {
-            throw APIError(.pathRefused, "path \"\(path)\" names the workspace itself, not a file", details: ["path": .string(path)])
-        }
-        // openat2(RESOLVE_IN_ROOT) would clamp ".." at the workspace root; say plainly that it is refused.
-        if relative.split(separator: "/").contains("..") {
-            throw APIError(.pathRefused, "path \"\(path)\" contains \"..\"; paths stay inside the workspace", details: ["path": .string(path)])
-        }
-        return String(relative)
+        try workspaceRelativePath(path, workspace: sandbox.spec.workspacePath)
     }
 
     func writeFile(_ path: String, contents: [UInt8]) async throws -> String {

@@ -1,7 +1,7 @@
 import ControlAPI
 import SandboxCore
 
-/// What the Supervisor asks an isolation engine to build (level 1 today; level 3 later).
+/// What the Supervisor asks an isolation engine to build (level 1 or level 3).
 public struct EngineSandboxSpec: Sendable, Hashable {
     public var id: String
     public var isolationLevel: IsolationLevel
@@ -72,10 +72,11 @@ public struct EngineExecOutcome: Sendable, Hashable {
     }
 }
 
-/// An isolation engine as the Supervisor drives it. Engines know nothing of HTTP or records;
-/// their errors are their own and are reported to the caller by message.
+/// An isolation engine as the Supervisor drives it: one per isolation level it serves. Engines
+/// know nothing of HTTP or records; their errors are their own and are reported to the caller by message.
 public protocol SandboxEngine: Sendable {
-    /// Whether each isolation level can run here, and why not.
+    /// Whether the level(s) this engine serves can run here now, and why not. The Supervisor
+    /// reads the entry for the level it registered the engine at.
     func availability() async -> [InfoResponse.Level]
     /// Builds a sandbox that can run any number of execs.
     func createSandbox(_ spec: EngineSandboxSpec) async throws -> any EngineSandbox
@@ -84,9 +85,14 @@ public protocol SandboxEngine: Sendable {
     func reapLeftovers() async throws -> Int
     /// One-shot: build, run one command, tear down — as one step when the engine can do it faster.
     func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome
+    /// Drops what the engine keeps besides sandboxes (the level-3 warm pool); called once at daemon stop.
+    func shutdown() async
 }
 
 extension SandboxEngine {
+    /// Nothing to drop.
+    public func shutdown() async {}
+
     /// Create + exec + destroy, for engines without a faster one-shot path.
     public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
         let sandbox = try await createSandbox(spec)
@@ -116,6 +122,13 @@ public protocol EngineSandbox: Sendable {
     func readFile(_ path: String, limit: Int) async throws -> [UInt8]
     /// Kills everything in it and removes it. Idempotent.
     func destroy() async
+    /// Why the sandbox can no longer run anything (a level-3 guest that died), nil while it can.
+    var failure: String? { get }
+}
+
+extension EngineSandbox {
+    /// Sandboxes that cannot die on their own.
+    public var failure: String? { nil }
 }
 
 /// An engine error that knows which API error it is (the caller's mistake or a host limit).

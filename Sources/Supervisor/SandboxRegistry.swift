@@ -72,7 +72,7 @@ actor SandboxRegistry {
         guard let entry = entries[id], entry.persistent, caller.mayAccess(ownerUID: entry.ownerUID), entry.sandbox != nil else {
             throw APIError.notFound("sandbox", id: id)
         }
-        return entry
+        return entry.withCurrentState
     }
 
     /// Marks an exec as running in `id`, so destroy and shutdown know about it.
@@ -106,7 +106,7 @@ actor SandboxRegistry {
 
     func list(caller: Caller) -> [SandboxDescription] {
         entries.values.filter { $0.persistent && $0.sandbox != nil && caller.mayAccess(ownerUID: $0.ownerUID) }
-            .map(\.description)
+            .map(\.withCurrentState.description)
             .sorted { $0.createdAt < $1.createdAt }
     }
 
@@ -122,5 +122,15 @@ actor SandboxRegistry {
         for id in entries.keys { entries[id]!.destroying = true }
         entries.removeAll()
         return sandboxes
+    }
+}
+
+extension SandboxRegistry.Entry {
+    /// The description with `state: failed` once the engine says the sandbox died (a level-3 guest panic).
+    var withCurrentState: Self {
+        guard !destroying, sandbox?.failure != nil else { return self }
+        var copy = self
+        copy.description.state = "failed"
+        return copy
     }
 }

@@ -16,7 +16,8 @@ import SandboxCore
 /// (if its batch was flushed) that the next start marks `aborted`.
 public final class Supervisor: SandboxService {
     private let configuration: SupervisorConfiguration
-    private let engine: (any SandboxEngine)?
+    /// One engine per isolation level it serves (level 1: LinuxSandbox, level 3: VMSandbox).
+    private let engines: [IsolationLevel: any SandboxEngine]
     private let records: (any ExecutionRecorder)?
     private let registry: SandboxRegistry
     private let runtimes: RuntimeCatalog
@@ -29,11 +30,13 @@ public final class Supervisor: SandboxService {
     public let policyStore: PolicyStore
 
     /// - Parameters:
-    ///   - engine: the level-1 engine; nil when this build or host has none (sandboxes are refused).
+    ///   - engines: the engine serving each isolation level; a level without one is refused with
+    ///     `configuration.levelProblems[level]` as the reason.
     ///   - records: the Store; nil when no database is available (execs are refused: nothing runs unrecorded).
-    public init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
+    public init(configuration: SupervisorConfiguration, engines: [IsolationLevel: any SandboxEngine], records: (any ExecutionRecorder)?,
+                logger: Logger) {
         self.configuration = configuration
-        self.engine = engine
+        self.engines = engines
         self.records = records
         self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID)
         self.runtimes = RuntimeCatalog(searchPath: configuration.runtimeSearchPath)
@@ -41,11 +44,50 @@ public final class Supervisor: SandboxService {
         self.policyStore = PolicyStore(initial: configuration.policies, directory: configuration.policyDirectory)
     }
 
+    /// A Supervisor with at most a level-1 engine; nil when this build or host has none.
+    public convenience init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
+        self.init(configuration: configuration, engines: engine.map { [.native: $0] } ?? [:], records: records, logger: logger)
+    }
+
+    /// The engine that runs `level` here, or `level_unavailable` naming why not (no engine for
+    /// it, or the engine says it cannot run now: image still building, QEMU missing, …).
+    public func engine(for level: IsolationLevel) async throws(APIError) -> any SandboxEngine {
+        guard let engine = engines[level], await unavailability(of: level) == nil else {
+            throw APIError(.levelUnavailable,
+                           "isolation level \(level.rawValue) is not available on this host: \(await unavailability(of: level) ?? "it stopped serving")",
+                           details: ["isolation_level": .integer(Int64(level.rawValue))])
+        }
+        return engine
+    }
+
+    /// Why `level` cannot run here now, or nil when its engine serves it.
+    func unavailability(of level: IsolationLevel) async -> String? {
+        guard let engine = engines[level] else { return unavailableReason(level) }
+        guard let availability = await engine.availability().first(where: { $0.level == level.rawValue }) else {
+            return "the engine does not serve it"
+        }
+        return availability.available ? nil : availability.reason ?? "the engine gives no reason"
+    }
+
+    /// Why a level with no engine cannot run.
+    private func unavailableReason(_ level: IsolationLevel) -> String {
+        if let problem = configuration.levelProblems[level] { return problem }
+        switch level {
+        case .native: return configuration.engineProblem ?? "no isolation engine is built into this sandboxd"
+        case .kubernetes: return "no Kubernetes cluster is configured"
+        case .virtualMachine: return "the QEMU engine (level 3) is not enabled in this sandboxd"
+        case .hardware: return "no SEV-SNP or TDX hardware support on this host"
+        }
+    }
+
+    /// The engines, lowest level first (each serves one level).
+    private var allEngines: [any SandboxEngine] { IsolationLevel.allCases.compactMap { engines[$0] } }
+
     // MARK: Start and stop
 
     /// Reaps what a previous daemon left: engine leftovers, and `running` rows become `aborted`.
     public func reapLeftovers() async {
-        if let engine {
+        for engine in allEngines {
             do {
                 let reaped = try await engine.reapLeftovers()
                 if reaped > 0 { logger.notice("reaped \(reaped) sandboxes left by a previous run") }
@@ -86,9 +128,11 @@ public final class Supervisor: SandboxService {
             for sandbox in sandboxes { group.addTask { await sandbox.destroy() } }
         }
         // One-shot runs have no registry entry to destroy: the engine's reap kills whatever is left.
-        if let engine, remaining > 0 {
-            _ = try? await engine.reapLeftovers()
+        if remaining > 0 {
+            for engine in allEngines { _ = try? await engine.reapLeftovers() }
         }
+        // Engines drop what they keep besides sandboxes (the level-3 warm pool).
+        for engine in allEngines { await engine.shutdown() }
         // Execs killed above finish and write their records; wait for them before the final flush.
         let settle = ContinuousClock.now + .seconds(5)
         while await state.inFlight > 0, ContinuousClock.now < settle {
@@ -109,8 +153,10 @@ public final class Supervisor: SandboxService {
     }
 
     public func info(caller: Caller) async -> InfoResponse {
-        let levels = await engine?.availability() ?? IsolationLevel.allCases.map {
-            .init(level: $0.rawValue, available: false, reason: configuration.engineProblem ?? "no isolation engine is built into this sandboxd")
+        var levels: [InfoResponse.Level] = []
+        for level in IsolationLevel.allCases {
+            let reported = await engines[level]?.availability().first { $0.level == level.rawValue }
+            levels.append(reported ?? .init(level: level.rawValue, available: false, reason: unavailableReason(level)))
         }
         let database = await records?.databaseState() ?? .init(state: "not_configured", detail: nil)
         return InfoResponse(
@@ -309,15 +355,11 @@ public final class Supervisor: SandboxService {
         }
         let applied = try PolicyApplication.apply(loaded, name: policy, to: request, maxTimeout: configuration.maxTimeout)
         if let exec { try checkExec(exec, applied: applied) }
-        guard let engine else {
-            throw APIError(.levelUnavailable, configuration.engineProblem ?? "no isolation engine is built into this sandboxd",
-                           details: ["isolation_level": .integer(Int64(applied.level.level.rawValue))])
-        }
         let level = applied.level.level
-        let availability = await engine.availability().first { $0.level == level.rawValue }
-        guard let availability, availability.available else {
-            throw PolicyApplication.levelUnavailable(applied, reason: availability?.reason)
+        if let reason = await unavailability(of: level) {
+            throw PolicyApplication.levelUnavailable(applied, reason: reason)
         }
+        let engine = try await self.engine(for: level)
         if let sessionID = request.sessionID {
             try await checkSession(sessionID, caller: caller)
         }

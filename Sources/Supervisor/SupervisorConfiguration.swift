@@ -31,6 +31,8 @@ public struct SupervisorConfiguration: Sendable, Hashable {
     public var policyDirectory: PolicyDirectory?
     /// Why there is no engine, when the daemon runs without one (reported by `/v1/info` and errors).
     public var engineProblem: String?
+    /// Why a level has no engine (`vm.enabled: false`, …), reported by `/v1/info` and errors.
+    public var levelProblems: [IsolationLevel: String] = [:]
 
     public init(maxSandboxes: Int = 64, maxSandboxesPerUID: Int = 16, defaultTimeout: Double = 30, maxTimeout: Double = 3600,
                 maxOutputBytes: Int = 1 << 20, maxStdinBytes: Int = 1 << 20, gracePeriodSeconds: Double = 10,

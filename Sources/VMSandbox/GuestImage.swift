@@ -306,9 +306,38 @@ public struct GuestImageBuilder: Sendable {
         }
     }
 
+    /// A complete image found in a cache directory (`sandboxctl image status`), from its manifest.
+    public struct CachedImage: Sendable, Hashable, Encodable {
+        public var key: String
+        public var directory: String
+        /// The Debian kernel package and the kernel release it boots.
+        public var kernel: String?
+        public var release: String?
+        /// SHA-256 of the agent inside: the image is current when it equals the agent's on disk.
+        public var agentSHA256: String?
+
+        enum CodingKeys: String, CodingKey { case key, directory, kernel, release, agentSHA256 = "agent_sha256" }
+    }
+
+    /// The complete images under `<cacheDirectory>/vm-image` (normally one: a new build prunes the old).
+    public static func cachedImages(in cacheDirectory: String) -> [CachedImage] {
+        let root = cacheDirectory + "/vm-image"
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        return entries.filter { !$0.hasPrefix(".") && access(root + "/" + $0 + "/.complete", F_OK) == 0 }.sorted().map { key in
+            let manifest = (try? String(contentsOfFile: root + "/" + key + "/manifest.txt", encoding: .utf8)) ?? ""
+            var fields: [String: String] = [:]
+            for line in manifest.split(separator: "\n") {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                fields[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+            return CachedImage(key: key, directory: root + "/" + key, kernel: fields["kernel"], release: fields["release"],
+                               agentSHA256: fields["agent-sha256"])
+        }
+    }
+
     /// SHA-256 of a file by coreutils' sha256sum: the Swift runtime libraries are ~80 MB, and
     /// hashing them at every daemon start must not take seconds.
-    static func fileDigest(_ path: String) throws(VMSandboxError) -> String {
+    public static func fileDigest(_ path: String) throws(VMSandboxError) -> String {
         do {
             let output = try HostTool.run(["sha256sum", "--", path], package: "coreutils")
             guard let digest = output.standardOutput.split(separator: " ").first, digest.count == 64 else {
@@ -329,12 +358,14 @@ public struct GuestImageBuilder: Sendable {
         return [UInt8](data)
     }
 
+    /// 0755 whatever the umask (systemd's UMask=0077): the jailed QEMU's uid reads the image.
     static func mkdir(_ path: String) throws(QEMUGuestError) {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
             throw QEMUGuestError(.io, "mkdir \(path): \(error)")
         }
+        chmod(path, 0o755)
     }
 
     static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws(QEMUGuestError) {

@@ -42,6 +42,8 @@ final class JailedQEMU: @unchecked Sendable {
         var cgroupParent: String
         var consoleLogLimit: Int
         var testHooks: Bool
+        /// Kernel command line `sandboxd.test_sysrq=1`: sandboxed commands may write /proc/sysrq-trigger.
+        var testSysrq: Bool = false
     }
 
     init(name: String, shape: MachineShape, accelerator: QEMUMachine.Accelerator, uid: UInt32, settings: Settings) throws(VMSandboxError) {
@@ -89,7 +91,7 @@ final class JailedQEMU: @unchecked Sendable {
             throw .system("open", kernelFD < 0 ? settings.image.kernelPath : settings.image.initramfsPath)
         }
 
-        let qemuArguments = Self.qemuArguments(image: settings.image, shape: shape, accelerator: accelerator, testHooks: settings.testHooks)
+        let qemuArguments = Self.qemuArguments(image: settings.image, shape: shape, accelerator: accelerator, testHooks: settings.testHooks, testSysrq: settings.testSysrq)
         let argv: [String]
         do {
             argv = try Self.jailedCommand(cgroup: cgroupDirectory, uid: uid, kvm: accelerator == .kvm, qemu: qemuArguments)
@@ -163,11 +165,13 @@ final class JailedQEMU: @unchecked Sendable {
                 qemuPath] + qemu
     }
 
-    static func qemuArguments(image: GuestImage, shape: MachineShape, accelerator: QEMUMachine.Accelerator, testHooks: Bool) -> [String] {
+    static func qemuArguments(image: GuestImage, shape: MachineShape, accelerator: QEMUMachine.Accelerator, testHooks: Bool,
+                              testSysrq: Bool = false) -> [String] {
         // no_timer_check: on a loaded host a TCG guest can miss the kernel's IO-APIC timer check
         // and panic at boot ("IO-APIC + timer doesn't work!"); the check guards real hardware only.
         var kernelArguments = ["console=ttyS0", "quiet", "panic=-1", "no_timer_check", "sandboxd.agent=1"]
         if testHooks { kernelArguments.append("sandboxd.test_hooks=1") }
+        if testSysrq { kernelArguments.append("sandboxd.test_sysrq=1") }
         var arguments = [
             "-accel", accelerator.rawValue,
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",

@@ -40,6 +40,10 @@ public struct VMSandboxConfiguration: Sendable, Hashable {
     public var consoleLogLimit: Int
     /// Lets `VMSandbox.panicGuestForTesting` work (kernel command line `sandboxd.test_hooks=1`). Tests only.
     public var enableTestHooks: Bool
+    /// Lets commands in the guest's level-1 sandbox write `/proc/sysrq-trigger`, so a test can crash
+    /// the guest from inside (`echo c > /proc/sysrq-trigger`; kernel command line
+    /// `sandboxd.test_sysrq=1`). Tests of the guest-death path only: it opens a hole in level 1.
+    public var allowSandboxSysrqForTesting: Bool = false
 
     public init(
         stateDirectory: String = "/run/sandboxd/vm",
@@ -153,7 +157,8 @@ public final class VMSandboxEngine: Sendable {
         }
         image = try GuestImageBuilder(cacheDirectory: configuration.imageCacheDirectory, agentBinary: configuration.agentBinary).build(progress: progress)
         settings = JailedQEMU.Settings(image: image, stateRoot: configuration.stateDirectory, cgroupParent: cgroupParent,
-                                       consoleLogLimit: configuration.consoleLogLimit, testHooks: configuration.enableTestHooks)
+                                       consoleLogLimit: configuration.consoleLogLimit, testHooks: configuration.enableTestHooks,
+                                       testSysrq: configuration.allowSandboxSysrqForTesting)
         var choice = AcceleratorChoice.probe(configuration.accelerator, scratchDirectory: configuration.stateDirectory)
         if choice.accelerator == .kvm {
             // A 16-byte guest is not a kernel: nested KVM can run the one and hang on the other.

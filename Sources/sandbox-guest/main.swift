@@ -133,8 +133,7 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) async {
         writer.send(AgentFrame(.ok))
         powerOff("shutdown requested")
     case .panicForTesting:
-        let cmdline = (try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? ""
-        guard cmdline.split(separator: " ").contains(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines) == "sandboxd.test_hooks=1" }) else {
+        guard testHooks else {
             return writer.fail("invalid_request", "test hooks are disabled")
         }
         sync()
@@ -164,9 +163,21 @@ let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix(whi
 let controllers = ((try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.controllers", encoding: .utf8)) ?? "")
     .split(whereSeparator: \.isWhitespace).map(String.init)
 
+/// Test switches on the kernel command line: `sandboxd.test_hooks=1` lets the host ask for a
+/// panic; `sandboxd.test_sysrq=1` (the daemon's `vm.test_hooks`) lets a sandboxed command write
+/// `/proc/sysrq-trigger`, so a test can crash this guest from inside with `echo c > /proc/sysrq-trigger`.
+let kernelCommandLine = ((try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace)
+let testHooks = kernelCommandLine.contains("sandboxd.test_hooks=1")
+let testSysrq = kernelCommandLine.contains("sandboxd.test_sysrq=1")
+
 let engine: LinuxSandboxEngine
 do {
-    engine = try LinuxSandboxEngine(configuration: .init(cgroupRoot: "/sys/fs/cgroup", stateDirectory: "/run/sandboxd"))
+    var configuration = LinuxSandboxConfiguration(cgroupRoot: "/sys/fs/cgroup", stateDirectory: "/run/sandboxd")
+    if testSysrq {
+        configuration.procReadOnlyPaths.removeAll { $0 == "/proc/sysrq-trigger" }
+        chmod("/proc/sysrq-trigger", 0o222)
+    }
+    engine = try LinuxSandboxEngine(configuration: configuration)
 } catch {
     writer.fail("engine", "LinuxSandboxEngine: \(error)")
     powerOff("LinuxSandboxEngine: \(error)")

@@ -11,7 +11,7 @@ struct SandboxCtl: AsyncParsableCommand {
         abstract: "Run and inspect sandboxes through sandboxd.",
         subcommands: [
             SandboxRun.self, SandboxCreate.self, SandboxExec.self, SandboxList.self, SandboxInspect.self,
-            SandboxRemove.self, SandboxCopy.self, ExecutionHistory.self, SystemInfo.self, PolicyCommand.self,
+            SandboxRemove.self, SandboxCopy.self, ExecutionHistory.self, SystemInfo.self, PolicyCommand.self, ImageCommand.self,
         ])
 }
 

@@ -10,6 +10,9 @@ import Supervisor
 #if SANDBOXD_LEVEL1_ENGINE
 import LinuxSandbox
 #endif
+#if SANDBOXD_LEVEL3_ENGINE
+import VMSandbox
+#endif
 
 /// `sandboxd`: reads the configuration, opens the record store, reaps leftovers, serves the
 /// control socket until SIGTERM/SIGINT.
@@ -88,9 +91,12 @@ struct SandboxdCommand: AsyncParsableCommand {
             await database.close(logger: logger)
             throw ExitCode(78)
         }
-        let engine = makeEngine(configuration, logger: logger, problem: &daemonSettings.supervisor.engineProblem)
+        var engines: [IsolationLevel: any SandboxEngine] = [:]
+        engines[.native] = makeEngine(configuration, logger: logger, problem: &daemonSettings.supervisor.engineProblem)
+        engines[.virtualMachine] = makeVMEngine(configuration, supervisor: daemonSettings.supervisor, logger: logger,
+                                                problem: &daemonSettings.supervisor.levelProblems[.virtualMachine])
         do {
-            try await SandboxDaemon.run(settings: daemonSettings, engine: engine, records: database.recorder)
+            try await SandboxDaemon.run(settings: daemonSettings, engines: engines, records: database.recorder)
         } catch {
             logger.critical("sandboxd failed: \(error)")
             await database.close(logger: logger)
@@ -121,6 +127,53 @@ func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: i
     }
     #else
     problem = "this sandboxd was built without the level-1 engine"
+    return nil
+    #endif
+}
+
+/// The level-3 engine, started in the background (image, accelerator probe, reaping, warm pool);
+/// nil with the reason when it is disabled or not built in.
+func makeVMEngine(_ configuration: DaemonConfiguration, supervisor: SupervisorConfiguration, logger: Logger,
+                  problem: inout String?) -> (any SandboxEngine)? {
+    #if SANDBOXD_LEVEL3_ENGINE
+    guard configuration.vm.enabled else {
+        problem = "level 3 is disabled in the configuration (vm.enabled: false)"
+        return nil
+    }
+    // Guest memory fits the default policy's limit, so default sandboxes can take pooled guests.
+    let defaultRules = supervisor.policies?[supervisor.defaultPolicy]?.policy ?? Policy()
+    var defaultLimits = ResourceLimits()
+    defaultLimits.executionTimeout = supervisor.defaultTimeout
+    defaultLimits.outputLimit = ByteCount(bytes: UInt64(supervisor.maxOutputBytes))
+    let poolLimits = VirtualMachineEngine.guestLimits(defaultLimits, rules: defaultRules)
+    let overheadMiB = 192
+    let memoryMiB = max(768, Int(poolLimits.memory.map { $0.bytes >> 20 } ?? 0) + overheadMiB)
+    let accelerator: AcceleratorChoice.Preference = switch configuration.vm.accelerator {
+    case .auto: .auto
+    case .tcg: .tcg
+    case .kvm: .kvm
+    }
+    let qemuUIDBase = UInt64(configuration.sandbox.uidRangeStart) + UInt64(configuration.sandbox.uidRangeSize)
+    guard qemuUIDBase + 4096 < UInt64(UInt32.max) else {
+        problem = "no uids left above sandbox.uid_range_start + uid_range_size for QEMU (4096 needed)"
+        return nil
+    }
+    let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
+    var vm = VMSandboxConfiguration(
+        stateDirectory: runtime + "/vm", imageCacheDirectory: configuration.vm.imageDirectory,
+        cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: "sandboxd-vm",
+        qemuUIDBase: UInt32(qemuUIDBase), qemuUIDCount: 4096, memoryMiB: memoryMiB, memoryOverheadMiB: overheadMiB,
+        cpus: 1, accelerator: accelerator, poolSize: configuration.vm.poolSize, poolLimits: poolLimits,
+        enableTestHooks: configuration.vm.testHooks)
+    vm.allowSandboxSysrqForTesting = configuration.vm.testHooks
+    let engine = VirtualMachineEngine(configuration: vm, logger: Logger(label: "sandboxd.vm"))
+    if configuration.vm.testHooks {
+        logger.warning("vm.test_hooks is on: level-3 sandboxes can panic their own guests (tests only)")
+    }
+    engine.start()
+    return engine
+    #else
+    problem = "this sandboxd was built without the level-3 engine"
     return nil
     #endif
 }

@@ -20,7 +20,8 @@ struct EndToEndTests {
         let log: String
         private(set) var process: SpawnedProcess?
 
-        init(extraConfiguration: String = "") throws {
+        /// - Parameter vm: the `vm` section; level 3 is off unless a test needs it (each guest boot costs seconds of CPU).
+        init(extraConfiguration: String = "", vm: String = "vm:\n  enabled: false") throws {
             var template = Array("/tmp/sandboxd-e2e-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
             directory = String(cString: made)
@@ -37,6 +38,7 @@ struct EndToEndTests {
               enforcement: best-effort
               cgroup_root: \(cgroupRoot)
             shutdown_grace_period: 3
+            \(vm)
             \(extraConfiguration)
             """.write(toFile: config, atomically: true, encoding: .utf8)
         }

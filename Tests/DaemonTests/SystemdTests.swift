@@ -42,6 +42,8 @@ struct SystemdTests {
         socket:
           path: \(directory)/unused.sock
         shutdown_grace_period: 2
+        vm:
+          enabled: false
         """.write(toFile: config, atomically: true, encoding: .utf8)
 
         // The notify socket this test owns, in the abstract namespace (NOTIFY_SOCKET=@name).

@@ -150,6 +150,15 @@ struct DaemonConfigurationTests {
         }
     }
 
+    @Test("the vm section is read")
+    func vmSection() throws {
+        let c = try DaemonConfiguration(yaml: "vm:\n  enabled: false\n  accelerator: TCG\n  pool_size: 0\n  image_directory: /srv/images/\n  test_hooks: true\n",
+                                        file: "sandboxd.yaml")
+        #expect(c.vm == .init(enabled: false, accelerator: .tcg, poolSize: 0, imageDirectory: "/srv/images", testHooks: true))
+        #expect(try DaemonConfiguration(yaml: nil).vm == .init(enabled: true, accelerator: .auto, poolSize: 1,
+                                                              imageDirectory: "/var/cache/sandboxd", testHooks: false))
+    }
+
     @Test("an unknown key names file, line and key, with a suggestion")
     func unknownKey() {
         let yaml = """
@@ -184,6 +193,10 @@ struct DaemonConfigurationTests {
         ("log_level: info\nlog_level: debug", "sandboxd.yaml:1: duplicate key \"log_level\""),
         ("socket:\n  path: [unterminated", "sandboxd.yaml:"),
         ("- a\n- b", "sandboxd.yaml:1: expected a mapping"),
+        ("vm:\n  accelerator: hvf", "sandboxd.yaml:2: vm.accelerator: \"hvf\" is not an accelerator (auto, tcg, kvm)"),
+        ("vm:\n  pool_size: 65", "sandboxd.yaml:2: vm.pool_size: 65 is out of range"),
+        ("vm:\n  image_directory: cache", "sandboxd.yaml:2: vm.image_directory: \"cache\" is a relative path"),
+        ("vm:\n  pool: 2", "sandboxd.yaml:2: vm.pool: unknown key"),
     ])
     func badValue(yaml: String, expectedPrefix: String) {
         let found = Self.diagnostics(yaml)

@@ -22,10 +22,13 @@ public struct InfoResponse: Codable, Sendable, Hashable {
         public var available: Bool
         /// Why the level is not available (nil when it is).
         public var reason: String?
-        public init(level: Int, available: Bool, reason: String?) {
+        /// How it runs here (level 3: KVM or TCG and why, the guest image), when the engine says.
+        public var detail: String?
+        public init(level: Int, available: Bool, reason: String?, detail: String? = nil) {
             self.level = level
             self.available = available
             self.reason = reason
+            self.detail = detail
         }
     }
 

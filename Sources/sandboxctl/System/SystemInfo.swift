@@ -22,6 +22,7 @@ struct SystemInfo: AsyncParsableCommand {
             print("isolation levels:")
             for level in info.levels {
                 print("  \(level.level): \(level.available ? "available" : "unavailable — \(level.reason ?? "")")")
+                if let detail = level.detail { print("     \(detail)") }
             }
             print("languages:")
             for language in info.languages {
