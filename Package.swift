@@ -51,7 +51,7 @@ let package = Package(
         // The daemon's brain: sandbox registry, admission, execution records, reaping.
         // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift).
         .target(name: "Supervisor", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox",
+            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox", "EgressProxy",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
 

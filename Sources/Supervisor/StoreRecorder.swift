@@ -19,7 +19,7 @@ import Store
 /// after `commitTimeout` (the record stays queued and is written when the database returns, as
 /// long as the daemon lives).
 public actor StoreRecorder: ExecutionRecorder {
-    private let store: RecordStore
+    let store: RecordStore
     private let logger: Logger
     private let detail: String
     private let maxBatch: Int

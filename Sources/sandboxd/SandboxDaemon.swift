@@ -19,11 +19,12 @@ struct DaemonSettings: Sendable {
 /// running execs the grace period, kill what remains, flush every record, destroy every sandbox,
 /// exit 0. Readiness and shutdown are reported to systemd with sd_notify.
 enum SandboxDaemon {
-    static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?) async throws {
+    static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?,
+                    databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured")) async throws {
         let logger = Logger(label: "sandboxd")
         let notifier = SystemdNotifier()
         let supervisor = Supervisor(configuration: settings.supervisor, engine: engine, records: records,
-                                    logger: Logger(label: "sandboxd.supervisor"))
+                                    logger: Logger(label: "sandboxd.supervisor"), databaseTool: databaseTool)
         notifier.notify("STATUS=reaping what a previous run left")
         await supervisor.reapLeftovers()
 

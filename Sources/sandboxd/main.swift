@@ -87,8 +87,11 @@ struct SandboxdCommand: AsyncParsableCommand {
             throw ExitCode(78)
         }
         let engine = makeEngine(configuration, logger: logger, problem: &daemonSettings.supervisor.engineProblem)
+        // Before serving: roles of sandboxes that died with a previous daemon are dropped.
+        let databaseTool = await DatabaseToolState.start(settings: database.settings, embedded: database.embedded,
+                                                         logger: Logger(label: "sandboxd.dbtool"))
         do {
-            try await SandboxDaemon.run(settings: daemonSettings, engine: engine, records: database.recorder)
+            try await SandboxDaemon.run(settings: daemonSettings, engine: engine, records: database.recorder, databaseTool: databaseTool)
         } catch {
             logger.critical("sandboxd failed: \(error)")
             await database.close(logger: logger)
