@@ -19,6 +19,8 @@ struct EndToEndTests {
         let config: String
         let log: String
         private(set) var process: SpawnedProcess?
+        /// Put before the daemon's argv (e.g. `unshare --mount … sh -c '…; exec "$@"'`).
+        var launcher: [String] = []
 
         init(extraConfiguration: String = "") throws {
             var template = Array("/tmp/sandboxd-e2e-XXXXXX".utf8CString)
@@ -42,7 +44,7 @@ struct EndToEndTests {
         }
 
         func start() async throws {
-            process = try SpawnedProcess([TestHost.product("sandboxd"), "--config", config], logPath: log)
+            process = try SpawnedProcess(launcher + [TestHost.product("sandboxd"), "--config", config], logPath: log)
             for _ in 0..<600 {
                 // A killed daemon leaves its socket file: wait until someone answers on it.
                 if TestHost.canConnect(socket) { return }
