@@ -6,6 +6,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import EgressProxy
 import Logging
 import SandboxCore
@@ -176,7 +177,7 @@ final class SandboxEgress: Sendable {
         switch result {
         case .success(let started): proxy = started
         case .failure(let error):
-            close(fd)
+            Glibc.close(fd)
             throw error
         }
         let closedAlready = state.withLock { state -> Bool in
@@ -189,16 +190,11 @@ final class SandboxEgress: Sendable {
 
     /// Runs async work to completion from a thread that may block (the engine's launching thread).
     private static func waitFor<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> Result<T, any Error> {
-        let box = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
         Task {
-            let result: Result<T, any Error>
-            do { result = .success(try await body()) } catch { result = .failure(error) }
-            box.withLock { $0 = result }
-            done.signal()
+            do { box.set(.success(try await body())) } catch { box.set(.failure(error)) }
         }
-        done.wait()
-        return box.withLock { $0! }
+        return box.wait()
     }
 
     func begin(_ executionID: UUID) {
@@ -216,13 +212,15 @@ final class SandboxEgress: Sendable {
 
     /// On an event-loop thread: must not block.
     private func received(_ event: EgressEventRecord) {
-        var event = event
-        event.executionID = state.withLock { state -> UUID? in
+        let arrived = event.occurredAt
+        let execution = state.withLock { state -> UUID? in
             let running = state.runs.filter { run in
-                run.started <= event.occurredAt && (run.ended.map { event.occurredAt <= $0 } ?? true)
+                run.started <= arrived && (run.ended.map { arrived <= $0 } ?? true)
             }
             return running.count == 1 ? running[0].id : nil
         }
+        var event = event
+        event.executionID = execution
         writer.enqueue(event)
     }
 
@@ -237,5 +235,21 @@ final class SandboxEgress: Sendable {
             return state.proxy
         }
         await proxy?.close()
+    }
+}
+
+/// One result handed from a task to a thread that blocks for it.
+private final class ResultBox<T: Sendable>: Sendable {
+    private let value = Mutex<Result<T, any Error>?>(nil)
+    private let done = DispatchSemaphore(value: 0)
+
+    func set(_ result: Result<T, any Error>) {
+        value.withLock { $0 = result }
+        done.signal()
+    }
+
+    func wait() -> Result<T, any Error> {
+        done.wait()
+        return value.withLock { $0! }
     }
 }

@@ -62,9 +62,14 @@ extension LinuxSandboxEngine: SandboxEngine {
     }
 
     static func launchAttachments(_ attachments: SandboxAttachments) -> LaunchAttachments {
-        LaunchAttachments(
-            readOnlyDirectories: attachments.readOnlyDirectories.map { .init(hostPath: $0.hostPath, sandboxPath: $0.sandboxPath) },
-            beforeWorkload: attachments.beforeWorkload.map { hook in { pid in try hook.body(pid) } })
+        let directories = attachments.readOnlyDirectories.map {
+            LaunchAttachments.Directory(hostPath: $0.hostPath, sandboxPath: $0.sandboxPath)
+        }
+        var hook: (@Sendable (Int32) throws -> Void)?
+        if let beforeWorkload = attachments.beforeWorkload {
+            hook = { pid in try beforeWorkload.body(pid) }
+        }
+        return LaunchAttachments(readOnlyDirectories: directories, beforeWorkload: hook)
     }
 
     static func forward(_ sink: @escaping ControlAPI.OutputSink) -> @Sendable (SandboxCore.OutputChunk) -> Void {

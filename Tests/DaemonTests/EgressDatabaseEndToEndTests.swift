@@ -1,5 +1,6 @@
 #if SANDBOXD_LEVEL1_ENGINE
 import Foundation
+import SandboxCore
 import Store
 import Testing
 @testable import ControlAPI
