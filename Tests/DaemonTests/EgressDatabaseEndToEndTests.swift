@@ -107,6 +107,9 @@ struct EgressDatabaseEndToEndTests {
                                  #"allowed_hosts: ["allowed.test", "*.wild.test"]"#)])
             .write(toFile: directory + "/egress-test.yaml", atomically: true, encoding: .utf8)
         // `web-scraper`: ports 80 and 443 only.
+        // `database-readonly` naming a table that does not exist.
+        try derived("database-readonly", [("tables: [public.documents, public.index_stats]", "tables: [public.no_such_table]")])
+            .write(toFile: directory + "/db-missing-test.yaml", atomically: true, encoding: .utf8)
         try derived("web-scraper", [("    - example.com\n    - \"*.example.com\"        # any name below example.com (not example.com itself)\n    - en.wikipedia.org\n",
                                      "    - allowed.test\n")])
             .write(toFile: directory + "/scraper-test.yaml", atomically: true, encoding: .utf8)
@@ -317,7 +320,11 @@ struct EgressDatabaseEndToEndTests {
     func databaseTool() async throws {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         _ = try TestHost.ensureUser(Self.user, groups: ["sandboxd"])
-        let daemon = try EndToEndTests.Daemon()
+        let daemon = try EndToEndTests.Daemon(extraConfiguration: "policy_directory: PLACEHOLDER")
+        let policies = daemon.directory + "/policies"
+        try Self.writePolicies(into: policies)
+        let config = try String(contentsOfFile: daemon.config, encoding: .utf8).replacingOccurrences(of: "PLACEHOLDER", with: policies)
+        try config.write(toFile: daemon.config, atomically: true, encoding: .utf8)
         do {
             try await daemon.start()
             try await databaseChecks(daemon)
@@ -330,16 +337,15 @@ struct EgressDatabaseEndToEndTests {
     }
 
     private func databaseChecks(_ daemon: EndToEndTests.Daemon) async throws {
-        // Without the preset's tables the grant is refused, naming them.
-        let missing = try daemon.curl("POST", "/v1/sandboxes", as: Self.user, json: #"{"policy":"database-readonly"}"#)
-        #expect(missing.status == 400 && missing.body.contains("documents"), "\(missing.body)")
+        // A policy naming a table that does not exist is refused at creation, naming it; no role is left.
+        let missing = try daemon.curl("POST", "/v1/sandboxes", as: Self.user, json: #"{"policy":"db-missing-test"}"#)
+        #expect(missing.status == 400 && missing.body.contains("no_such_table"), "\(missing.body)")
+        let missingRun = try daemon.curl("POST", "/v1/run", as: Self.user, json: #"{"command":["true"],"policy":"db-missing-test"}"#)
+        #expect(missingRun.status == 400 && missingRun.body.contains("no_such_table"), "\(missingRun.body)")
         #expect(try psql(daemon, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'sbx_ro_%'") == "0")
 
-        _ = try psql(daemon, """
-            CREATE TABLE public.documents (id integer PRIMARY KEY, body text NOT NULL);
-            INSERT INTO public.documents VALUES (1, 'first document'), (2, 'second document');
-            CREATE TABLE public.index_stats (name text, hits integer);
-            """)
+        // The preset's tables are part of sandboxd's schema (migration 1); give them rows.
+        _ = try psql(daemon, "INSERT INTO public.documents (filename, content) VALUES ('a.txt', 'first document'), ('b.txt', 'second document')")
         let created = try daemon.curl("POST", "/v1/sandboxes", as: Self.user, json: #"{"policy":"database-readonly"}"#)
         #expect(created.status == 201, "\(created.body)")
         let sandbox = try decode(SandboxDescription.self, created.body)
@@ -358,15 +364,16 @@ struct EgressDatabaseEndToEndTests {
         #expect(shown.stdout.hasPrefix("/run/postgresql \(role) sandboxd\n"), "\(shown.stdout) \(shown.stderr)")
         #expect(shown.stdout.contains("/run/postgresql/.s.PGSQL.") && shown.stdout.contains("touch=1"), "\(shown.stdout) \(shown.stderr)")
 
-        let select = try sql("SELECT body FROM documents ORDER BY id")
+        let select = try sql("SELECT content FROM documents ORDER BY filename")
         #expect(select.exitCode == 0 && select.stdout == "first document\nsecond document\n", "\(select.stdout) \(select.stderr)")
         let refused: [(String, String)] = [
-            ("INSERT INTO documents VALUES (3, 'x')", "read-only transaction"),
-            ("UPDATE documents SET body = 'changed'", "read-only transaction"),
-            ("BEGIN READ WRITE; UPDATE documents SET body = 'changed'; COMMIT", "permission denied"),
+            ("INSERT INTO documents (filename) VALUES ('x')", "read-only transaction"),
+            ("UPDATE documents SET content = 'changed'", "read-only transaction"),
+            ("BEGIN READ WRITE; UPDATE documents SET content = 'changed'; COMMIT", "permission denied"),
+            ("BEGIN READ WRITE; DELETE FROM documents; COMMIT", "permission denied"),
             ("CREATE TABLE public.evil (x int)", "read-only transaction"),
             ("BEGIN READ WRITE; CREATE TABLE public.evil (x int); COMMIT", "permission denied"),
-            ("COPY documents TO PROGRAM 'touch /tmp/sbxe2e-pwned'", "permission denied"),
+            ("COPY documents TO PROGRAM 'touch /tmp/sbxe2e-pwned'", "pg_execute_server_program"),
             ("SELECT count(*) FROM agent_executions", "permission denied"),
             ("SELECT count(*) FROM egress_events", "permission denied"),
             ("SELECT pg_read_file('/etc/passwd')", "permission denied"),
@@ -375,7 +382,7 @@ struct EgressDatabaseEndToEndTests {
             let result = try sql(statement)
             #expect(result.exitCode != 0 && result.stderr.contains(expected), "\(statement): \(result.exitCode.map(String.init) ?? "-") \(result.stdout) \(result.stderr)")
         }
-        #expect(try psql(daemon, "SELECT string_agg(body, ',' ORDER BY id) FROM public.documents") == "first document,second document")
+        #expect(try psql(daemon, "SELECT string_agg(content, ',' ORDER BY filename) FROM public.documents") == "first document,second document")
         #expect(try psql(daemon, "SELECT count(*) FROM pg_tables WHERE tablename = 'evil'") == "0")
         #expect(!FileManager.default.fileExists(atPath: "/tmp/sbxe2e-pwned"))
 
