@@ -295,7 +295,25 @@ struct EgressDatabaseEndToEndTests {
             for execution in executions { perExec.append(try events(daemon, execution)) }
             #expect(perExec.map { $0.map(\.host) } == [["allowed.test"], ["unlisted.test"], ["www.wild.test"]], "\(perExec)")
             #expect(perExec.map { $0.map(\.decision) } == [[.allowed], [.denied], [.allowed]])
+            // The listener lives in the sandbox's namespace (127.0.0.1:3128 listening in its
+            // /proc/net/tcp) and is held by the daemon; destroying the sandbox closes it.
+            let tcp = try daemon.curl("POST", "/v1/sandboxes/\(sandbox.sandboxID)/exec", as: Self.user, json: #"{"command":["/usr/bin/cat","/proc/net/tcp"]}"#)
+            let table: String = try decode(ExecutionResult.self, tcp.body).stdout
+            var inodes: [String] = []
+            for line in table.split(separator: "\n") {
+                let fields: [Substring] = line.split(separator: " ")
+                // local address 127.0.0.1:3128, state 0A (LISTEN), inode in the 10th field
+                if fields.count > 9, fields[1] == "0100007F:0C38", fields[3] == "0A" { inodes.append(String(fields[9])) }
+            }
+            let inode = try #require(inodes.first, "no listener on 127.0.0.1:3128 in the sandbox: \(tcp.body)")
+            let daemonPID = try #require(daemon.process?.pid)
+            func daemonHoldsListener() -> Bool {
+                let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemonPID)/fd")) ?? []
+                return fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(daemonPID)/fd/\($0)")) == "socket:[\(inode)]" }
+            }
+            #expect(daemonHoldsListener(), "the daemon holds no socket with inode \(inode)")
             #expect(try daemon.curl("DELETE", "/v1/sandboxes/\(sandbox.sandboxID)", as: Self.user).status == 204)
+            #expect(!daemonHoldsListener(), "the proxy's listener outlived its sandbox")
 
             // The denial is in egress_events, tied to its execution, as the database has it.
             let rows = try psql(daemon, "SELECT decision || ' ' || host || ' ' || coalesce(status::text, '-') FROM egress_events WHERE execution_id = '\(unlisted.executionID.uuidString.lowercased())'")
