@@ -10,8 +10,9 @@ import Testing
 /// (and the `database-readonly` preset itself), against servers in a network namespace the test
 /// creates (never outside this machine). The daemon runs in a private mount namespace whose
 /// `/etc/hosts` names the test servers, so its proxy resolves them like any host name.
-@Suite(.serialized)
-struct EgressDatabaseEndToEndTests {
+/// Part of the serialized `EndToEndTests` suite: every real daemon shares the engine's cgroup
+/// subtree, and a starting daemon reaps what it finds there.
+extension EndToEndTests {
     static let user = "sbxt-alice"
 
     /// An "internet" namespace joined to the host by a veth pair, serving HTTP on :80 and on the
@@ -115,7 +116,7 @@ struct EgressDatabaseEndToEndTests {
             .write(toFile: directory + "/scraper-test.yaml", atomically: true, encoding: .utf8)
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+    private func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         return try decoder.decode(T.self, from: Data(text.utf8))
@@ -130,13 +131,13 @@ struct EgressDatabaseEndToEndTests {
         let response = try daemon.curl("POST", "/v1/run", as: Self.user,
                                        json: try json(["command": ["/bin/sh", "-c", script], "policy": policy, "timeout": 60]))
         guard response.status == 200 else { throw TestError("run under \(policy): \(response.status) \(response.body)") }
-        return try decode(ExecutionResult.self, response.body)
+        return try decodeJSON(ExecutionResult.self, response.body)
     }
 
     private func events(_ daemon: EndToEndTests.Daemon, _ execution: UUID) throws -> [EgressEventRecord] {
         let response = try daemon.curl("GET", "/v1/executions/\(execution.uuidString.lowercased())/egress", as: Self.user)
         guard response.status == 200 else { throw TestError("egress events: \(response.status) \(response.body)") }
-        let list = try decode(EgressEventList.self, response.body)
+        let list = try decodeJSON(EgressEventList.self, response.body)
         #expect(list.executionID == execution)
         return list.events
     }
@@ -269,7 +270,7 @@ struct EgressDatabaseEndToEndTests {
             let override = try daemon.curl("POST", "/v1/run", as: Self.user, json: try json([
                 "command": ["/bin/sh", "-c", "echo $http_proxy"], "policy": "egress-test", "env": ["http_proxy": "http://10.0.0.1:1"]]))
             if override.status == 200 {
-                #expect(try decode(ExecutionResult.self, override.body).stdout == "http://127.0.0.1:3128\n")
+                #expect(try decodeJSON(ExecutionResult.self, override.body).stdout == "http://127.0.0.1:3128\n")
             } else {
                 #expect(override.status == 400, "\(override.body)")
             }
@@ -281,13 +282,13 @@ struct EgressDatabaseEndToEndTests {
             // Persistent sandbox: events of each exec; the proxy is gone once the sandbox is.
             let created = try daemon.curl("POST", "/v1/sandboxes", as: Self.user, json: #"{"policy":"egress-test"}"#)
             #expect(created.status == 201, "\(created.body)")
-            let sandbox = try decode(SandboxDescription.self, created.body)
+            let sandbox = try decodeJSON(SandboxDescription.self, created.body)
             var executions: [UUID] = []
             for host in ["allowed.test", "unlisted.test", "www.wild.test"] {
                 let exec = try daemon.curl("POST", "/v1/sandboxes/\(sandbox.sandboxID)/exec", as: Self.user, json: try json([
                     "command": ["/usr/bin/curl", "-sS", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", "http://\(host)/hello.txt"]]))
                 #expect(exec.status == 200, "\(exec.body)")
-                let result = try decode(ExecutionResult.self, exec.body)
+                let result = try decodeJSON(ExecutionResult.self, exec.body)
                 #expect(result.stdout == (host == "unlisted.test" ? "403" : "200"), "\(host): \(result.stdout) \(result.stderr)")
                 executions.append(result.executionID)
             }
@@ -298,7 +299,7 @@ struct EgressDatabaseEndToEndTests {
             // The listener lives in the sandbox's namespace (127.0.0.1:3128 listening in its
             // /proc/net/tcp) and is held by the daemon; destroying the sandbox closes it.
             let tcp = try daemon.curl("POST", "/v1/sandboxes/\(sandbox.sandboxID)/exec", as: Self.user, json: #"{"command":["/usr/bin/cat","/proc/net/tcp"]}"#)
-            let table: String = try decode(ExecutionResult.self, tcp.body).stdout
+            let table: String = try decodeJSON(ExecutionResult.self, tcp.body).stdout
             var inodes: [String] = []
             for line in table.split(separator: "\n") {
                 let fields: [Substring] = line.split(separator: " ")
@@ -366,7 +367,7 @@ struct EgressDatabaseEndToEndTests {
         _ = try psql(daemon, "INSERT INTO public.documents (filename, content) VALUES ('a.txt', 'first document'), ('b.txt', 'second document')")
         let created = try daemon.curl("POST", "/v1/sandboxes", as: Self.user, json: #"{"policy":"database-readonly"}"#)
         #expect(created.status == 201, "\(created.body)")
-        let sandbox = try decode(SandboxDescription.self, created.body)
+        let sandbox = try decodeJSON(SandboxDescription.self, created.body)
         let role = ReadOnlyDatabaseAccess.roleName(forSandbox: sandbox.sandboxID)
         #expect(try psql(daemon, "SELECT count(*) FROM pg_roles WHERE rolname = '\(role)'") == "1")
 
@@ -374,11 +375,11 @@ struct EgressDatabaseEndToEndTests {
             let exec = try daemon.curl("POST", "/v1/sandboxes/\(sandbox.sandboxID)/exec", as: Self.user, json: try json([
                 "command": ["/usr/lib/postgresql/15/bin/psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", statement]]))
             guard exec.status == 200 else { throw TestError("exec \(statement): \(exec.status) \(exec.body)") }
-            return try decode(ExecutionResult.self, exec.body)
+            return try decodeJSON(ExecutionResult.self, exec.body)
         }
         let environment = try daemon.curl("POST", "/v1/sandboxes/\(sandbox.sandboxID)/exec", as: Self.user, json: try json([
             "command": ["/bin/sh", "-c", "echo $PGHOST $PGUSER $PGDATABASE; ls /run/postgresql/.s.PGSQL.*; touch /run/postgresql/x; echo touch=$?"]]))
-        let shown = try decode(ExecutionResult.self, environment.body)
+        let shown = try decodeJSON(ExecutionResult.self, environment.body)
         #expect(shown.stdout.hasPrefix("/run/postgresql \(role) sandboxd\n"), "\(shown.stdout) \(shown.stderr)")
         #expect(shown.stdout.contains("/run/postgresql/.s.PGSQL.") && shown.stdout.contains("touch=1"), "\(shown.stdout) \(shown.stderr)")
 
@@ -412,7 +413,7 @@ struct EgressDatabaseEndToEndTests {
             "command": ["/bin/sh", "-c", "echo $PGUSER; /usr/lib/postgresql/15/bin/psql -X -At -c 'SELECT count(*) FROM documents'"],
             "policy": "database-readonly"]))
         #expect(oneShot.status == 200, "\(oneShot.body)")
-        let result = try decode(ExecutionResult.self, oneShot.body)
+        let result = try decodeJSON(ExecutionResult.self, oneShot.body)
         let oneShotRole = ReadOnlyDatabaseAccess.roleName(forSandbox: result.sandboxID)
         #expect(result.stdout == "\(oneShotRole)\n2\n", "\(result.stdout) \(result.stderr)")
         #expect(try psql(daemon, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'sbx_ro_%'") == "0")
@@ -421,7 +422,7 @@ struct EgressDatabaseEndToEndTests {
         let override = try daemon.curl("POST", "/v1/run", as: Self.user, json: try json([
             "command": ["/bin/sh", "-c", "echo $PGUSER"], "policy": "database-readonly", "env": ["PGUSER": "postgres"]]))
         if override.status == 200 {
-            #expect(try decode(ExecutionResult.self, override.body).stdout.hasPrefix("sbx_ro_"))
+            #expect(try decodeJSON(ExecutionResult.self, override.body).stdout.hasPrefix("sbx_ro_"))
         } else {
             #expect(override.status == 400, "\(override.body)")
         }
