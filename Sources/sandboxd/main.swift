@@ -126,7 +126,8 @@ func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: i
     _ = mkdir(runtime, 0o755)
     do {
         let engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
-            cgroupRoot: configuration.resources.cgroupRoot, stateDirectory: runtime + "/engine",
+            cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: configuration.resources.cgroupSubtree,
+            stateDirectory: runtime + "/engine",
             idBase: configuration.sandbox.uidRangeStart, idCount: configuration.sandbox.uidRangeSize))
         if configuration.resources.enforcement == .bestEffort {
             logger.warning("resources.enforcement is best-effort: limits the host cannot enforce are approximated with rlimits and every record says limits_enforced: false")

@@ -19,6 +19,8 @@ struct EndToEndTests {
         let config: String
         let log: String
         private(set) var process: SpawnedProcess?
+        /// The daemon's cgroup subtree (its sandboxes' cgroups are created below it).
+        let cgroupDirectory: String
         /// Put before the daemon's argv (e.g. `unshare --mount … sh -c '…; exec "$@"'`).
         var launcher: [String] = []
 
@@ -31,6 +33,9 @@ struct EndToEndTests {
             config = directory + "/sandboxd.yaml"
             log = directory + "/daemon.log"
             let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
+            // A subtree of its own: a starting daemon reaps its whole subtree, and other test runs
+            // on the same host (other checkouts) start daemons too.
+            cgroupDirectory = cgroupRoot + "/sandboxd-e2e-" + String(directory.suffix(6))
             try """
             state_directory: \(directory)/state
             socket:
@@ -38,6 +43,7 @@ struct EndToEndTests {
             resources:
               enforcement: best-effort
               cgroup_root: \(cgroupRoot)
+              cgroup_subtree: \(String(cgroupDirectory.split(separator: "/").last!))
             shutdown_grace_period: 3
             \(extraConfiguration)
             """.write(toFile: config, atomically: true, encoding: .utf8)
@@ -87,6 +93,17 @@ struct EndToEndTests {
                                        "stop", "-D", data, "-m", "immediate"])
             }
             try? FileManager.default.removeItem(atPath: directory)
+            // The subtree itself; sandboxes of a SIGKILLed daemon that no restart reaped are killed first.
+            func remove(_ path: String) {
+                for entry in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where !entry.contains(".") {
+                    remove(path + "/" + entry)
+                }
+                for _ in 0..<100 where rmdir(path) != 0 && errno == EBUSY {
+                    try? "1".write(toFile: path + "/cgroup.kill", atomically: false, encoding: .utf8)
+                    usleep(20_000)
+                }
+            }
+            remove(cgroupDirectory)
         }
 
         func ctl(_ arguments: [String], as user: String? = nil, input: Data = Data()) throws -> TestHost.Result {
@@ -313,8 +330,7 @@ struct EndToEndTests {
         var answered: [String] = []
         for client in clients { answered.append(await client.value) }
         // No process of any sandbox is left: the engine's cgroups are gone.
-        let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: cgroupRoot + "/sandboxd")) ?? []
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: daemon.cgroupDirectory)) ?? []
         #expect(!leftovers.contains { $0.hasPrefix("sbx-") }, "cgroups left: \(leftovers)")
         // Restart: every record is final (the long exec was killed), none 'running' and none 'aborted'.
         try await daemon.start()
@@ -345,8 +361,7 @@ struct EndToEndTests {
         let list = try decode(ExecutionList.self, try daemon.curl("GET", "/v1/executions?sandbox_id=\(id)").body)
         #expect(list.executions.contains { $0.status == "aborted" }, "\(list.executions.map(\.status)) \(daemon.logText)")
         #expect(!list.executions.contains { $0.status == "running" })
-        let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: cgroupRoot + "/sandboxd")) ?? []
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: daemon.cgroupDirectory)) ?? []
         #expect(!leftovers.contains(id), "the killed daemon's sandbox cgroup was not reaped: \(leftovers)")
         _ = try await daemon.stop()
     }
