@@ -86,6 +86,16 @@ struct EndToEndTests {
 
         func cleanup() async {
             if process != nil { _ = try? await stop(signal: SIGKILL) }
+            cleanupNow()
+        }
+
+        /// `cleanup` for a `defer` (nothing awaits a Task started there before the test process ends).
+        func cleanupNow() {
+            if let running = process {
+                running.kill(SIGKILL)
+                for _ in 0..<9000 where running.poll() == nil { usleep(10_000) }
+                process = nil
+            }
             // The embedded cluster outlives a SIGKILLed daemon: stop it by its data directory.
             let data = directory + "/state/postgres/data"
             if FileManager.default.fileExists(atPath: data + "/postmaster.pid") {
@@ -253,7 +263,7 @@ struct EndToEndTests {
     func concurrentLoad() async throws {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         let daemon = try Daemon(extraConfiguration: "sandbox:\n  max_sandboxes: 64\n  max_sandboxes_per_uid: 64")
-        defer { Task { await daemon.cleanup() } }
+        defer { daemon.cleanupNow() }
         try await daemon.start()
         let started = Date()
         let ids = try await withThrowingTaskGroup(of: [String].self) { group in
@@ -313,7 +323,7 @@ struct EndToEndTests {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         try users()
         let daemon = try Daemon()
-        defer { Task { await daemon.cleanup() } }
+        defer { daemon.cleanupNow() }
         try await daemon.start()
         let id = try daemon.ctl(["create"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         // Background clients: a long exec in the persistent sandbox and a few one-shots.
@@ -349,7 +359,7 @@ struct EndToEndTests {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         try users()
         let daemon = try Daemon()
-        defer { Task { await daemon.cleanup() } }
+        defer { daemon.cleanupNow() }
         try await daemon.start()
         let id = try daemon.ctl(["create"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let client = Task.detached { _ = try? daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice, json: #"{"command":["sleep","30"]}"#) }
