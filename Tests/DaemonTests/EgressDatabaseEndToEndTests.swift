@@ -337,7 +337,7 @@ extension EndToEndTests {
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    @Test("database-readonly preset: SELECT works; writes, DDL, COPY TO PROGRAM, record tables and server files fail; the role is dropped with the sandbox")
+    @Test("database-readonly preset: SELECT works; writes, DDL, COPY TO PROGRAM, record tables and server files fail; the role is dropped with the sandbox, and by the next start after a kill -9")
     func databaseTool() async throws {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         _ = try TestHost.ensureUser(Self.user, groups: ["sandboxd"])
@@ -429,6 +429,17 @@ extension EndToEndTests {
             #expect(override.status == 400, "\(override.body)")
         }
         #expect(try psql(daemon, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'sbx_ro_%'") == "0")
+
+        // A daemon killed with a live database sandbox leaves its role; the next start drops it
+        // before serving.
+        let survivor = try daemon.curl("POST", "/v1/sandboxes", as: Self.user, json: #"{"policy":"database-readonly"}"#)
+        #expect(survivor.status == 201, "\(survivor.body)")
+        let survivorRole = ReadOnlyDatabaseAccess.roleName(forSandbox: try decodeJSON(SandboxDescription.self, survivor.body).sandboxID)
+        _ = try await daemon.stop(signal: SIGKILL)
+        #expect(try psql(daemon, "SELECT count(*) FROM pg_roles WHERE rolname = '\(survivorRole)'") == "1")
+        try await daemon.start()
+        #expect(try psql(daemon, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'sbx_ro_%'") == "0")
+        #expect(daemon.logText.contains(survivorRole), "the start should log the dropped role")
     }
 }
 #endif
