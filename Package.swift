@@ -52,7 +52,7 @@ let package = Package(
         // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift),
         // SANDBOXD_LEVEL3_ENGINE the level-3 one (VMSandboxEngine+SandboxEngine.swift).
         .target(name: "Supervisor", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox", "VMSandbox",
+            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox", "VMSandbox", "EgressProxy",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
 

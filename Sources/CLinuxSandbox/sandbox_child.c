@@ -38,6 +38,15 @@
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Reporting
@@ -209,6 +218,15 @@ static void apply_mount(int rfd, const struct sbx_mount *m, int index) {
 
     case SBX_MOUNT_MASK:
         mask_path(rfd, m, index);
+        return;
+
+    case SBX_MOUNT_ATTACH:
+        // The tree was cloned by the daemon before the clone, as host root: the sandbox's uid
+        // never looks the host path up (it may lie below directories only root can walk).
+        if (make_dir(m->target) < 0) fail(rfd, SBX_STEP_MKDIR, index);
+        if (syscall(SYS_move_mount, m->tree_fd, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            fail(rfd, SBX_STEP_MOUNT, index);
+        if (set_attr(m->target, m->attr_set, AT_RECURSIVE) < 0) fail(rfd, SBX_STEP_MOUNT_SETATTR, index);
         return;
 
     case SBX_MOUNT_READONLY:
@@ -560,6 +578,11 @@ int sbx_waitid_pidfd(int pidfd, int options, int *code, int *status, int *pid, l
     *utime_usec = ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec;
     *stime_usec = ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec;
     return 0;
+}
+
+int sbx_open_tree(const char *path) {
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    return fd < 0 ? -errno : fd;
 }
 
 int sbx_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {

@@ -91,6 +91,13 @@ struct ControlRoutes {
             }
             return try jsonResponse(try await service.execution(id: id, caller: context.caller))
         }
+        router.get("/v1/executions/:id/egress") { _, context in
+            let text = context.parameters.get("id") ?? ""
+            guard let id = UUID(uuidString: text) else {
+                throw APIError(.notFound, "no execution with id \(text) (execution ids are UUIDs)", details: ["execution_id": .string(text)])
+            }
+            return try jsonResponse(try await service.egressEvents(executionID: id, caller: context.caller))
+        }
         router.post("/v1/sessions") { request, context in
             let body = try await decodeBody(SessionCreateRequest.self, request, context, emptyMeans: "{}")
             try body.validate()

@@ -49,6 +49,8 @@ public protocol SandboxService: Sendable {
     func readFile(sandboxID: String, path: String, limit: Int, caller: Caller) async throws -> [UInt8]
     func executions(_ query: ExecutionQuery, caller: Caller) async throws -> [ExecutionRecordView]
     func execution(id: UUID, caller: Caller) async throws -> ExecutionRecordView
+    /// The egress events of an execution the caller may see (`not_found` otherwise).
+    func egressEvents(executionID: UUID, caller: Caller) async throws -> EgressEventList
     func createSession(_ request: SessionCreateRequest, caller: Caller) async throws -> SessionDescription
     /// The policies in force (any caller may read them: they say what a sandbox may do).
     func policies(caller: Caller) async throws -> PolicyList
@@ -64,5 +66,13 @@ extension SandboxService {
 
     public func reloadPolicies(caller: Caller) async throws -> PolicyList {
         throw APIError(.unavailable, "this sandboxd serves no policies")
+    }
+}
+
+extension SandboxService {
+    /// For services without an egress proxy: the execution exists (or not) and made no connections.
+    public func egressEvents(executionID: UUID, caller: Caller) async throws -> EgressEventList {
+        _ = try await execution(id: executionID, caller: caller)
+        return EgressEventList(executionID: executionID, events: [])
     }
 }

@@ -11,7 +11,7 @@ import Synchronization
 ///
 /// Each accepted connection carries one request. The requested host name is checked against the
 /// policy (``EgressRules``), the proxy resolves it itself, checks every address (``AddressCheck``)
-/// and connects to a checked address. Every allowed and denied request becomes an ``EgressEvent``.
+/// and connects to a checked address. Every allowed and denied request becomes an ``SandboxCore/EgressEventRecord`` (execution id left for the daemon to fill in).
 public final class EgressProxy: Sendable {
     /// Bounds on what one sandbox can make the proxy hold.
     public struct Limits: Hashable, Sendable {
@@ -73,7 +73,7 @@ public final class EgressProxy: Sendable {
     public static func start(listeningSocket: Int32, configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "sandboxd.egress"),
-                             onEvent: @escaping @Sendable (EgressEvent) -> Void) async throws -> EgressProxy {
+                             onEvent: @escaping @Sendable (EgressEventRecord) -> Void) async throws -> EgressProxy {
         let shared = ConnectionShared(configuration: configuration, onEvent: onEvent, logger: logger)
         let limits = configuration.limits
         let bootstrap = ServerBootstrap(group: group)
@@ -109,7 +109,7 @@ public final class EgressProxy: Sendable {
                              configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "sandboxd.egress"),
-                             onEvent: @escaping @Sendable (EgressEvent) -> Void) async throws -> EgressProxy {
+                             onEvent: @escaping @Sendable (EgressEventRecord) -> Void) async throws -> EgressProxy {
         let fd = try await NIOThreadPool.singleton.runIfActive {
             try EgressListener.make(inNetworkNamespaceOf: pid, port: port)
         }
@@ -139,12 +139,12 @@ public final class EgressProxy: Sendable {
 /// What every connection handler of one proxy shares.
 final class ConnectionShared: Sendable {
     let configuration: EgressProxy.Configuration
-    let onEvent: @Sendable (EgressEvent) -> Void
+    let onEvent: @Sendable (EgressEventRecord) -> Void
     let logger: Logger
     /// Open client connections, so ``EgressProxy/close()`` can close them and the limit can be kept.
     let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
 
-    init(configuration: EgressProxy.Configuration, onEvent: @escaping @Sendable (EgressEvent) -> Void, logger: Logger) {
+    init(configuration: EgressProxy.Configuration, onEvent: @escaping @Sendable (EgressEventRecord) -> Void, logger: Logger) {
         self.configuration = configuration
         self.onEvent = onEvent
         self.logger = logger

@@ -341,7 +341,7 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Answers with `status` and a one-line plain-text body, closes, and records the event.
     private func respond(context: ChannelHandlerContext, status: Int, reason: String,
-                         decision: EgressEvent.Decision = .denied) {
+                         decision: EgressEventRecord.Decision = .denied) {
         guard !eventSent else { return }
         state = .finished
         emit(decision: decision, reason: reason, status: status)
@@ -358,11 +358,13 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
-    private func emit(decision: EgressEvent.Decision, reason: String, status: Int?) {
+    private func emit(decision: EgressEventRecord.Decision, reason: String, status: Int?) {
         guard !eventSent else { return }
         eventSent = true
-        let event = EgressEvent(
-            time: arrived, sandboxID: shared.configuration.sandboxID, method: method, host: host, port: port,
+        // A fresh id per event: the daemon's writes of it are idempotent. The execution is the
+        // daemon's to fill in (it knows which one was running when the request arrived).
+        let event = EgressEventRecord(
+            executionID: nil, sandboxID: shared.configuration.sandboxID, occurredAt: arrived, method: method, host: host, port: port,
             address: address, decision: decision, reason: reason, status: status,
             bytesUp: counters.up, bytesDown: counters.down, duration: Date().timeIntervalSince(arrived))
         shared.logger.debug("egress \(decision.rawValue)", metadata: [

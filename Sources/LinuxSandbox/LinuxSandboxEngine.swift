@@ -61,11 +61,14 @@ public final class LinuxSandboxEngine: Sendable {
     /// Throws `controllersMissing` when the spec has limits, enforcement is strict and the host
     /// lacks the cgroup v2 controllers; `childSetup` naming the step and path when building the
     /// sandbox failed (e.g. `mount /data: ENOENT`).
-    public func create(_ spec: SandboxSpec) async throws(LinuxSandboxError) -> LinuxSandbox {
+    ///
+    /// `attachments`: directories the daemon mounts itself and a hook run before the init starts.
+    public func create(_ spec: SandboxSpec, attachments: LaunchAttachments = .init()) async throws(LinuxSandboxError) -> LinuxSandbox {
         try Self.validate(spec)
+        try attachments.validate()
         let enforced = try limitsEnforced(for: spec)
         let result: Result<LinuxSandbox, LinuxSandboxError> = await onDedicatedThread {
-            Result { () throws(LinuxSandboxError) in try self.createBlocking(spec, limitsEnforced: enforced) }
+            Result { () throws(LinuxSandboxError) in try self.createBlocking(spec, limitsEnforced: enforced, attachments: attachments) }
         }
         return try result.get()
     }
@@ -75,15 +78,18 @@ public final class LinuxSandboxEngine: Sendable {
     /// The same isolation as `create` + `exec`, done in one step: the sandbox's PID 1 starts the
     /// command itself and the whole sandbox is torn down when it ends (or times out).
     public func run(
-        _ spec: SandboxSpec, _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil
+        _ spec: SandboxSpec, _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil,
+        attachments: LaunchAttachments = .init()
     ) async throws(LinuxSandboxError) -> ExecResult {
         try Self.validate(spec)
+        try attachments.validate()
         try LinuxSandbox.validate(request)
         let enforced = try limitsEnforced(for: spec)
         let timeout = request.timeout ?? spec.limits.executionTimeout
         let result: Result<ExecResult, LinuxSandboxError> = await onDedicatedThread {
             Result { () throws(LinuxSandboxError) in
-                try self.runBlocking(spec, request, limitsEnforced: enforced, timeout: timeout, onOutput: onOutput)
+                try self.runBlocking(spec, request, limitsEnforced: enforced, timeout: timeout, onOutput: onOutput,
+                                     attachments: attachments)
             }
         }
         return try result.get()
@@ -251,7 +257,8 @@ public final class LinuxSandboxEngine: Sendable {
 
     /// Creates the cgroup, clones the child into every namespace, writes its id maps and waits
     /// until it has built the sandbox and exec'd its init (or, one-shot, the command).
-    func launch(_ spec: SandboxSpec, limitsEnforced: Bool, oneShot: OneShotCommand?) throws(LinuxSandboxError) -> Launched {
+    func launch(_ spec: SandboxSpec, limitsEnforced: Bool, oneShot: OneShotCommand?,
+                attachments: LaunchAttachments = .init()) throws(LinuxSandboxError) -> Launched {
         let slot = try allocateSlot()
         let hostID = configuration.idBase + slot
         let cgroupPath = cgroup.sandboxPath(spec.id)
@@ -281,7 +288,15 @@ public final class LinuxSandboxEngine: Sendable {
         let initCgroupFD = try cgroup.openDirectory(initCgroup)
         defer { close(initCgroupFD) }
 
-        let steps = try RootfsPlan.build(spec: spec, host: hostRuntime)
+        // Cloned as root here; the child attaches them (its own uid may not reach the host paths).
+        var trees: [RootfsPlan.AttachedTree] = []
+        defer { for tree in trees { close(tree.fd) } }
+        for directory in attachments.readOnlyDirectories {
+            let fd = sbx_open_tree(directory.hostPath)
+            if fd < 0 { throw .system("open_tree", directory.hostPath, -fd) }
+            trees.append(.init(fd: fd, sandboxPath: directory.sandboxPath))
+        }
+        let steps = try RootfsPlan.build(spec: spec, host: hostRuntime, attached: trees)
         let limitList = rlimits(for: spec, enforced: limitsEnforced)
 
         var spawned = sbx_spawned()
@@ -293,7 +308,7 @@ public final class LinuxSandboxEngine: Sendable {
                     source: arena.optionalString(step.source),
                     target: arena.string(String(step.sandboxPath.dropFirst())),
                     data: step.data.map { arena.bytes($0) }, data_len: step.data?.count ?? 0,
-                    attr_set: step.attributes, ms_flags: step.msFlags)
+                    attr_set: step.attributes, ms_flags: step.msFlags, tree_fd: step.treeFD)
             }
             // The init of a persistent sandbox: only the core and open-files limits, so a
             // best-effort CPU or memory rlimit can never take it down.
@@ -347,6 +362,16 @@ public final class LinuxSandboxEngine: Sendable {
                 throw setupError(record, steps: steps, command: oneShot?.plan)
             }
             throw error
+        }
+        // The namespaces exist and nothing of the workload runs yet: the daemon's own setup
+        // (the egress listener inside the network namespace) happens now, or the sandbox is not released.
+        if let beforeWorkload = attachments.beforeWorkload {
+            do {
+                try beforeWorkload(spawned.pid)
+            } catch {
+                close(spawned.sync_fd)
+                throw LinuxSandboxError(.childSetup, "preparing sandbox \(spec.id) before its workload: \(error)", step: "before-workload")
+            }
         }
         var go: UInt8 = 1
         _ = write(spawned.sync_fd, &go, 1)
@@ -404,8 +429,9 @@ public final class LinuxSandboxEngine: Sendable {
         return ChildReport.error(record, path: path, detail: detail)
     }
 
-    private func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool) throws(LinuxSandboxError) -> LinuxSandbox {
-        let launched = try launch(spec, limitsEnforced: limitsEnforced, oneShot: nil)
+    private func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool,
+                                attachments: LaunchAttachments) throws(LinuxSandboxError) -> LinuxSandbox {
+        let launched = try launch(spec, limitsEnforced: limitsEnforced, oneShot: nil, attachments: attachments)
         let workspacePath = "/proc/\(launched.pid)/root\(spec.workspacePath)"
         let workspaceFD = open(workspacePath, Int32(SBX_O_PATH) | O_DIRECTORY | O_CLOEXEC)
         if workspaceFD < 0 {
@@ -446,7 +472,7 @@ public final class LinuxSandboxEngine: Sendable {
     /// clone, no exec cgroup and no namespace entry are needed.
     func runBlocking(
         _ spec: SandboxSpec, _ request: ExecRequest, limitsEnforced: Bool, timeout: Double,
-        onOutput: (@Sendable (OutputChunk) -> Void)?
+        onOutput: (@Sendable (OutputChunk) -> Void)?, attachments: LaunchAttachments = .init()
     ) throws(LinuxSandboxError) -> ExecResult {
         let plan = CommandPlan(spec: spec, request: request)
         var pipes = try CommandPipes()
@@ -462,7 +488,8 @@ public final class LinuxSandboxEngine: Sendable {
         do throws(LinuxSandboxError) {
             defer { close(status[1]) }
             launched = try launch(spec, limitsEnforced: limitsEnforced,
-                                  oneShot: OneShotCommand(plan: plan, pipes: pipes, statusWrite: status[1]))
+                                  oneShot: OneShotCommand(plan: plan, pipes: pipes, statusWrite: status[1]),
+                                  attachments: attachments)
         } catch {
             pipes.closeChildEnds()
             throw error

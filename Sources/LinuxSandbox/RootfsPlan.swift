@@ -15,6 +15,8 @@ struct MountStep {
     var data: [UInt8]?
     var attributes: UInt64 = 0
     var msFlags: UInt = 0
+    /// SBX_MOUNT_ATTACH: the detached tree the daemon cloned (`sbx_open_tree`).
+    var treeFD: Int32 = -1
 }
 
 /// The root filesystem of a sandbox, computed once per spec by the daemon.
@@ -92,7 +94,13 @@ enum RootfsPlan {
         }
     }
 
-    static func build(spec: SandboxSpec, host: HostRuntime) throws(LinuxSandboxError) -> [MountStep] {
+    /// A host directory the daemon cloned as a detached mount tree (fd), to appear at `sandboxPath`.
+    struct AttachedTree {
+        var fd: Int32
+        var sandboxPath: String
+    }
+
+    static func build(spec: SandboxSpec, host: HostRuntime, attached: [AttachedTree] = []) throws(LinuxSandboxError) -> [MountStep] {
         var steps: [MountStep] = []
         var made: Set<String> = ["/"]
 
@@ -204,6 +212,13 @@ enum RootfsPlan {
             let inside = host.resolvingRuntimeSymlinks(blocked)
             try checkMaskable(inside, as: blocked, mounts: spec.mounts, host: host)
             steps.append(MountStep(kind: SBX_MOUNT_MASK, flags: UInt32(SBX_MF_OPTIONAL.rawValue), source: "/dev/null", sandboxPath: inside))
+        }
+        // Daemon-provided directories (the database tool's socket): read-only, nothing executes.
+        for tree in attached {
+            mkdirs(tree.sandboxPath)
+            made.insert(tree.sandboxPath)
+            steps.append(MountStep(kind: SBX_MOUNT_ATTACH, source: nil, sandboxPath: tree.sandboxPath,
+                                   attributes: attrReadOnly | attrNoSuid | attrNoDev | attrNoExec, treeFD: tree.fd))
         }
 
         // Masks last, so an extra mount cannot uncover them.

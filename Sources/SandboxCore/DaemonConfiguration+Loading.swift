@@ -8,7 +8,7 @@ extension DaemonConfiguration {
                                "shutdown_grace_period", "log_level"]
     static let socketKeys = ["path", "group", "admin_group"]
     static let databaseKeys = ["url", "host", "port", "name", "user", "password", "password_file", "pool_size"]
-    static let resourcesKeys = ["enforcement", "cgroup_root"]
+    static let resourcesKeys = ["enforcement", "cgroup_root", "cgroup_subtree"]
     static let sandboxKeys = ["uid_range_start", "uid_range_size", "max_sandboxes", "max_sandboxes_per_uid", "max_request_body"]
     static let vmKeys = ["enabled", "accelerator", "pool_size", "image_directory", "test_hooks"]
 
@@ -64,6 +64,7 @@ extension DaemonConfiguration {
         if let section = top.mapping("resources", known: Self.resourcesKeys) {
             if let mode = section.value("enforcement", Self.enforcement) { resources.enforcement = mode }
             if let path = section.value("cgroup_root", YAMLValue.absolutePath) { resources.cgroupRoot = path }
+            if let name = section.value("cgroup_subtree", { (node) throws(ValueError) in try Self.cgroupName(node) }) { resources.cgroupSubtree = name }
         }
 
         if let section = top.mapping("sandbox", known: Self.sandboxKeys) {
@@ -194,6 +195,18 @@ extension DaemonConfiguration {
         let allowed = text.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" }
         guard allowed, text.count <= 32, let first = text.unicodeScalars.first, first == "_" || ("a"..."z").contains(first) else {
             throw ValueError("\"\(text)\" is not a group name (lower-case letters, digits, _ and -, at most 32, starting with a letter or _)")
+        }
+        return text
+    }
+
+    /// One cgroup directory name: letters, digits, `_`, `-` and `.`, at most 64, not `.` or `..`.
+    static func cgroupName(_ node: Node) throws(ValueError) -> String {
+        let text = try YAMLValue.string(node)
+        let allowed = text.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" || $0 == "."
+        }
+        guard allowed, !text.isEmpty, text.count <= 64, text != ".", text != "..", !text.hasPrefix("cgroup.") else {
+            throw ValueError("\"\(text)\" is not a cgroup directory name (letters, digits, _, - and ., at most 64, not . or .., not starting with cgroup.)")
         }
         return text
     }

@@ -63,9 +63,13 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
         public var enforcement: LimitEnforcement
         /// The cgroup v2 mount under which the daemon's delegated subtree lives.
         public var cgroupRoot: String
-        public init(enforcement: LimitEnforcement = .strict, cgroupRoot: String = "/sys/fs/cgroup") {
+        /// The daemon's delegated directory below `cgroupRoot` (one name). A daemon reaps everything
+        /// in it at start, so two daemons on one host need two subtrees.
+        public var cgroupSubtree: String
+        public init(enforcement: LimitEnforcement = .strict, cgroupRoot: String = "/sys/fs/cgroup", cgroupSubtree: String = "sandboxd") {
             self.enforcement = enforcement
             self.cgroupRoot = cgroupRoot
+            self.cgroupSubtree = cgroupSubtree
         }
     }
 
@@ -162,6 +166,7 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
             "database.pool_size": String(databasePoolSize),
             "resources.enforcement": resources.enforcement.rawValue,
             "resources.cgroup_root": resources.cgroupRoot,
+            "resources.cgroup_subtree": resources.cgroupSubtree,
             "sandbox.uid_range_start": String(sandbox.uidRangeStart),
             "sandbox.uid_range_size": String(sandbox.uidRangeSize),
             "sandbox.max_sandboxes": String(sandbox.maxSandboxes),

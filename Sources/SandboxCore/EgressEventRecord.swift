@@ -2,9 +2,10 @@ import Foundation
 
 /// One connection through a sandbox's egress proxy as recorded in `egress_events`.
 ///
-/// The egress proxy's own event type converts into this one (`EgressEvent.record(executionID:)`),
-/// so the Store needs no dependency on the proxy. The id is chosen when the record is made, which
-/// makes writing it idempotent: a retried batch does not duplicate events.
+/// The egress proxy emits this type directly (with `executionID` nil) and the daemon fills in the
+/// execution that was running when the request arrived; it lives here so the Store needs no
+/// dependency on the proxy. The id is chosen when the record is made, which makes writing it
+/// idempotent: a retried batch does not duplicate events.
 public struct EgressEventRecord: Hashable, Sendable, Codable, Identifiable {
     /// What the proxy did with the request (`egress_events.decision`).
     public enum Decision: String, Hashable, Sendable, Codable, CaseIterable {

@@ -127,8 +127,12 @@ public struct ReadOnlyDatabaseAccess: Sendable {
     /// directory.
     /// - Throws: `database_tool_unavailable` for PostgreSQL over TCP.
     public init(database: OpenedDatabase, logger: Logger = Logger(label: "sandboxd.store.dbtool")) throws {
-        let settings = database.settings
-        if let embedded = database.embedded {
+        try self.init(settings: database.settings, embedded: database.embedded, logger: logger)
+    }
+
+    /// The same, from the settings the daemon's store connects with and its embedded server, if any.
+    public init(settings: DatabaseSettings, embedded: EmbeddedPostgres?, logger: Logger = Logger(label: "sandboxd.store.dbtool")) throws {
+        if let embedded {
             try self.init(
                 configuration: Configuration(
                     admin: try embedded.superuserSettings(database: settings.database),

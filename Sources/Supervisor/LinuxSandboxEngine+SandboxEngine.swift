@@ -32,7 +32,8 @@ extension LinuxSandboxEngine: SandboxEngine {
     }
 
     public func createSandbox(_ spec: EngineSandboxSpec) async throws -> any EngineSandbox {
-        LinuxEngineSandbox(sandbox: try await create(Self.sandboxSpec(spec)))
+        LinuxEngineSandbox(sandbox: try await create(Self.sandboxSpec(spec), attachments: Self.launchAttachments(spec.attachments)),
+                           daemonEnvironment: spec.attachments.environment)
     }
 
     public func reapLeftovers() async throws -> Int {
@@ -40,17 +41,32 @@ extension LinuxSandboxEngine: SandboxEngine {
     }
 
     public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
-        let result = try await run(Self.sandboxSpec(spec), Self.request(exec), onOutput: output.map(Self.forward))
+        let result = try await run(Self.sandboxSpec(spec), Self.request(exec, daemonEnvironment: spec.attachments.environment),
+                                   onOutput: output.map(Self.forward), attachments: Self.launchAttachments(spec.attachments))
         return Self.outcome(result)
     }
 
     static func sandboxSpec(_ spec: EngineSandboxSpec) -> SandboxSpec {
-        SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement, environment: spec.environment,
+        SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement,
+                    environment: spec.attachments.environment(over: spec.environment),
                     mounts: PolicyApplication.mounts(spec.rules), maskedPaths: PolicyApplication.maskedPaths(spec.rules))
     }
 
-    static func request(_ exec: EngineExec) -> ExecRequest {
-        ExecRequest(exec.argv, environment: exec.environment, stdin: exec.stdin, timeout: exec.timeout)
+    /// The daemon's variables are set over the exec's own: a request never overrides them.
+    static func request(_ exec: EngineExec, daemonEnvironment: [String: String] = [:]) -> ExecRequest {
+        ExecRequest(exec.argv, environment: exec.environment.merging(daemonEnvironment) { _, daemon in daemon },
+                    stdin: exec.stdin, timeout: exec.timeout)
+    }
+
+    static func launchAttachments(_ attachments: SandboxAttachments) -> LaunchAttachments {
+        let directories = attachments.readOnlyDirectories.map {
+            LaunchAttachments.Directory(hostPath: $0.hostPath, sandboxPath: $0.sandboxPath)
+        }
+        var hook: (@Sendable (Int32) throws -> Void)?
+        if let beforeWorkload = attachments.beforeWorkload {
+            hook = { pid in try beforeWorkload.body(pid) }
+        }
+        return LaunchAttachments(readOnlyDirectories: directories, beforeWorkload: hook)
     }
 
     static func forward(_ sink: @escaping ControlAPI.OutputSink) -> @Sendable (SandboxCore.OutputChunk) -> Void {
@@ -67,11 +83,13 @@ extension LinuxSandboxEngine: SandboxEngine {
 /// A persistent level-1 sandbox as the Supervisor drives it.
 struct LinuxEngineSandbox: EngineSandbox {
     let sandbox: LinuxSandbox
+    /// Variables of the daemon's tools (proxy, database), set over every exec's own.
+    var daemonEnvironment: [String: String] = [:]
 
     var limitsEnforced: Bool { sandbox.limitsEnforced }
 
     func exec(_ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
-        LinuxSandboxEngine.outcome(try await sandbox.exec(LinuxSandboxEngine.request(exec), onOutput: output.map(LinuxSandboxEngine.forward)))
+        LinuxSandboxEngine.outcome(try await sandbox.exec(LinuxSandboxEngine.request(exec, daemonEnvironment: daemonEnvironment), onOutput: output.map(LinuxSandboxEngine.forward)))
     }
 
     private func relative(_ path: String) throws(APIError) -> String {

@@ -12,6 +12,8 @@ public struct EngineSandboxSpec: Sendable, Hashable {
     public var limits: ResourceLimits
     public var environment: [String: String]
     public var enforcement: LimitEnforcement
+    /// What the daemon's tools add (egress listener hook, database socket, their variables).
+    public var attachments: SandboxAttachments = .init()
 
     public init(id: String, isolationLevel: IsolationLevel, policy: String, rules: Policy = Policy(), limits: ResourceLimits,
                 environment: [String: String], enforcement: LimitEnforcement) {

@@ -20,7 +20,7 @@ import Store
 /// queued and is written when the database returns, as long as the daemon lives). A database that
 /// is merely busy — still committing batches — keeps its waiters: load makes them slower, not failed.
 public actor StoreRecorder: ExecutionRecorder {
-    private let store: RecordStore
+    let store: RecordStore
     private let logger: Logger
     private let detail: String
     private let maxBatch: Int

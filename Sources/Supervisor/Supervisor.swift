@@ -28,13 +28,17 @@ public final class Supervisor: SandboxService {
     private let state = ShutdownState()
     /// The policies in force; replaced whole by ``reloadPolicies(caller:)`` and `SIGHUP`.
     public let policyStore: PolicyStore
+    /// Egress proxies and database roles of live sandboxes.
+    private let tools: SandboxTools
 
     /// - Parameters:
     ///   - engines: the engine serving each isolation level; a level without one is refused with
     ///     `configuration.levelProblems[level]` as the reason.
     ///   - records: the Store; nil when no database is available (execs are refused: nothing runs unrecorded).
+    ///   - databaseTool: the read-only database tool (started and swept), or why there is none.
     public init(configuration: SupervisorConfiguration, engines: [IsolationLevel: any SandboxEngine], records: (any ExecutionRecorder)?,
-                logger: Logger) {
+                logger: Logger, databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured")) {
+        self.tools = SandboxTools(records: records, database: databaseTool, logger: logger)
         self.configuration = configuration
         self.engines = engines
         self.records = records
@@ -45,8 +49,10 @@ public final class Supervisor: SandboxService {
     }
 
     /// A Supervisor with at most a level-1 engine; nil when this build or host has none.
-    public convenience init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
-        self.init(configuration: configuration, engines: engine.map { [.native: $0] } ?? [:], records: records, logger: logger)
+    public convenience init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger,
+                            databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured")) {
+        self.init(configuration: configuration, engines: engine.map { [.native: $0] } ?? [:], records: records, logger: logger,
+                  databaseTool: databaseTool)
     }
 
     /// The engine that runs `level` here, or `level_unavailable` naming why not (no engine for
@@ -133,6 +139,8 @@ public final class Supervisor: SandboxService {
         }
         // Engines drop what they keep besides sandboxes (the level-3 warm pool).
         for engine in allEngines { await engine.shutdown() }
+        // Every sandbox is gone: close their proxies (last events written) and drop their database roles.
+        await tools.close()
         // Execs killed above finish and write their records; wait for them before the final flush.
         let settle = ContinuousClock.now + .seconds(5)
         while await state.inFlight > 0, ContinuousClock.now < settle {
@@ -180,10 +188,10 @@ public final class Supervisor: SandboxService {
             do {
                 let result = try await execute(request.payload, language: language, target: .oneShot(engine, spec),
                                                description: description, applied: applied, caller: caller, output: output)
-                await registry.release(description.sandboxID)
+                await releaseSandbox(description.sandboxID)
                 return result
             } catch {
-                await registry.release(description.sandboxID)
+                await releaseSandbox(description.sandboxID)
                 throw error
             }
         }
@@ -201,10 +209,17 @@ public final class Supervisor: SandboxService {
         }
     }
 
+    /// Frees the admission slot and the sandbox's tools (proxy, database role): every path that
+    /// ends a sandbox, or fails to build one, comes through here.
+    private func releaseSandbox(_ id: String) async {
+        await tools.release(id)
+        await registry.release(id)
+    }
+
     private func finishOneShot(_ id: String, _ sandbox: any EngineSandbox) async {
         await registry.endExec(id)
         await sandbox.destroy()
-        await registry.release(id)
+        await releaseSandbox(id)
     }
 
     public func createSandbox(_ request: SandboxCreateRequest, caller: Caller) async throws -> SandboxDescription {
@@ -225,7 +240,7 @@ public final class Supervisor: SandboxService {
     public func destroySandbox(id: String, caller: Caller) async throws {
         guard let sandbox = try await registry.beginDestroy(id, caller: caller) else { return }
         await sandbox.destroy()
-        await registry.release(id)
+        await releaseSandbox(id)
         logger.info("sandbox destroyed", metadata: ["sandbox_id": "\(id)", "by_uid": "\(caller.uid)"])
     }
 
@@ -284,6 +299,11 @@ public final class Supervisor: SandboxService {
         return ExecutionRecordView(record)
     }
 
+    public func egressEvents(executionID: UUID, caller: Caller) async throws -> EgressEventList {
+        _ = try await execution(id: executionID, caller: caller)
+        return EgressEventList(executionID: executionID, events: try await tools.egressEvents(executionID: executionID, limit: 10_000))
+    }
+
     public func createSession(_ request: SessionCreateRequest, caller: Caller) async throws -> SessionDescription {
         let records = try requireRecords()
         let username = await users.name(of: caller.uid)
@@ -326,7 +346,7 @@ public final class Supervisor: SandboxService {
         do {
             sandbox = try await engine.createSandbox(spec)
         } catch {
-            await registry.release(id)
+            await releaseSandbox(id)
             throw Self.apiError(error, doing: "creating the sandbox")
         }
         guard await registry.attach(id, sandbox: sandbox, limitsEnforced: sandbox.limitsEnforced) else {
@@ -368,9 +388,15 @@ public final class Supervisor: SandboxService {
             sandboxID: id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
             agentType: request.agentType ?? "default", sessionID: request.sessionID, createdAt: Date(), execCount: 0,
             limitsEnforced: false)
-        let spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, rules: applied.rules, limits: applied.limits,
+        var spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, rules: applied.rules, limits: applied.limits,
                                      environment: applied.environment, enforcement: configuration.limitEnforcement)
         try await registry.reserve(description, persistent: persistent, defaults: request, applied: applied)
+        do {
+            spec.attachments = try await tools.attach(sandboxID: id, policy: policy, rules: applied.rules, level: level)
+        } catch {
+            await releaseSandbox(id)
+            throw Self.apiError(error, doing: "preparing the sandbox's tools")
+        }
         return (engine, spec, description, applied)
     }
 
@@ -432,6 +458,7 @@ public final class Supervisor: SandboxService {
             startedAt: startedAt, ownerUID: caller.uid,
             code: payload.code.map { CodeRun(code: $0.source, language: $0.language) })
         await records.recordStarted(draft)
+        tools.begin(sandboxID: description.sandboxID, executionID: executionID)
 
         var outcome: EngineExecOutcome
         var errorMessage: String?
@@ -468,6 +495,9 @@ public final class Supervisor: SandboxService {
                                         wallSeconds: (ContinuousClock.now - clock).seconds, usage: .init())
             logger.warning("exec failed", metadata: ["execution_id": "\(executionID)", "error": "\(error)"])
         }
+        var oneShot = false
+        if case .oneShot = target { oneShot = true }
+        await tools.end(sandboxID: description.sandboxID, executionID: executionID, oneShot: oneShot)
         let result = ExecutionResult(
             executionID: executionID, sandboxID: description.sandboxID, status: outcome.status, exitCode: outcome.exitCode,
             signal: outcome.signal, stdout: String(decoding: outcome.stdout, as: UTF8.self),

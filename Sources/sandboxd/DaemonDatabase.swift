@@ -12,6 +12,8 @@ struct DaemonDatabase {
     let recorder: StoreRecorder
     /// Set when the daemon started the embedded cluster (stopped on shutdown).
     let embedded: EmbeddedPostgres?
+    /// Where the store connects (the read-only database tool administers the same database).
+    let settings: DatabaseSettings
 
     static func open(_ configuration: DaemonConfiguration, logger: Logger) async throws -> DaemonDatabase {
         let settings: DatabaseSettings
@@ -38,7 +40,7 @@ struct DaemonDatabase {
         if !applied.isEmpty { logger.notice("applied schema migrations \(applied)") }
         logger.info("execution records go to \(settings.redactedDescription) (\(configuration.databaseSource.rawValue))")
         let recorder = StoreRecorder(store: store, detail: settings.redactedDescription, logger: Logger(label: "sandboxd.records"))
-        return DaemonDatabase(recorder: recorder, embedded: embedded)
+        return DaemonDatabase(recorder: recorder, embedded: embedded, settings: settings)
     }
 
     func close(logger: Logger) async {

@@ -20,14 +20,15 @@ struct DaemonSettings: Sendable {
 /// running execs the grace period, kill what remains, flush every record, destroy every sandbox,
 /// exit 0. Readiness and shutdown are reported to systemd with sd_notify.
 enum SandboxDaemon {
-    static func run(settings: DaemonSettings, engines: [IsolationLevel: any SandboxEngine], records: (any ExecutionRecorder)?) async throws {
+    static func run(settings: DaemonSettings, engines: [IsolationLevel: any SandboxEngine], records: (any ExecutionRecorder)?,
+                    databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured")) async throws {
         let logger = Logger(label: "sandboxd")
         // SIGHUP means "reload policies" (PolicyReloadService); until that service traps it, a
         // hangup must not end the daemon with the default action.
         signal(SIGHUP, SIG_IGN)
         let notifier = SystemdNotifier()
         let supervisor = Supervisor(configuration: settings.supervisor, engines: engines, records: records,
-                                    logger: Logger(label: "sandboxd.supervisor"))
+                                    logger: Logger(label: "sandboxd.supervisor"), databaseTool: databaseTool)
         notifier.notify("STATUS=reaping what a previous run left")
         await supervisor.reapLeftovers()
 

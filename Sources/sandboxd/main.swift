@@ -95,8 +95,11 @@ struct SandboxdCommand: AsyncParsableCommand {
         engines[.native] = makeEngine(configuration, logger: logger, problem: &daemonSettings.supervisor.engineProblem)
         engines[.virtualMachine] = makeVMEngine(configuration, supervisor: daemonSettings.supervisor, logger: logger,
                                                 problem: &daemonSettings.supervisor.levelProblems[.virtualMachine])
+        // Before serving: roles of sandboxes that died with a previous daemon are dropped.
+        let databaseTool = await DatabaseToolState.start(settings: database.settings, embedded: database.embedded,
+                                                         logger: Logger(label: "sandboxd.dbtool"))
         do {
-            try await SandboxDaemon.run(settings: daemonSettings, engines: engines, records: database.recorder)
+            try await SandboxDaemon.run(settings: daemonSettings, engines: engines, records: database.recorder, databaseTool: databaseTool)
         } catch {
             logger.critical("sandboxd failed: \(error)")
             await database.close(logger: logger)
@@ -114,7 +117,8 @@ func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: i
     _ = mkdir(runtime, 0o755)
     do {
         let engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
-            cgroupRoot: configuration.resources.cgroupRoot, stateDirectory: runtime + "/engine",
+            cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: configuration.resources.cgroupSubtree,
+            stateDirectory: runtime + "/engine",
             idBase: configuration.sandbox.uidRangeStart, idCount: configuration.sandbox.uidRangeSize))
         if configuration.resources.enforcement == .bestEffort {
             logger.warning("resources.enforcement is best-effort: limits the host cannot enforce are approximated with rlimits and every record says limits_enforced: false")

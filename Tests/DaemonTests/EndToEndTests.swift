@@ -19,6 +19,10 @@ struct EndToEndTests {
         let config: String
         let log: String
         private(set) var process: SpawnedProcess?
+        /// The daemon's cgroup subtree (its sandboxes' cgroups are created below it).
+        let cgroupDirectory: String
+        /// Put before the daemon's argv (e.g. `unshare --mount … sh -c '…; exec "$@"'`).
+        var launcher: [String] = []
 
         /// - Parameter vm: the `vm` section; level 3 is off unless a test needs it (each guest boot costs seconds of CPU).
         init(extraConfiguration: String = "", vm: String = "vm:\n  enabled: false") throws {
@@ -30,6 +34,9 @@ struct EndToEndTests {
             config = directory + "/sandboxd.yaml"
             log = directory + "/daemon.log"
             let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
+            // A subtree of its own: a starting daemon reaps its whole subtree, and other test runs
+            // on the same host (other checkouts) start daemons too.
+            cgroupDirectory = cgroupRoot + "/sandboxd-e2e-" + String(directory.suffix(6))
             try """
             state_directory: \(directory)/state
             socket:
@@ -37,6 +44,7 @@ struct EndToEndTests {
             resources:
               enforcement: best-effort
               cgroup_root: \(cgroupRoot)
+              cgroup_subtree: \(String(cgroupDirectory.split(separator: "/").last!))
             shutdown_grace_period: 3
             \(vm)
             \(extraConfiguration)
@@ -44,7 +52,7 @@ struct EndToEndTests {
         }
 
         func start() async throws {
-            process = try SpawnedProcess([TestHost.product("sandboxd"), "--config", config], logPath: log)
+            process = try SpawnedProcess(launcher + [TestHost.product("sandboxd"), "--config", config], logPath: log)
             for _ in 0..<600 {
                 // A killed daemon leaves its socket file: wait until someone answers on it.
                 if TestHost.canConnect(socket) { return }
@@ -80,6 +88,16 @@ struct EndToEndTests {
 
         func cleanup() async {
             if process != nil { _ = try? await stop(signal: SIGKILL) }
+            cleanupNow()
+        }
+
+        /// `cleanup` for a `defer` (nothing awaits a Task started there before the test process ends).
+        func cleanupNow() {
+            if let running = process {
+                running.kill(SIGKILL)
+                for _ in 0..<9000 where running.poll() == nil { usleep(10_000) }
+                process = nil
+            }
             // The embedded cluster outlives a SIGKILLed daemon: stop it by its data directory.
             let data = directory + "/state/postgres/data"
             if FileManager.default.fileExists(atPath: data + "/postmaster.pid") {
@@ -87,6 +105,17 @@ struct EndToEndTests {
                                        "stop", "-D", data, "-m", "immediate"])
             }
             try? FileManager.default.removeItem(atPath: directory)
+            // The subtree itself; sandboxes of a SIGKILLed daemon that no restart reaped are killed first.
+            func remove(_ path: String) {
+                for entry in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where !entry.contains(".") {
+                    remove(path + "/" + entry)
+                }
+                for _ in 0..<100 where rmdir(path) != 0 && errno == EBUSY {
+                    try? "1".write(toFile: path + "/cgroup.kill", atomically: false, encoding: .utf8)
+                    usleep(20_000)
+                }
+            }
+            remove(cgroupDirectory)
         }
 
         func ctl(_ arguments: [String], as user: String? = nil, input: Data = Data()) throws -> TestHost.Result {
@@ -236,7 +265,7 @@ struct EndToEndTests {
     func concurrentLoad() async throws {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         let daemon = try Daemon(extraConfiguration: "sandbox:\n  max_sandboxes: 64\n  max_sandboxes_per_uid: 64")
-        defer { Task { await daemon.cleanup() } }
+        defer { daemon.cleanupNow() }
         try await daemon.start()
         let started = Date()
         let ids = try await withThrowingTaskGroup(of: [String].self) { group in
@@ -296,7 +325,7 @@ struct EndToEndTests {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         try users()
         let daemon = try Daemon()
-        defer { Task { await daemon.cleanup() } }
+        defer { daemon.cleanupNow() }
         try await daemon.start()
         let id = try daemon.ctl(["create"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         // Background clients: a long exec in the persistent sandbox and a few one-shots.
@@ -313,8 +342,7 @@ struct EndToEndTests {
         var answered: [String] = []
         for client in clients { answered.append(await client.value) }
         // No process of any sandbox is left: the engine's cgroups are gone.
-        let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: cgroupRoot + "/sandboxd")) ?? []
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: daemon.cgroupDirectory)) ?? []
         #expect(!leftovers.contains { $0.hasPrefix("sbx-") }, "cgroups left: \(leftovers)")
         // Restart: every record is final (the long exec was killed), none 'running' and none 'aborted'.
         try await daemon.start()
@@ -333,7 +361,7 @@ struct EndToEndTests {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         try users()
         let daemon = try Daemon()
-        defer { Task { await daemon.cleanup() } }
+        defer { daemon.cleanupNow() }
         try await daemon.start()
         let id = try daemon.ctl(["create"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let client = Task.detached { _ = try? daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice, json: #"{"command":["sleep","30"]}"#) }
@@ -345,8 +373,7 @@ struct EndToEndTests {
         let list = try decode(ExecutionList.self, try daemon.curl("GET", "/v1/executions?sandbox_id=\(id)").body)
         #expect(list.executions.contains { $0.status == "aborted" }, "\(list.executions.map(\.status)) \(daemon.logText)")
         #expect(!list.executions.contains { $0.status == "running" })
-        let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: cgroupRoot + "/sandboxd")) ?? []
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: daemon.cgroupDirectory)) ?? []
         #expect(!leftovers.contains(id), "the killed daemon's sandbox cgroup was not reaped: \(leftovers)")
         _ = try await daemon.stop()
     }

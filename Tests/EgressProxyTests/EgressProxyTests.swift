@@ -125,6 +125,8 @@ struct EgressProxyEndToEndTests {
                 #expect(raw.response.contains("IP addresses are not allowed"), "\(target)")
             }
             #expect(log.all.count == 10 && log.all.allSatisfy { $0.decision == .denied && $0.address == nil })
+            // The proxy emits the stored record type: one id per event, the execution left to the daemon.
+            #expect(Set(log.all.map(\.id)).count == 10 && log.all.allSatisfy { $0.executionID == nil })
         }
     }
 

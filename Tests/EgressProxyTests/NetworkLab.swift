@@ -197,13 +197,13 @@ final class NetworkLab: @unchecked Sendable {
 
 /// Events a proxy reported, in order.
 final class EventLog: Sendable {
-    private let events = Mutexed<[EgressEvent]>([])
+    private let events = Mutexed<[EgressEventRecord]>([])
 
-    func append(_ event: EgressEvent) { events.update { $0.append(event) } }
-    var all: [EgressEvent] { events.get() }
+    func append(_ event: EgressEventRecord) { events.update { $0.append(event) } }
+    var all: [EgressEventRecord] { events.get() }
 
     /// Waits (up to 3 s) for an event matching `predicate`: allowed connections report at close.
-    func wait(for predicate: @Sendable (EgressEvent) -> Bool) async -> EgressEvent? {
+    func wait(for predicate: @Sendable (EgressEventRecord) -> Bool) async -> EgressEventRecord? {
         for _ in 0..<60 {
             if let event = all.first(where: predicate) { return event }
             try? await Task.sleep(for: .milliseconds(50))

@@ -79,6 +79,7 @@ enum sbx_mount_kind {
     SBX_MOUNT_MASK = 8,       // hide target: /dev/null (source) over a file, read-only tmpfs over a dir;
                               // the target is opened beneath the new root with no symlink on the way
     SBX_MOUNT_READONLY = 9,   // bind target on itself, read-only
+    SBX_MOUNT_ATTACH = 10,    // move the detached mount tree open as tree_fd onto target (a directory)
 };
 
 enum sbx_mount_flags {
@@ -98,6 +99,7 @@ struct sbx_mount {
     size_t data_len;
     uint64_t attr_set;       // MOUNT_ATTR_* applied recursively after the mount
     unsigned long ms_flags;  // MS_* for filesystem mounts (tmpfs, proc, devpts)
+    int32_t tree_fd;         // SBX_MOUNT_ATTACH: fd from sbx_open_tree (inherited by the child), else -1
 };
 
 struct sbx_rlimit {
@@ -186,6 +188,11 @@ int sbx_waitid_pidfd(int pidfd, int options, int *code, int *status, int *pid, l
                      long *utime_usec, long *stime_usec);
 
 /// `openat2` (no glibc wrapper on Debian 12).
+/// `open_tree(path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)` by the daemon (root, its own mount
+/// namespace): a detached copy of the mount at `path` that a sandbox child attaches with
+/// SBX_MOUNT_ATTACH, whatever its own uid may reach on the host. Returns the fd or -errno.
+int sbx_open_tree(const char *path);
+
 int sbx_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 
 /// `pidfd_send_signal`.
