@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Value types, configuration and policy parsing. No I/O.
@@ -36,7 +38,8 @@ let package = Package(
 
         // Wire types, the HTTP/1.1 server on the Unix socket, peer credentials and authorization.
         .target(name: "ControlAPI", dependencies: [
-            "SandboxCore",
+            "SandboxCore", "DaemonMetrics",
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -51,7 +54,7 @@ let package = Package(
         // The daemon's brain: sandbox registry, admission, execution records, reaping.
         // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift).
         .target(name: "Supervisor", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox",
+            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox", "DaemonMetrics",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
 
@@ -86,7 +89,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox",
+            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox", "DaemonMetrics",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -136,7 +139,7 @@ let package = Package(
         .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
         // End to end through the real socket: curl and sandboxctl as real users against a real server.
         .testTarget(name: "DaemonTests", dependencies: [
-            "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox",
+            "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox", "DaemonMetrics",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
@@ -171,3 +174,17 @@ if FileManager.default.fileExists(atPath: Context.packageDirectory + "/Sources/L
         .testTarget(name: "GuestCgroupTests", dependencies: ["GuestSupport"], path: "Tests/guest/GuestCgroupTests"),
     ]
 }
+
+// The whole daemon over its socket (release sandboxd, embedded PostgreSQL) against bubblewrap:
+// one-shot latency, sustained recorded runs/s, resident memory (make bench; Benchmarks/run; root).
+package.targets += [
+    .executableTarget(name: "DaemonBenchmark", path: "Benchmarks/DaemonBenchmark"),
+]
+
+// The daemon's Prometheus metrics (GET /metrics): one registry per daemon, no global bootstrap.
+package.targets += [
+    .target(name: "DaemonMetrics", dependencies: [
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+    ]),
+]

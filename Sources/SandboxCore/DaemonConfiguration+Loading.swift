@@ -8,7 +8,7 @@ extension DaemonConfiguration {
                                "shutdown_grace_period", "log_level"]
     static let socketKeys = ["path", "group", "admin_group"]
     static let databaseKeys = ["url", "host", "port", "name", "user", "password", "password_file", "pool_size"]
-    static let resourcesKeys = ["enforcement", "cgroup_root"]
+    static let resourcesKeys = ["enforcement", "cgroup_root", "cgroup_subtree"]
     static let sandboxKeys = ["uid_range_start", "uid_range_size", "max_sandboxes", "max_sandboxes_per_uid", "max_request_body"]
 
     /// Every key the file may contain, as dotted paths (`socket.admin_group`).
@@ -63,6 +63,7 @@ extension DaemonConfiguration {
         if let section = top.mapping("resources", known: Self.resourcesKeys) {
             if let mode = section.value("enforcement", Self.enforcement) { resources.enforcement = mode }
             if let path = section.value("cgroup_root", YAMLValue.absolutePath) { resources.cgroupRoot = path }
+            if let name = section.value("cgroup_subtree", Self.cgroupName) { resources.configuredCgroupSubtree = name }
         }
 
         if let section = top.mapping("sandbox", known: Self.sandboxKeys) {
@@ -168,6 +169,18 @@ extension DaemonConfiguration {
     }
 
     /// A POSIX group name as `groupadd` accepts it.
+    /// One cgroup directory name: letters, digits, `.`, `_`, `-`; not `.` or `..`; at most 64.
+    static func cgroupName(_ node: Node) throws(ValueError) -> String {
+        let text = try YAMLValue.string(node)
+        let allowed = text.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" || $0 == "."
+        }
+        guard allowed, !text.isEmpty, text.count <= 64, text != ".", text != ".." else {
+            throw ValueError("\"\(text)\" is not a cgroup directory name (letters, digits, ., _ and -, at most 64, not . or ..)")
+        }
+        return text
+    }
+
     static func groupName(_ node: Node) throws(ValueError) -> String {
         let text = try YAMLValue.string(node)
         let allowed = text.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" }

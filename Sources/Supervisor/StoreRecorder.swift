@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import ControlAPI
+import DaemonMetrics
 import Logging
 import SandboxCore
 import Store
@@ -24,6 +25,7 @@ public actor StoreRecorder: ExecutionRecorder {
     private let detail: String
     private let maxBatch: Int
     private let commitTimeout: Duration
+    private let metrics: DaemonMetrics?
 
     private struct Pending {
         var record: ExecutionRecord
@@ -46,8 +48,11 @@ public actor StoreRecorder: ExecutionRecorder {
 
     /// - Parameters:
     ///   - detail: where the database is, without secrets (for `/v1/info`).
-    public init(store: RecordStore, detail: String, logger: Logger, maxBatch: Int = 500, commitTimeout: Duration = .seconds(15)) {
+    ///   - metrics: where write latency, records written and failed writes are counted.
+    public init(store: RecordStore, detail: String, logger: Logger, maxBatch: Int = 500, commitTimeout: Duration = .seconds(15),
+                metrics: DaemonMetrics? = nil) {
         self.store = store
+        self.metrics = metrics
         self.detail = detail
         self.logger = logger
         self.maxBatch = maxBatch
@@ -117,8 +122,10 @@ public actor StoreRecorder: ExecutionRecorder {
         while !order.isEmpty {
             let ids = Array(order.prefix(maxBatch))
             let batch = ids.compactMap { queue[$0] }
+            let started = ContinuousClock.now
             do {
                 try await store.upsert(batch.map(\.record))
+                metrics?.recordsWritten(batch.count, seconds: (ContinuousClock.now - started).seconds)
                 batchesWritten += 1
                 recordsWritten += batch.count
                 lastError = nil
@@ -137,6 +144,7 @@ public actor StoreRecorder: ExecutionRecorder {
                     resume(written.waiters)
                 }
             } catch {
+                metrics?.recordWriteFailed()
                 lastError = "\(error)"
                 logger.error("writing \(batch.count) execution records failed; retrying in \(backoff)", metadata: ["error": "\(error)"])
                 if let storeError = error as? StoreError, !storeError.isRetryable {

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import ControlAPI
+import DaemonMetrics
 import Logging
 import SandboxCore
 
@@ -24,15 +25,19 @@ public final class Supervisor: SandboxService {
     private let logger: Logger
     private let startedAt = ContinuousClock.now
     private let state = ShutdownState()
+    private let metrics: DaemonMetrics?
 
     /// - Parameters:
     ///   - engine: the level-1 engine; nil when this build or host has none (sandboxes are refused).
     ///   - records: the Store; nil when no database is available (execs are refused: nothing runs unrecorded).
-    public init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger) {
+    ///   - metrics: where execs, admission refusals and live sandboxes are counted (nil: not counted).
+    public init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger,
+                metrics: DaemonMetrics? = nil) {
         self.configuration = configuration
         self.engine = engine
         self.records = records
-        self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID)
+        self.metrics = metrics
+        self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID, metrics: metrics)
         self.runtimes = RuntimeCatalog(searchPath: configuration.runtimeSearchPath)
         self.logger = logger
     }
@@ -421,6 +426,7 @@ public final class Supervisor: SandboxService {
             stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallSeconds,
             isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: limitsEnforced,
             resourceUsage: outcome.usage, errorMessage: errorMessage)
+        metrics?.execFinished(status: outcome.status.rawValue, isolationLevel: description.isolationLevel, seconds: outcome.wallSeconds)
 
         draft.status = outcome.status
         draft.exitCode = outcome.exitCode

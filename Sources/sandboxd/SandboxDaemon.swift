@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ControlAPI
+import DaemonMetrics
 import Logging
 import ServiceLifecycle
 import SandboxCore
@@ -19,17 +20,18 @@ struct DaemonSettings: Sendable {
 /// running execs the grace period, kill what remains, flush every record, destroy every sandbox,
 /// exit 0. Readiness and shutdown are reported to systemd with sd_notify.
 enum SandboxDaemon {
-    static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?) async throws {
+    static func run(settings: DaemonSettings, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?,
+                    metrics: DaemonMetrics) async throws {
         let logger = Logger(label: "sandboxd")
         let notifier = SystemdNotifier()
         let supervisor = Supervisor(configuration: settings.supervisor, engine: engine, records: records,
-                                    logger: Logger(label: "sandboxd.supervisor"))
+                                    logger: Logger(label: "sandboxd.supervisor"), metrics: metrics)
         notifier.notify("STATUS=reaping what a previous run left")
         await supervisor.reapLeftovers()
 
         let server = ControlServer(
             listener: settings.listener, service: supervisor, configuration: settings.api,
-            logger: Logger(label: "sandboxd.control"),
+            logger: Logger(label: "sandboxd.control"), metrics: metrics,
             onListening: { where_ in
                 notifier.notify("READY=1\nSTATUS=serving on \(where_)\nMAINPID=\(getpid())")
             },

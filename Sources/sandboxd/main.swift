@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import Logging
 import ControlAPI
+import DaemonMetrics
 import SandboxCore
 import Store
 import Supervisor
@@ -68,9 +69,10 @@ struct SandboxdCommand: AsyncParsableCommand {
         logger.info("sandboxd \(Self.version) starting (libpq \(linkedLibPQVersion()))")
         for note in configuration.notes { logger.notice("\(note)") }
 
+        let metrics = DaemonMetrics()
         let database: DaemonDatabase
         do {
-            database = try await DaemonDatabase.open(configuration, logger: logger)
+            database = try await DaemonDatabase.open(configuration, logger: logger, metrics: metrics)
         } catch {
             logger.critical("cannot open the record database: \(error)")
             SystemdNotifier().notify("STATUS=failed: cannot open the record database")
@@ -88,12 +90,16 @@ struct SandboxdCommand: AsyncParsableCommand {
         }
         let engine = makeEngine(configuration, logger: logger, problem: &daemonSettings.supervisor.engineProblem)
         do {
-            try await SandboxDaemon.run(settings: daemonSettings, engine: engine, records: database.recorder)
+            try await SandboxDaemon.run(settings: daemonSettings, engine: engine, records: database.recorder, metrics: metrics)
         } catch {
             logger.critical("sandboxd failed: \(error)")
             await database.close(logger: logger)
             throw ExitCode.failure
         }
+        #if SANDBOXD_LEVEL1_ENGINE
+        // Every sandbox is destroyed by now: leave no empty per-daemon cgroup directory behind.
+        (engine as? LinuxSandboxEngine)?.releaseSubtree()
+        #endif
         await database.close(logger: logger)
     }
 }
@@ -121,9 +127,12 @@ func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: i
     // The engine keeps private state (0700) below the runtime directory; the socket's directory itself stays 0755.
     let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
     _ = mkdir(runtime, 0o755)
+    // Per daemon, like the cgroup subtree: a second daemon's socket in the same directory gets its own.
+    let subtree = configuration.cgroupSubtree
+    let engineState = runtime + (subtree == "sandboxd" ? "/engine" : "/engine-" + subtree)
     do {
         let engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
-            cgroupRoot: configuration.resources.cgroupRoot, stateDirectory: runtime + "/engine",
+            cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: subtree, stateDirectory: engineState,
             idBase: configuration.sandbox.uidRangeStart, idCount: configuration.sandbox.uidRangeSize))
         if configuration.resources.enforcement == .bestEffort {
             logger.warning("resources.enforcement is best-effort: limits the host cannot enforce are approximated with rlimits and every record says limits_enforced: false")
