@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
-        .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
+        .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore", .product(name: "NIOHTTP1", package: "swift-nio")]),
         // End to end through the real socket: curl and sandboxctl as real users against a real server.
         .testTarget(name: "DaemonTests", dependencies: [
             "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox", "DaemonMetrics",

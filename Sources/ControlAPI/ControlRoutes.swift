@@ -8,6 +8,7 @@ import DaemonMetrics
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 
 /// Builds the router of every `/v1` endpoint on top of a `SandboxService`.
 struct ControlRoutes {
@@ -269,7 +270,8 @@ struct APIErrorMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let apiError = Self.apiError(for: error, request: request, context: context)
-            metrics?.apiError(code: apiError.code.rawValue)
+            // A parse error was answered (and counted) by ProtocolErrorHandler; this answer is dropped.
+            if !(error is HTTPParserError) { metrics?.apiError(code: apiError.code.rawValue) }
             return errorResponse(apiError)
         }
     }
@@ -280,6 +282,8 @@ struct APIErrorMiddleware: RouterMiddleware {
             return error
         case is NIOTooManyBytesError:
             return APIError(.payloadTooLarge, "request body is too large")
+        case let error as HTTPParserError:
+            return ProtocolErrorHandler.apiError(for: error)
         case let error as HTTPError:
             switch error.status {
             case .notFound:

@@ -7,6 +7,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOExtras
+import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
@@ -68,7 +69,7 @@ public final class ControlServer: Service, Sendable {
                 response = try await responder.respond(to: request, context: context)
             } catch {
                 let apiError = APIErrorMiddleware.apiError(for: error, request: request, context: context)
-                metrics?.apiError(code: apiError.code.rawValue)
+                if !(error is HTTPParserError) { metrics?.apiError(code: apiError.code.rawValue) }
                 response = errorResponse(apiError)
             }
             let closeAfter = response.headers[.connection] == "close"
