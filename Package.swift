@@ -178,7 +178,7 @@ if FileManager.default.fileExists(atPath: Context.packageDirectory + "/Sources/L
 // The whole daemon over its socket (release sandboxd, embedded PostgreSQL) against bubblewrap:
 // one-shot latency, sustained recorded runs/s, resident memory (make bench; Benchmarks/run; root).
 package.targets += [
-    .executableTarget(name: "DaemonBenchmark", path: "Benchmarks/DaemonBenchmark"),
+    .executableTarget(name: "DaemonBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"], path: "Benchmarks/DaemonBenchmark"),
 ]
 
 // The daemon's Prometheus metrics (GET /metrics): one registry per daemon, no global bootstrap.

@@ -3,7 +3,9 @@
 //
 // 1. One-shot `POST /v1/run {"command": ["/bin/true"]}` (the answer comes after its record is
 //    committed) against standalone bubblewrap running /bin/true with comparable isolation, run
-//    alternately: p50 and p90, and the ratio (target p50 ≤ 1.0×).
+//    alternately: p50 and p90, and the ratio (target p50 ≤ 1.0×). The level-1 engine called
+//    directly in this process runs alongside, so the daemon's own share (HTTP, JSON, admission,
+//    the record's commit) is the difference between the two.
 // 2. Sustained recorded runs per second at concurrency 2, 8 and 32 (one keep-alive connection per
 //    client) against bwrap runs per second at the same concurrency (target ≥ 300 runs/s); the
 //    rows in agent_executions are counted afterwards and must match the answered runs.
@@ -12,6 +14,8 @@
 // Run by Benchmarks/run (`make bench`), as root, with bubblewrap and PostgreSQL 15 installed.
 // BENCH_ITERATIONS (default 200) and BENCH_SECONDS (default 5) scale it.
 import Foundation
+import LinuxSandbox
+import SandboxCore
 
 #if canImport(Glibc)
 import Glibc
@@ -309,8 +313,23 @@ for _ in 0..<warmup {
     _ = spawnAndWait(bwrap)
     if let problem = runOnce(keepAlive) { stopDaemon(); print(daemonLog()); removeDirectory(); fail("warm-up run failed: \(problem)") }
 }
-var bwrapTimes: [Double] = [], keepAliveTimes: [Double] = [], freshTimes: [Double] = []
+// The engine alone, as the daemon calls it (its own cgroup subtree, so it never meets the daemon's).
+let engineTag = "sandboxd-daemon-bench-engine-\(getpid())"
+let engine = try! LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
+    cgroupRoot: cgroupRoot, cgroupSubtree: engineTag, stateDirectory: directory + "/engine", idBase: 2_000_000))
+func engineSpec() -> SandboxSpec {
+    // What the daemon asks of the engine for this request: the default limits, best-effort here.
+    var limits = ResourceLimits()
+    limits.executionTimeout = 30
+    return SandboxSpec(id: "bench-\(UInt64.random(in: 0..<UInt64.max))", limits: limits, enforcement: .bestEffort)
+}
+let truth = ExecRequest(["/bin/true"])
+for _ in 0..<warmup { _ = try? await engine.run(engineSpec(), truth) }
+var bwrapTimes: [Double] = [], keepAliveTimes: [Double] = [], freshTimes: [Double] = [], engineTimes: [Double] = []
 for _ in 0..<iterations {
+    let e0 = now()
+    guard (try? await engine.run(engineSpec(), truth))?.exitCode == 0 else { stopDaemon(); removeDirectory(); fail("engine run failed") }
+    engineTimes.append(now() - e0)
     var t0 = now()
     guard spawnAndWait(bwrap) else { stopDaemon(); removeDirectory(); fail("bwrap failed") }
     bwrapTimes.append(now() - t0)
@@ -325,14 +344,19 @@ for _ in 0..<iterations {
 let b50 = percentile(bwrapTimes, 50), b90 = percentile(bwrapTimes, 90)
 let k50 = percentile(keepAliveTimes, 50), k90 = percentile(keepAliveTimes, 90)
 let f50 = percentile(freshTimes, 50), f90 = percentile(freshTimes, 90)
+let e50 = percentile(engineTimes, 50), e90 = percentile(engineTimes, 90)
+engine.releaseSubtree()
 print("")
 print("one-shot /bin/true, \(iterations) runs each after \(warmup) warm-up runs, alternating")
 print("                                            p50         p90")
 print("  bwrap (baseline)                     \(ms(b50))  \(ms(b90))")
 print("  sandboxd, keep-alive connection      \(ms(k50))  \(ms(k90))")
 print("  sandboxd, new connection per run     \(ms(f50))  \(ms(f90))")
+print("  engine alone (LinuxSandbox library)  \(ms(e50))  \(ms(e90))")
 print("  ratio keep-alive / bwrap             \(ratio(k50, b50))       \(ratio(k90, b90))     (target p50 ≤ 1.0×)")
 print("  ratio new connection / bwrap         \(ratio(f50, b50))       \(ratio(f90, b90))")
+print("  ratio engine alone / bwrap           \(ratio(e50, b50))       \(ratio(e90, b90))")
+print("  daemon's own share of a run (keep-alive p50 − engine p50): \(ms(k50 - e50))")
 
 // MARK: 2. Sustained rate
 
