@@ -89,7 +89,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox", "DaemonMetrics",
+            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox", "DaemonMetrics", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -179,6 +179,11 @@ if FileManager.default.fileExists(atPath: Context.packageDirectory + "/Sources/L
 // one-shot latency, sustained recorded runs/s, resident memory (make bench; Benchmarks/run; root).
 package.targets += [
     .executableTarget(name: "DaemonBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"], path: "Benchmarks/DaemonBenchmark"),
+]
+
+// glibc's <malloc.h> (mallopt): sandboxd caps its malloc arenas at start to keep idle memory small.
+package.targets += [
+    .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
 ]
 
 // The daemon's Prometheus metrics (GET /metrics): one registry per daemon, no global bootstrap.

@@ -226,13 +226,13 @@ let loadSeconds = Double(environmentInt("BENCH_SECONDS", 5))
 let warmup = 20
 let concurrencies = [2, 8, 32]
 
-guard let bwrapPath = ["/usr/bin/bwrap", "/bin/bwrap"].first(where: { access($0, X_OK) == 0 }) else {
+guard let bwrapPath = ["/usr/bin/bwrap", "/bin/bwrap"].first(where: { (path: String) in access(path, X_OK) == 0 }) else {
     fail("bubblewrap is not installed (apt-get install bubblewrap)")
 }
 let psql = "/usr/lib/postgresql/15/bin/psql"
 guard access(psql, X_OK) == 0 else { fail("PostgreSQL 15 is not installed (apt-get install postgresql-15)") }
-let cgroupRoot = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].first {
-    access($0 + "/cgroup.procs", F_OK) == 0 && access($0 + "/cgroup.subtree_control", F_OK) == 0
+let cgroupRoot = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].first { (path: String) in
+    access(path + "/cgroup.procs", F_OK) == 0 && access(path + "/cgroup.subtree_control", F_OK) == 0
 }
 guard let cgroupRoot else { fail("no cgroup2 mount") }
 let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
@@ -299,9 +299,8 @@ guard started else { stopDaemon(); print(daemonLog()); removeDirectory(); fail("
 sleep(3)
 let rssIdle = residentKiB(daemon)
 
-let runBody = #"{"command": ["/bin/true"]}"#
-func runOnce(_ connection: Connection) -> String? {
-    guard let (status, body) = connection.request("POST", "/v1/run", json: runBody) else { return "connection failed" }
+@Sendable func runOnce(_ connection: Connection) -> String? {
+    guard let (status, body) = connection.request("POST", "/v1/run", json: #"{"command": ["/bin/true"]}"#) else { return "connection failed" }
     guard status == 200, body.contains(#""status":"ok""#), body.contains(#""exit_code":0"#) else { return "HTTP \(status): \(body)" }
     return nil
 }
@@ -366,7 +365,7 @@ print("  concurrency   bwrap runs/s   sandboxd recorded runs/s   ratio    sandbo
 var totalAnswered = 2 * iterations + warmup
 let peak = PeakSampler(pid: daemon)
 let bwrapArgv = bwrap
-let socket = socketPath
+let loadSocket = socketPath
 for concurrency in concurrencies {
     let bwrapCounters = LoadCounters()
     let bwrapWall = runConcurrently(concurrency, seconds: loadSeconds) { deadline in
@@ -378,7 +377,7 @@ for concurrency in concurrencies {
     peak.start()
     let daemonWall = runConcurrently(concurrency, seconds: loadSeconds) { deadline in
         var ok = 0, failed = 0, latencies: [Double] = [], failure: String?
-        guard let connection = Connection(path: socket) else {
+        guard let connection = Connection(path: loadSocket) else {
             daemonCounters.add(ok: 0, failed: 1, latencies: [], failure: "connect failed")
             return
         }
@@ -414,9 +413,9 @@ var actions = posix_spawn_file_actions_t()
 posix_spawn_file_actions_init(&actions)
 posix_spawn_file_actions_addopen(&actions, 1, psqlOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
 var psqlPID: pid_t = 0
-let psqlArgs = [psql, "-h", directory + "/state/postgres/socket", "-U", "postgres", "-d", "sandboxd", "-At", "-c",
-                "SELECT count(*) FILTER (WHERE status = 'ok') FROM agent_executions"].map { strdup($0) } + [nil]
-let psqlEnvironment = ["PGPASSWORD=\(password)", "PATH=/usr/bin:/bin"].map { strdup($0) } + [nil]
+let psqlArgs: [UnsafeMutablePointer<CChar>?] = ([psql, "-h", directory + "/state/postgres/socket", "-U", "postgres", "-d", "sandboxd", "-At", "-c",
+                "SELECT count(*) FILTER (WHERE status = 'ok') FROM agent_executions"] as [String]).map { strdup($0) } + [nil]
+let psqlEnvironment: [UnsafeMutablePointer<CChar>?] = (["PGPASSWORD=\(password)", "PATH=/usr/bin:/bin"] as [String]).map { strdup($0) } + [nil]
 if posix_spawn(&psqlPID, psql, &actions, nil, psqlArgs, psqlEnvironment) == 0 { _ = waitFor(psqlPID) }
 posix_spawn_file_actions_destroy(&actions)
 let rows = Int(((try? String(contentsOfFile: psqlOutput, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines))
