@@ -91,6 +91,7 @@ let package = Package(
         .executableTarget(name: "sandboxd", dependencies: [
             "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox", "DaemonMetrics", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE")]),

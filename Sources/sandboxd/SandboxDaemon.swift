@@ -1,8 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CMalloc
 import ControlAPI
 import DaemonMetrics
+import NIOPosix
 import Logging
 import ServiceLifecycle
 import SandboxCore
@@ -28,10 +30,18 @@ enum SandboxDaemon {
                                     logger: Logger(label: "sandboxd.supervisor"), metrics: metrics)
         notifier.notify("STATUS=reaping what a previous run left")
         await supervisor.reapLeftovers()
+        // Start-up (configuration, policies, migrations, reaping) is done: hand its garbage back.
+        malloc_trim(0)
+
+        // One event loop: the socket only carries small JSON requests; the work runs on the
+        // engine's threads. (NIO's shared group would start one thread per core, each with its
+        // stack and buffers, to serve a Unix socket.)
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { eventLoops.shutdownGracefully { _ in } }
 
         let server = ControlServer(
             listener: settings.listener, service: supervisor, configuration: settings.api,
-            logger: Logger(label: "sandboxd.control"), metrics: metrics,
+            logger: Logger(label: "sandboxd.control"), eventLoopGroup: eventLoops, metrics: metrics,
             onListening: { where_ in
                 notifier.notify("READY=1\nSTATUS=serving on \(where_)\nMAINPID=\(getpid())")
             },
@@ -43,6 +53,7 @@ enum SandboxDaemon {
             services: [
                 .init(service: SupervisorService(supervisor: supervisor)),
                 .init(service: server),
+                .init(service: MemoryTrimService()),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
@@ -75,6 +86,21 @@ struct SupervisorService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await supervisor.shutdown()
+    }
+}
+
+/// Returns freed heap to the kernel every `interval` (`malloc_trim`), so that memory a burst of
+/// requests used does not stay resident while the daemon idles.
+struct MemoryTrimService: Service {
+    var interval: Duration = .seconds(30)
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                malloc_trim(0)
+            }
+        }
     }
 }
 
