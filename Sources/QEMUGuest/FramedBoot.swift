@@ -64,9 +64,22 @@ public struct FramedBoot: Sendable {
         /// QEMU's own messages.
         public var qemuLog: String
 
-        /// The last `lines` lines of the console, for error messages.
+        /// The last `lines` lines of the console, for error messages. When the kernel panicked or
+        /// oopsed before that, the tail starts at its last such line instead (a stack trace or stall
+        /// warnings after it would otherwise push out the line that says why), with at most
+        /// `lines` more lines after it and an ellipsis marking what was left out.
         public func consoleTail(lines: Int = 40) -> String {
-            console.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+            let all = console.split(separator: "\n", omittingEmptySubsequences: false)
+            let tailStart = max(0, all.count - lines)
+            guard let last = all[..<tailStart].lastIndex(where: Self.saysWhyTheKernelDied) else {
+                return all[tailStart...].joined(separator: "\n")
+            }
+            if all.count - last <= 2 * lines { return all[last...].joined(separator: "\n") }
+            return (all[last..<(last + lines)] + ["…"] + all[tailStart...]).joined(separator: "\n")
+        }
+
+        static func saysWhyTheKernelDied(_ line: Substring) -> Bool {
+            line.contains("Kernel panic") || line.contains("Oops") || line.contains("BUG:")
         }
     }
 

@@ -16,9 +16,10 @@ import Store
 /// already queued is never written), and upserts the batch in one pipelined round trip. While a
 /// batch is in flight the next one gathers, so under load many execs share a round trip and when
 /// idle a record is written at once. Callers of `recordFinished` wait for their batch's commit.
-/// If the database is down the batch stays queued and is retried with backoff; waiters give up
-/// after `commitTimeout` (the record stays queued and is written when the database returns, as
-/// long as the daemon lives).
+/// If the database is down the batch stays queued and is retried with backoff; a waiter gives up
+/// once the database has failed, or made no progress at all, for `commitTimeout` (the record stays
+/// queued and is written when the database returns, as long as the daemon lives). A database that
+/// is merely busy — still committing batches — keeps its waiters: load makes them slower, not failed.
 public actor StoreRecorder: ExecutionRecorder {
     private let store: RecordStore
     private let logger: Logger
@@ -46,6 +47,9 @@ public actor StoreRecorder: ExecutionRecorder {
     private var writing = false
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var lastError: String?
+    /// When the writer last committed a batch or went idle with nothing queued: how a waiter tells a
+    /// busy database from a stalled one.
+    private var lastProgress = ContinuousClock.now
     /// Round trips made and records written so far (group commit makes the first much smaller).
     public private(set) var batchesWritten = 0
     public private(set) var recordsWritten = 0
@@ -92,8 +96,10 @@ public actor StoreRecorder: ExecutionRecorder {
         nextWaiter += 1
         let timeout = commitTimeout
         let timer = Task { [weak self] in
-            try await Task.sleep(for: timeout)
-            await self?.expire(waiter, record: id)
+            while true {
+                try await Task.sleep(for: timeout)
+                guard let self, await self.expireIfStalled(waiter, record: id, after: timeout) else { return }
+            }
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -128,11 +134,15 @@ public actor StoreRecorder: ExecutionRecorder {
         }
     }
 
-    /// A caller stopped waiting: its record stays queued, the caller learns it is not durable yet.
-    private func expire(_ waiter: UInt64, record id: UUID) {
-        guard let continuation = waiters.removeValue(forKey: waiter) else { return }
+    /// Gives up on a waiter when the database failed or committed nothing for `stall`: its record
+    /// stays queued, the caller learns it is not durable yet. Returns whether to keep checking.
+    private func expireIfStalled(_ waiter: UInt64, record id: UUID, after stall: Duration) -> Bool {
+        guard waiters[waiter] != nil else { return false }
+        if lastError == nil, ContinuousClock.now - lastProgress < stall { return true }
+        guard let continuation = waiters.removeValue(forKey: waiter) else { return false }
         let reason = lastError ?? "the database did not answer"
         continuation.resume(throwing: APIError(.unavailable, "execution record \(id.uuidString.lowercased()) is not yet committed: \(reason)"))
+        return false
     }
 
     private func resume(_ keys: [UInt64], throwing error: (any Error)? = nil) {
@@ -154,6 +164,7 @@ public actor StoreRecorder: ExecutionRecorder {
                 batchesWritten += 1
                 recordsWritten += batch.count
                 lastError = nil
+                lastProgress = .now
                 backoff = .milliseconds(100)
                 order.removeFirst(ids.count)
                 for (id, written) in zip(ids, batch) {
@@ -186,6 +197,7 @@ public actor StoreRecorder: ExecutionRecorder {
             }
         }
         writing = false
+        lastProgress = .now
     }
 
     public func executions(_ filter: ExecutionRecordFilter) async throws -> [ExecutionRecord] {

@@ -1,4 +1,5 @@
 import Foundation
+import ControlAPI
 import Logging
 import SandboxCore
 import Store
@@ -48,6 +49,30 @@ struct StoreRecorderTests {
             let batches = await recorder.batchesWritten
             print("group commit: 3200 executions in \(batches) round trips")
             #expect(batches < 3200)
+        }
+    }
+
+    @Test("with the database stopped, a finished record's caller gets service_unavailable; the record is written once it returns")
+    func stalledDatabaseFailsWaiterKeepsRecord() async throws {
+        guard geteuid() == 0 else { print("skipped: needs root for the test cluster"); return }
+        try await TestPostgres.withServer { store, server in
+            var logger = Logger(label: "test.records")
+            logger.logLevel = .critical
+            let recorder = StoreRecorder(store: store, detail: "test", logger: logger, commitTimeout: .seconds(1))
+            try await server.stop()
+            let id = UUID()
+            do {
+                try await recorder.recordFinished(record(id, status: .ok))
+                Issue.record("recordFinished returned with the database stopped")
+            } catch let error as APIError {
+                #expect(error.code == .unavailable, "\(error)")
+                #expect(error.message.contains(id.uuidString.lowercased()), "\(error.message)")
+            }
+            #expect(await recorder.databaseState().state == "unavailable")
+            _ = try await server.start()
+            #expect(await recorder.flush(timeout: .seconds(60)) == 0)
+            let rows = try await TestPostgres.query(store, "SELECT status FROM agent_executions WHERE id = $1", [id.uuidString])
+            #expect(rows.map { $0[0] } == ["ok"])
         }
     }
 

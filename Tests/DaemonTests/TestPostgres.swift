@@ -6,6 +6,11 @@ import Store
 /// Unix socket only), the same way the Store's tests make one; torn down after the body.
 enum TestPostgres {
     static func with<T>(_ body: (RecordStore) async throws -> T) async throws -> T {
+        try await withServer { store, _ in try await body(store) }
+    }
+
+    /// Like ``with(_:)``, also handing over the server so a test can stop and restart it.
+    static func withServer<T>(_ body: (RecordStore, EmbeddedPostgres) async throws -> T) async throws -> T {
         var template = Array("/tmp/sdpg-daemon-XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
             throw TestError("mkdtemp failed")
@@ -26,7 +31,7 @@ enum TestPostgres {
             let settings = try await embedded.start()
             let store = try RecordStore(settings: settings)
             try await store.migrate()
-            let result = try await body(store)
+            let result = try await body(store, embedded)
             await store.pool.close()
             await tearDown()
             return result

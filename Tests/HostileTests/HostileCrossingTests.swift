@@ -95,12 +95,14 @@ extension HostileSandboxTests {
             try await s.withSandbox { neighbour in
                 // Long enough to outlive the attacker's whole run on a loaded machine; the checks below need it alive.
                 async let lingering = neighbour.exec(ExecRequest([s.payloads.hostile, "linger", marker, "wait"], timeout: 25))
+                // `linger` itself, then its two sleepers (a double-forked one in its own session and a
+                // stubborn one): wait for all three, so the set compared below is the settled one.
                 var neighbourPids: [pid_t] = []
-                for _ in 0..<80 where neighbourPids.isEmpty {
+                for _ in 0..<400 where neighbourPids.count < 3 {
                     try await Task.sleep(for: .milliseconds(50))
                     neighbourPids = HostFiles.processes(withMarker: marker)
                 }
-                try #require(!neighbourPids.isEmpty, "the neighbour's processes did not appear")
+                try #require(neighbourPids.count == 3, "the neighbour's three processes did not appear: \(neighbourPids)")
                 let target = String(neighbourPids[0])
 
                 try await s.withSandbox { attacker in

@@ -60,3 +60,31 @@ import Foundation
 enum FileManagerShim {
     static func contents(_ path: String) -> [UInt8]? { FileManager.default.contents(atPath: path).map { [UInt8]($0) } }
 }
+
+struct ConsoleTailTests {
+    func outcome(console: String) -> FramedBoot.Outcome {
+        FramedBoot.Outcome(ending: .guestEnded(.exited(0)), output: [], bootSeconds: nil, commandSeconds: nil,
+                           totalSeconds: 1, console: console, qemuLog: "")
+    }
+
+    @Test("the console tail keeps the kernel's panic line even when a long trace follows it")
+    func panicLineSurvivesLongTrace() {
+        let trace = (1...100).map { "trace line \($0)" }
+        let console = (["boot", "Kernel panic - not syncing: sysrq triggered crash"] + trace).joined(separator: "\n")
+        let tail = outcome(console: console).consoleTail(lines: 40)
+        let lines = tail.split(separator: "\n").map(String.init)
+        #expect(lines.first == "Kernel panic - not syncing: sysrq triggered crash")
+        #expect(lines.contains("…"))
+        #expect(lines.last == "trace line 100")
+        #expect(!lines.contains("boot"))
+        #expect(lines.count == 40 + 1 + 40)
+    }
+
+    @Test("without a panic the console tail is just the last lines; a panic near the end is kept whole")
+    func plainTail() {
+        let plain = (1...100).map { "line \($0)" }.joined(separator: "\n")
+        #expect(outcome(console: plain).consoleTail(lines: 3) == "line 98\nline 99\nline 100")
+        let near = (["early"] + (1...10).map { "x\($0)" } + ["Kernel panic - not syncing: oops", "a", "b", "c", "d"]).joined(separator: "\n")
+        #expect(outcome(console: near).consoleTail(lines: 3) == "Kernel panic - not syncing: oops\na\nb\nc\nd")
+    }
+}

@@ -302,9 +302,10 @@ struct OrphanTests {
         let tool = URL(fileURLWithPath: GuestImageBuilder.defaultAgentBinary()).deletingLastPathComponent().appendingPathComponent("sandbox-vm").path
         try #require(access(tool, X_OK) == 0, "sandbox-vm is built next to sandbox-guest: \(tool)")
         let root = try #require(VMSandboxEngine.detectCgroupRoot())
-        let subtree = "sandboxd-vm-test-orphan"
+        // Named per test process: a concurrent run's sandbox-vm reaps its own subtree, not this one.
+        let subtree = "sandboxd-vm-test-orphan-\(getpid())"
         let parent = root + "/" + subtree
-        let state = NSTemporaryDirectory() + "sandboxd-vm-test-orphan"
+        let state = NSTemporaryDirectory() + "sandboxd-vm-test-orphan-\(getpid())"
         let daemon = Process()
         daemon.executableURL = URL(fileURLWithPath: tool)
         daemon.arguments = ["run", "--cache", VMTestEnvironment.imageCache, "--tcg", "--state", state, "--subtree", subtree, "--", "sleep", "1000"]

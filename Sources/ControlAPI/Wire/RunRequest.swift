@@ -86,6 +86,35 @@ public struct ExecPayload: Sendable, Hashable {
     }
 }
 
+/// The coding keys of a request that carries an ``ExecPayload`` at its top level, so that run and
+/// exec requests decode and encode the payload's fields the same way.
+protocol ExecPayloadCodingKeys: CodingKey {
+    static var command: Self { get }
+    static var code: Self { get }
+    static var stdin: Self { get }
+    static var env: Self { get }
+    static var timeout: Self { get }
+}
+
+extension ExecPayload {
+    init<Keys: ExecPayloadCodingKeys>(from c: KeyedDecodingContainer<Keys>) throws {
+        self.init(
+            command: try c.decodeIfPresent([String].self, forKey: .command),
+            code: try c.decodeIfPresent(CodeSpec.self, forKey: .code),
+            stdin: try c.decodeIfPresent(String.self, forKey: .stdin),
+            env: try c.decodeIfPresent([String: String].self, forKey: .env),
+            timeout: try c.decodeIfPresent(Double.self, forKey: .timeout))
+    }
+
+    func encode<Keys: ExecPayloadCodingKeys>(to c: inout KeyedEncodingContainer<Keys>) throws {
+        try c.encodeIfPresent(command, forKey: .command)
+        try c.encodeIfPresent(code, forKey: .code)
+        try c.encodeIfPresent(stdin, forKey: .stdin)
+        try c.encodeIfPresent(env, forKey: .env)
+        try c.encodeIfPresent(timeout, forKey: .timeout)
+    }
+}
+
 /// `POST /v1/run`: create a sandbox, run one command or code in it, destroy it.
 public struct RunRequest: Codable, Sendable, Hashable {
     public var payload: ExecPayload
@@ -96,7 +125,7 @@ public struct RunRequest: Codable, Sendable, Hashable {
         self.sandbox = sandbox
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
+    enum CodingKeys: String, ExecPayloadCodingKeys, CaseIterable {
         case command, code, stdin, env, policy, timeout
         case isolationLevel = "isolation_level"
         case agentType = "agent_type"
@@ -106,12 +135,7 @@ public struct RunRequest: Codable, Sendable, Hashable {
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        payload = ExecPayload(
-            command: try c.decodeIfPresent([String].self, forKey: .command),
-            code: try c.decodeIfPresent(CodeSpec.self, forKey: .code),
-            stdin: try c.decodeIfPresent(String.self, forKey: .stdin),
-            env: try c.decodeIfPresent([String: String].self, forKey: .env),
-            timeout: try c.decodeIfPresent(Double.self, forKey: .timeout))
+        payload = try ExecPayload(from: c)
         // In a one-shot run the environment and timeout belong to the exec; the sandbox gets none of its own.
         sandbox = SandboxCreateRequest(
             policy: try c.decodeIfPresent(String.self, forKey: .policy),
@@ -122,11 +146,7 @@ public struct RunRequest: Codable, Sendable, Hashable {
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encodeIfPresent(payload.command, forKey: .command)
-        try c.encodeIfPresent(payload.code, forKey: .code)
-        try c.encodeIfPresent(payload.stdin, forKey: .stdin)
-        try c.encodeIfPresent(payload.env, forKey: .env)
-        try c.encodeIfPresent(payload.timeout, forKey: .timeout)
+        try payload.encode(to: &c)
         try c.encodeIfPresent(sandbox.policy, forKey: .policy)
         try c.encodeIfPresent(sandbox.isolationLevel, forKey: .isolationLevel)
         try c.encodeIfPresent(sandbox.agentType, forKey: .agentType)
@@ -203,26 +223,17 @@ public struct SandboxExecRequest: Codable, Sendable, Hashable {
 
     public init(payload: ExecPayload) { self.payload = payload }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case command, code, stdin, env, timeout }
+    enum CodingKeys: String, ExecPayloadCodingKeys, CaseIterable { case command, code, stdin, env, timeout }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        payload = ExecPayload(
-            command: try c.decodeIfPresent([String].self, forKey: .command),
-            code: try c.decodeIfPresent(CodeSpec.self, forKey: .code),
-            stdin: try c.decodeIfPresent(String.self, forKey: .stdin),
-            env: try c.decodeIfPresent([String: String].self, forKey: .env),
-            timeout: try c.decodeIfPresent(Double.self, forKey: .timeout))
+        payload = try ExecPayload(from: c)
     }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encodeIfPresent(payload.command, forKey: .command)
-        try c.encodeIfPresent(payload.code, forKey: .code)
-        try c.encodeIfPresent(payload.stdin, forKey: .stdin)
-        try c.encodeIfPresent(payload.env, forKey: .env)
-        try c.encodeIfPresent(payload.timeout, forKey: .timeout)
+        try payload.encode(to: &c)
     }
 
     public func validate() throws(APIError) { try payload.validate() }

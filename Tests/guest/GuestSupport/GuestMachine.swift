@@ -177,7 +177,8 @@ public struct GuestMachine: Sendable {
 
         var machine = QEMUMachine(
             kernel: image.kernelPath, initrd: initrdPath,
-            kernelArguments: ["console=ttyS0", "quiet", "panic=-1"])
+            // no_timer_check: a TCG guest on a loaded host can fail the IO-APIC timer check and panic.
+            kernelArguments: ["console=ttyS0", "quiet", "panic=-1", "no_timer_check"])
         machine.memoryMiB = memoryMiB
         machine.cpus = cpus
         machine.firmware = QEMUMachine.fastFirmware
