@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Value types, configuration and policy parsing. No I/O.
@@ -36,7 +38,8 @@ let package = Package(
 
         // Wire types, the HTTP/1.1 server on the Unix socket, peer credentials and authorization.
         .target(name: "ControlAPI", dependencies: [
-            "SandboxCore",
+            "SandboxCore", "DaemonMetrics",
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -52,7 +55,7 @@ let package = Package(
         // SANDBOXD_LEVEL1_ENGINE compiles the level-1 engine adapter (LinuxSandboxEngine+SandboxEngine.swift),
         // SANDBOXD_LEVEL3_ENGINE the level-3 one (VMSandboxEngine+SandboxEngine.swift).
         .target(name: "Supervisor", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox", "VMSandbox", "EgressProxy",
+            "SandboxCore", "Store", "ControlAPI", "LinuxSandbox", "VMSandbox", "EgressProxy", "DaemonMetrics",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
 
@@ -88,8 +91,9 @@ let package = Package(
         ]),
 
         .executableTarget(name: "sandboxd", dependencies: [
-            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox", "VMSandbox",
+            "SandboxCore", "Store", "ControlAPI", "Supervisor", "LinuxSandbox", "VMSandbox", "DaemonMetrics", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -136,10 +140,10 @@ let package = Package(
         .testTarget(name: "SandboxCoreTests", dependencies: ["SandboxCore"]),
         .testTarget(name: "EgressProxyTests", dependencies: ["EgressProxy", "SandboxCore"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "SandboxCore"]),
-        .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore"]),
+        .testTarget(name: "ControlAPITests", dependencies: ["ControlAPI", "SandboxCore", .product(name: "NIOHTTP1", package: "swift-nio")]),
         // End to end through the real socket: curl and sandboxctl as real users against a real server.
         .testTarget(name: "DaemonTests", dependencies: [
-            "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox",
+            "ControlAPI", "Supervisor", "SandboxCore", "Store", "LinuxSandbox", "DaemonMetrics",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
         .testTarget(name: "LinuxSandboxTests", dependencies: ["LinuxSandbox", "SandboxCore"]),
@@ -174,3 +178,22 @@ if FileManager.default.fileExists(atPath: Context.packageDirectory + "/Sources/L
         .testTarget(name: "GuestCgroupTests", dependencies: ["GuestSupport"], path: "Tests/guest/GuestCgroupTests"),
     ]
 }
+
+// The whole daemon over its socket (release sandboxd, embedded PostgreSQL) against bubblewrap:
+// one-shot latency, sustained recorded runs/s, resident memory (make bench; Benchmarks/run; root).
+package.targets += [
+    .executableTarget(name: "DaemonBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"], path: "Benchmarks/DaemonBenchmark"),
+]
+
+// glibc's <malloc.h> (mallopt): sandboxd caps its malloc arenas at start to keep idle memory small.
+package.targets += [
+    .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+]
+
+// The daemon's Prometheus metrics (GET /metrics): one registry per daemon, no global bootstrap.
+package.targets += [
+    .target(name: "DaemonMetrics", dependencies: [
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+    ]),
+]

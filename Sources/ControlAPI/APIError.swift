@@ -14,6 +14,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Stable error codes and the HTTP status each maps to.
     public enum Code: String, Sendable, Codable, CaseIterable {
         case badRequest = "bad_request"
+        /// The bytes on the socket are not valid HTTP/1.1 (request line, header, chunked body).
+        case malformedHTTP = "malformed_http"
+        /// The request line and headers together are over the server's limit.
+        case headersTooLarge = "headers_too_large"
         case invalidJSON = "invalid_json"
         case unknownField = "unknown_field"
         case invalidField = "invalid_field"
@@ -39,7 +43,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The HTTP status this code is answered with.
         public var httpStatus: Int {
             switch self {
-            case .badRequest, .invalidJSON, .unknownField, .invalidField, .missingField, .pathRefused, .environmentRefused: 400
+            case .badRequest, .malformedHTTP, .invalidJSON, .unknownField, .invalidField, .missingField, .pathRefused, .environmentRefused: 400
             case .forbidden: 403
             case .notFound: 404
             case .methodNotAllowed: 405
@@ -49,6 +53,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
             case .unsupportedMediaType: 415
             case .unsupportedLanguage, .levelUnavailable, .limitsNotEnforceable, .invalidPolicy: 422
             case .tooManyRequests: 429
+            case .headersTooLarge: 431
             case .internalError: 500
             case .unavailable, .shuttingDown: 503
             }

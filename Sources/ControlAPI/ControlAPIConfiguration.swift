@@ -15,10 +15,12 @@ public struct ControlAPIConfiguration: Sendable, Hashable {
     public var adminGroup: String?
     /// Largest `limit` of `GET /v1/executions`.
     public var maxHistoryLimit: Int
+    /// Largest request head (request line and all headers); larger is `431 headers_too_large`.
+    public var maxHeaderBytes: Int
 
     public init(maxBodyBytes: Int = 1 << 20, maxFileBytes: Int = 16 << 20, headerTimeoutSeconds: Int64 = 10,
                 bodyTimeoutSeconds: Int64 = 30, idleTimeoutSeconds: Int64 = 60,
-                adminGroup: String? = "sandboxd-admin", maxHistoryLimit: Int = 1000) {
+                adminGroup: String? = "sandboxd-admin", maxHistoryLimit: Int = 1000, maxHeaderBytes: Int = 16 << 10) {
         self.maxBodyBytes = maxBodyBytes
         self.maxFileBytes = maxFileBytes
         self.headerTimeoutSeconds = headerTimeoutSeconds
@@ -26,5 +28,6 @@ public struct ControlAPIConfiguration: Sendable, Hashable {
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.adminGroup = adminGroup
         self.maxHistoryLimit = maxHistoryLimit
+        self.maxHeaderBytes = maxHeaderBytes
     }
 }

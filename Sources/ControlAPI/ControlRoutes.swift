@@ -4,18 +4,36 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import DaemonMetrics
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 
 /// Builds the router of every `/v1` endpoint on top of a `SandboxService`.
 struct ControlRoutes {
     let service: any SandboxService
     let configuration: ControlAPIConfiguration
+    var metrics: DaemonMetrics? = nil
 
     func makeRouter() -> Router<ControlRequestContext> {
         let router = Router(context: ControlRequestContext.self)
-        router.add(middleware: APIErrorMiddleware())
+        router.add(middleware: APIErrorMiddleware(metrics: metrics))
+
+        // Prometheus scrape target. Admins only: the figures describe every user's work.
+        if let metrics {
+            router.get("/metrics") { _, context in
+                guard context.caller.isAdmin else {
+                    throw APIError(.forbidden, "metrics are readable by root and members of the admin group\(configuration.adminGroup.map { " \($0)" } ?? "")",
+                                   details: ["uid": .integer(Int64(context.caller.uid))])
+                }
+                let text = metrics.exposition()
+                var headers = HTTPFields()
+                headers[.contentType] = DaemonMetrics.contentType
+                headers[.contentLength] = String(text.count)
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: text)))
+            }
+        }
 
         router.get("/v1/health") { _, _ in
             try jsonResponse(await service.health())
@@ -242,7 +260,7 @@ func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) th
 
 /// The JSON error response for any error; internal errors are logged by the caller, never shown.
 func errorResponse(_ error: APIError) -> Response {
-    let data = (try? jsonEncoder.encode(APIErrorBody(error))) ?? Data(#"{"error":{"code":"internal_error","message":"","details":{}}}"#.utf8)
+    let data = errorBodyBytes(error)
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     headers[.contentLength] = String(data.count)
@@ -253,15 +271,27 @@ func errorResponse(_ error: APIError) -> Response {
     return Response(status: .init(code: error.code.httpStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
 }
 
+/// `{"error": {"code", "message", "details"}}` for `error`.
+func errorBodyBytes(_ error: APIError) -> [UInt8] {
+    guard let data = try? jsonEncoder.encode(APIErrorBody(error)) else {
+        return Array(#"{"error":{"code":"internal_error","message":"","details":{}}}"#.utf8)
+    }
+    return Array(data)
+}
+
 /// Converts every error a handler throws into the one error shape.
 struct APIErrorMiddleware: RouterMiddleware {
     typealias Context = ControlRequestContext
+    var metrics: DaemonMetrics?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch {
-            return errorResponse(Self.apiError(for: error, request: request, context: context))
+            let apiError = Self.apiError(for: error, request: request, context: context)
+            // A parse error was answered (and counted) by ProtocolErrorHandler; this answer is dropped.
+            if !(error is HTTPParserError) { metrics?.apiError(code: apiError.code.rawValue) }
+            return errorResponse(apiError)
         }
     }
 
@@ -271,6 +301,8 @@ struct APIErrorMiddleware: RouterMiddleware {
             return error
         case is NIOTooManyBytesError:
             return APIError(.payloadTooLarge, "request body is too large")
+        case let error as HTTPParserError:
+            return ProtocolErrorHandler.apiError(for: error)
         case let error as HTTPError:
             switch error.status {
             case .notFound:

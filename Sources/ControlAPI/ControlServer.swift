@@ -1,11 +1,13 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DaemonMetrics
 import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
 import NIOExtras
+import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
@@ -21,16 +23,19 @@ public final class ControlServer: Service, Sendable {
     private let configuration: ControlAPIConfiguration
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
+    private let metrics: DaemonMetrics?
     private let onListening: @Sendable (String) async -> Void
     private let onGracefulShutdown: @Sendable () async -> Void
 
     /// - Parameters:
     ///   - listener: where the socket comes from.
     ///   - service: the daemon's brain.
+    ///   - metrics: served by `GET /metrics` (admins only); also counts error responses. nil: no metrics endpoint.
     ///   - onListening: called once the socket accepts connections (sd_notify READY=1 goes here).
     ///   - onGracefulShutdown: called when shutdown starts, after accepting stopped.
     public init(listener: ControlListener, service: any SandboxService, configuration: ControlAPIConfiguration = .init(),
                 logger: Logger, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                metrics: DaemonMetrics? = nil,
                 onListening: @escaping @Sendable (String) async -> Void = { _ in },
                 onGracefulShutdown: @escaping @Sendable () async -> Void = {}) {
         self.listener = listener
@@ -38,6 +43,7 @@ public final class ControlServer: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
+        self.metrics = metrics
         self.onListening = onListening
         self.onGracefulShutdown = onGracefulShutdown
     }
@@ -49,16 +55,22 @@ public final class ControlServer: Service, Sendable {
             throw error
         }
         let adminGroup = configuration.adminGroup.flatMap { name in getgrnam(name).map { $0.pointee.gr_gid } }
-        let responder = ControlRoutes(service: service, configuration: configuration).makeRouter().buildResponder()
+        let metrics = self.metrics
+        let responder = ControlRoutes(service: service, configuration: configuration, metrics: metrics).makeRouter().buildResponder()
         let logger = self.logger
-        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(configuration.headerTimeoutSeconds))
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ProtocolErrorHandler { error in metrics?.apiError(code: error.code.rawValue) }],
+            idleTimeout: .seconds(configuration.headerTimeoutSeconds),
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: configuration.maxHeaderBytes, maxHeaderListSize: configuration.maxHeaderBytes))
         let childSetup = PeerHTTP1Channel(configuration: http1, adminGroup: adminGroup) { request, writer, channel, caller in
             let context = ControlRequestContext(source: .init(channel: channel, logger: logger, caller: caller))
             var response: Response
             do {
                 response = try await responder.respond(to: request, context: context)
             } catch {
-                response = errorResponse(APIErrorMiddleware.apiError(for: error, request: request, context: context))
+                let apiError = APIErrorMiddleware.apiError(for: error, request: request, context: context)
+                if !(error is HTTPParserError) { metrics?.apiError(code: apiError.code.rawValue) }
+                response = errorResponse(apiError)
             }
             let closeAfter = response.headers[.connection] == "close"
             try await writer.write(response: response.head, body: response.body)

@@ -132,6 +132,17 @@ public final class LinuxSandboxEngine: Sendable {
         }
     }
 
+    /// Removes the daemon's cgroup subtree and state directory when nothing is left in them (call at
+    /// exit, after every sandbox is destroyed). Only this engine's own subtree is touched; a subtree
+    /// still holding a sandbox cgroup stays (the next start reaps it). Returns whether it is gone.
+    @discardableResult
+    public func releaseSubtree() -> Bool {
+        rmdir(newRootPath)
+        rmdir(configuration.stateDirectory)
+        guard cgroup.subtreePath != cgroup.mountPoint else { return false }
+        return rmdir(cgroup.subtreePath) == 0 || Sys.errno == ENOENT
+    }
+
     /// Ids of sandboxes whose cgroup exists in the subtree (live or leftover).
     public func listCgroups() -> [String] {
         Sys.listDirectory(cgroup.subtreePath).filter(\.isDirectory).map(\.name)

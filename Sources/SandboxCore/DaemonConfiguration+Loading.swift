@@ -64,7 +64,7 @@ extension DaemonConfiguration {
         if let section = top.mapping("resources", known: Self.resourcesKeys) {
             if let mode = section.value("enforcement", Self.enforcement) { resources.enforcement = mode }
             if let path = section.value("cgroup_root", YAMLValue.absolutePath) { resources.cgroupRoot = path }
-            if let name = section.value("cgroup_subtree", { (node) throws(ValueError) in try Self.cgroupName(node) }) { resources.cgroupSubtree = name }
+            if let name = section.value("cgroup_subtree", { (node) throws(ValueError) in try Self.cgroupName(node) }) { resources.configuredCgroupSubtree = name }
         }
 
         if let section = top.mapping("sandbox", known: Self.sandboxKeys) {
@@ -190,6 +190,7 @@ extension DaemonConfiguration {
     }
 
     /// A POSIX group name as `groupadd` accepts it.
+    /// One cgroup directory name: letters, digits, `.`, `_`, `-`; not `.` or `..`; at most 64.
     static func groupName(_ node: Node) throws(ValueError) -> String {
         let text = try YAMLValue.string(node)
         let allowed = text.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" }

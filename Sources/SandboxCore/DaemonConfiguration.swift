@@ -63,13 +63,13 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
         public var enforcement: LimitEnforcement
         /// The cgroup v2 mount under which the daemon's delegated subtree lives.
         public var cgroupRoot: String
-        /// The daemon's delegated directory below `cgroupRoot` (one name). A daemon reaps everything
-        /// in it at start, so two daemons on one host need two subtrees.
-        public var cgroupSubtree: String
-        public init(enforcement: LimitEnforcement = .strict, cgroupRoot: String = "/sys/fs/cgroup", cgroupSubtree: String = "sandboxd") {
+        /// The daemon's own directory below ``cgroupRoot`` as configured (`resources.cgroup_subtree`);
+        /// nil: derived from the state directory (see ``DaemonConfiguration/cgroupSubtree``).
+        public var configuredCgroupSubtree: String?
+        public init(enforcement: LimitEnforcement = .strict, cgroupRoot: String = "/sys/fs/cgroup", cgroupSubtree: String? = nil) {
             self.enforcement = enforcement
             self.cgroupRoot = cgroupRoot
-            self.cgroupSubtree = cgroupSubtree
+            self.configuredCgroupSubtree = cgroupSubtree
         }
     }
 
@@ -155,6 +155,16 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
 
     /// Every setting as `key: value` text, keys as in `sandboxd.yaml`; the password shows as `<redacted>`.
     /// Use this for `GET /v1/info` and the start-up log.
+    /// The daemon's cgroup subtree below `resources.cgroup_root`: every sandbox cgroup of this
+    /// daemon lives there, and reaping at start touches nothing else. `sandboxd` for the default
+    /// state directory; otherwise `sandboxd-` and 12 hex digits of the state directory's SHA-256,
+    /// so that two daemons with different state directories never reap each other's sandboxes.
+    public var cgroupSubtree: String {
+        if let configured = resources.configuredCgroupSubtree { return configured }
+        if stateDirectory == Self.defaultStateDirectory { return "sandboxd" }
+        return "sandboxd-" + SHA256.hex(of: stateDirectory).prefix(12)
+    }
+
     public var redacted: [String: String] {
         var settings: [String: String] = [
             "state_directory": stateDirectory,
@@ -166,7 +176,7 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
             "database.pool_size": String(databasePoolSize),
             "resources.enforcement": resources.enforcement.rawValue,
             "resources.cgroup_root": resources.cgroupRoot,
-            "resources.cgroup_subtree": resources.cgroupSubtree,
+            "resources.cgroup_subtree": cgroupSubtree,
             "sandbox.uid_range_start": String(sandbox.uidRangeStart),
             "sandbox.uid_range_size": String(sandbox.uidRangeSize),
             "sandbox.max_sandboxes": String(sandbox.maxSandboxes),

@@ -27,7 +27,7 @@ public struct ExecutionRecordFilter: Sendable, Hashable {
 /// the database); `recordFinished` returns once the row is committed — group commit: records of
 /// concurrent execs share one round trip.
 public protocol ExecutionRecorder: Sendable {
-    /// Enqueues the `running` row; never waits for the database.
+    /// Enqueues the `running` row (possibly after a short delay, see `StoreRecorder`); never waits for the database.
     func recordStarted(_ record: ExecutionRecord) async
     /// Writes the final row (idempotent upsert by id) and returns once it is committed.
     func recordFinished(_ record: ExecutionRecord) async throws

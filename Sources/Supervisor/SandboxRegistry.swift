@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import ControlAPI
+import DaemonMetrics
 
 /// Every live sandbox, who owns it, and the admission counts. One actor owns all of it so that
 /// "check the limit, then take the slot" is one step.
@@ -28,22 +29,29 @@ actor SandboxRegistry {
     private var accepting = true
     private let maxSandboxes: Int
     private let maxPerUID: Int
+    private let metrics: DaemonMetrics?
 
-    init(maxSandboxes: Int, maxPerUID: Int) {
+    init(maxSandboxes: Int, maxPerUID: Int, metrics: DaemonMetrics? = nil) {
         self.maxSandboxes = maxSandboxes
         self.maxPerUID = maxPerUID
+        self.metrics = metrics
     }
 
     /// Takes a slot for a new sandbox or throws `too_many_requests` / `shutting_down`.
     func reserve(_ description: SandboxDescription, persistent: Bool, defaults: SandboxCreateRequest,
                  applied: AppliedPolicy? = nil) throws(APIError) {
-        guard accepting else { throw APIError(.shuttingDown, "sandboxd is shutting down; no new sandboxes") }
+        guard accepting else {
+            metrics?.admissionRejected(reason: "shutting_down")
+            throw APIError(.shuttingDown, "sandboxd is shutting down; no new sandboxes")
+        }
         guard entries.count < maxSandboxes else {
+            metrics?.admissionRejected(reason: "global_limit")
             throw APIError(.tooManyRequests, "sandboxd is at its limit of \(maxSandboxes) concurrent sandboxes; retry later or destroy one",
                            details: ["limit": .integer(Int64(maxSandboxes)), "scope": "global"])
         }
         let owned = entries.values.count { $0.ownerUID == description.ownerUID }
         guard owned < maxPerUID else {
+            metrics?.admissionRejected(reason: "uid_limit")
             throw APIError(.tooManyRequests,
                            "uid \(description.ownerUID) already has \(owned) sandboxes, the per-user limit is \(maxPerUID); destroy one first",
                            details: ["limit": .integer(Int64(maxPerUID)), "scope": "uid"])
@@ -51,6 +59,7 @@ actor SandboxRegistry {
         entries[description.sandboxID] = Entry(id: description.sandboxID, ownerUID: description.ownerUID, sandbox: nil,
                                                description: description, persistent: persistent, defaults: defaults,
                                                applied: applied)
+        metrics?.setSandboxesAlive(entries.count)
     }
 
     /// Attaches the built sandbox to its reserved slot. Returns false when the slot was released
@@ -65,6 +74,7 @@ actor SandboxRegistry {
     /// Frees a slot whose sandbox was never built or has been destroyed.
     func release(_ id: String) {
         entries[id] = nil
+        metrics?.setSandboxesAlive(entries.count)
     }
 
     /// The sandbox `id` if `caller` may use it; otherwise the same `not_found` a missing id gets.
@@ -121,6 +131,7 @@ actor SandboxRegistry {
         let sandboxes = entries.values.compactMap(\.sandbox)
         for id in entries.keys { entries[id]!.destroying = true }
         entries.removeAll()
+        metrics?.setSandboxesAlive(0)
         return sandboxes
     }
 }

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import ControlAPI
+import DaemonMetrics
 import Logging
 import SandboxCore
 import Store
@@ -25,6 +26,11 @@ public actor StoreRecorder: ExecutionRecorder {
     private let detail: String
     private let maxBatch: Int
     private let commitTimeout: Duration
+    private let metrics: DaemonMetrics?
+    private let runningRowDelay: Duration
+    /// `running` rows not yet queued: an exec that ends within `runningRowDelay` never writes one
+    /// (its final row is the only commit), a longer one gets it queued when the delay passes.
+    private var deferredStarts: [UUID: ExecutionRecord] = [:]
 
     private struct Pending {
         var record: ExecutionRecord
@@ -50,8 +56,15 @@ public actor StoreRecorder: ExecutionRecorder {
 
     /// - Parameters:
     ///   - detail: where the database is, without secrets (for `/v1/info`).
-    public init(store: RecordStore, detail: String, logger: Logger, maxBatch: Int = 500, commitTimeout: Duration = .seconds(15)) {
+    ///   - metrics: where write latency, records written and failed writes are counted.
+    ///   - runningRowDelay: how long an exec runs before its `running` row is queued. Most execs
+    ///     (a tool call, a short script) end sooner and commit once instead of twice; a daemon killed
+    ///     in that window leaves no row for the exec (its caller got no result either).
+    public init(store: RecordStore, detail: String, logger: Logger, maxBatch: Int = 500, commitTimeout: Duration = .seconds(15),
+                metrics: DaemonMetrics? = nil, runningRowDelay: Duration = .milliseconds(200)) {
         self.store = store
+        self.metrics = metrics
+        self.runningRowDelay = runningRowDelay
         self.detail = detail
         self.logger = logger
         self.maxBatch = maxBatch
@@ -59,11 +72,26 @@ public actor StoreRecorder: ExecutionRecorder {
     }
 
     public func recordStarted(_ record: ExecutionRecord) {
+        guard runningRowDelay > .zero else {
+            enqueue(record, waiter: nil)
+            return
+        }
+        deferredStarts[record.id] = record
+        let delay = runningRowDelay
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            await self?.queueDeferredStart(record.id)
+        }
+    }
+
+    private func queueDeferredStart(_ id: UUID) {
+        guard let record = deferredStarts.removeValue(forKey: id) else { return }
         enqueue(record, waiter: nil)
     }
 
     public func recordFinished(_ record: ExecutionRecord) async throws {
         let id = record.id
+        deferredStarts[id] = nil
         let waiter = nextWaiter
         nextWaiter += 1
         let timeout = commitTimeout
@@ -81,6 +109,8 @@ public actor StoreRecorder: ExecutionRecorder {
     }
 
     public func flush(timeout: Duration) async -> Int {
+        // Everything known is written, deferred `running` rows included.
+        for id in Array(deferredStarts.keys) { queueDeferredStart(id) }
         let deadline = ContinuousClock.now + timeout
         while !queue.isEmpty || writing, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
@@ -127,8 +157,10 @@ public actor StoreRecorder: ExecutionRecorder {
         while !order.isEmpty {
             let ids = Array(order.prefix(maxBatch))
             let batch = ids.compactMap { queue[$0] }
+            let started = ContinuousClock.now
             do {
                 try await store.upsert(batch.map(\.record))
+                metrics?.recordsWritten(batch.count, seconds: (ContinuousClock.now - started).seconds)
                 batchesWritten += 1
                 recordsWritten += batch.count
                 lastError = nil
@@ -148,6 +180,7 @@ public actor StoreRecorder: ExecutionRecorder {
                     resume(written.waiters)
                 }
             } catch {
+                metrics?.recordWriteFailed()
                 lastError = "\(error)"
                 logger.error("writing \(batch.count) execution records failed; retrying in \(backoff)", metadata: ["error": "\(error)"])
                 if let storeError = error as? StoreError, !storeError.isRetryable {

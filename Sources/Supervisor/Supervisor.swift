@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import ControlAPI
+import DaemonMetrics
 import Logging
 import SandboxCore
 
@@ -30,19 +31,23 @@ public final class Supervisor: SandboxService {
     public let policyStore: PolicyStore
     /// Egress proxies and database roles of live sandboxes.
     private let tools: SandboxTools
+    private let metrics: DaemonMetrics?
 
     /// - Parameters:
     ///   - engines: the engine serving each isolation level; a level without one is refused with
     ///     `configuration.levelProblems[level]` as the reason.
     ///   - records: the Store; nil when no database is available (execs are refused: nothing runs unrecorded).
     ///   - databaseTool: the read-only database tool (started and swept), or why there is none.
+    ///   - metrics: where execs, admission refusals and live sandboxes are counted (nil: not counted).
     public init(configuration: SupervisorConfiguration, engines: [IsolationLevel: any SandboxEngine], records: (any ExecutionRecorder)?,
-                logger: Logger, databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured")) {
+                logger: Logger, databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured"),
+                metrics: DaemonMetrics? = nil) {
         self.tools = SandboxTools(records: records, database: databaseTool, logger: logger)
         self.configuration = configuration
         self.engines = engines
         self.records = records
-        self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID)
+        self.metrics = metrics
+        self.registry = SandboxRegistry(maxSandboxes: configuration.maxSandboxes, maxPerUID: configuration.maxSandboxesPerUID, metrics: metrics)
         self.runtimes = RuntimeCatalog(searchPath: configuration.runtimeSearchPath)
         self.logger = logger
         self.policyStore = PolicyStore(initial: configuration.policies, directory: configuration.policyDirectory)
@@ -50,9 +55,10 @@ public final class Supervisor: SandboxService {
 
     /// A Supervisor with at most a level-1 engine; nil when this build or host has none.
     public convenience init(configuration: SupervisorConfiguration, engine: (any SandboxEngine)?, records: (any ExecutionRecorder)?, logger: Logger,
-                            databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured")) {
+                            databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured"),
+                            metrics: DaemonMetrics? = nil) {
         self.init(configuration: configuration, engines: engine.map { [.native: $0] } ?? [:], records: records, logger: logger,
-                  databaseTool: databaseTool)
+                  databaseTool: databaseTool, metrics: metrics)
     }
 
     /// The engine that runs `level` here, or `level_unavailable` naming why not (no engine for
@@ -507,6 +513,7 @@ public final class Supervisor: SandboxService {
             resourceUsage: outcome.usage, errorMessage: errorMessage,
             requestedIsolationLevel: applied.requestedLevel.rawValue, levelRaisedBy: applied.level.raisedBy,
             policyDigest: applied.digest)
+        metrics?.execFinished(status: outcome.status.rawValue, isolationLevel: description.isolationLevel, seconds: outcome.wallSeconds)
 
         draft.status = outcome.status
         draft.exitCode = outcome.exitCode

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DaemonMetrics
 import Logging
 import SandboxCore
 import Store
@@ -15,7 +16,7 @@ struct DaemonDatabase {
     /// Where the store connects (the read-only database tool administers the same database).
     let settings: DatabaseSettings
 
-    static func open(_ configuration: DaemonConfiguration, logger: Logger) async throws -> DaemonDatabase {
+    static func open(_ configuration: DaemonConfiguration, logger: Logger, metrics: DaemonMetrics? = nil) async throws -> DaemonDatabase {
         let settings: DatabaseSettings
         var embedded: EmbeddedPostgres?
         switch configuration.database {
@@ -39,7 +40,8 @@ struct DaemonDatabase {
         let applied = try await store.migrate()
         if !applied.isEmpty { logger.notice("applied schema migrations \(applied)") }
         logger.info("execution records go to \(settings.redactedDescription) (\(configuration.databaseSource.rawValue))")
-        let recorder = StoreRecorder(store: store, detail: settings.redactedDescription, logger: Logger(label: "sandboxd.records"))
+        let recorder = StoreRecorder(store: store, detail: settings.redactedDescription, logger: Logger(label: "sandboxd.records"),
+                                     metrics: metrics)
         return DaemonDatabase(recorder: recorder, embedded: embedded, settings: settings)
     }
 

@@ -1,7 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CMalloc
 import ControlAPI
+import DaemonMetrics
+import NIOPosix
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -21,20 +24,29 @@ struct DaemonSettings: Sendable {
 /// exit 0. Readiness and shutdown are reported to systemd with sd_notify.
 enum SandboxDaemon {
     static func run(settings: DaemonSettings, engines: [IsolationLevel: any SandboxEngine], records: (any ExecutionRecorder)?,
-                    databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured")) async throws {
+                    databaseTool: DatabaseToolState = .unavailable("this sandboxd has no read-only database tool configured"),
+                    metrics: DaemonMetrics) async throws {
         let logger = Logger(label: "sandboxd")
         // SIGHUP means "reload policies" (PolicyReloadService); until that service traps it, a
         // hangup must not end the daemon with the default action.
         signal(SIGHUP, SIG_IGN)
         let notifier = SystemdNotifier()
         let supervisor = Supervisor(configuration: settings.supervisor, engines: engines, records: records,
-                                    logger: Logger(label: "sandboxd.supervisor"), databaseTool: databaseTool)
+                                    logger: Logger(label: "sandboxd.supervisor"), databaseTool: databaseTool, metrics: metrics)
         notifier.notify("STATUS=reaping what a previous run left")
         await supervisor.reapLeftovers()
+        // Start-up (configuration, policies, migrations, reaping) is done: hand its garbage back.
+        malloc_trim(0)
+
+        // One event loop: the socket only carries small JSON requests; the work runs on the
+        // engine's threads. (NIO's shared group would start one thread per core, each with its
+        // stack and buffers, to serve a Unix socket.)
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { eventLoops.shutdownGracefully { _ in } }
 
         let server = ControlServer(
             listener: settings.listener, service: supervisor, configuration: settings.api,
-            logger: Logger(label: "sandboxd.control"),
+            logger: Logger(label: "sandboxd.control"), eventLoopGroup: eventLoops, metrics: metrics,
             onListening: { where_ in
                 notifier.notify("READY=1\nSTATUS=serving on \(where_)\nMAINPID=\(getpid())")
             },
@@ -47,6 +59,7 @@ enum SandboxDaemon {
                 .init(service: SupervisorService(supervisor: supervisor)),
                 .init(service: PolicyReloadService(supervisor: supervisor)),
                 .init(service: server),
+                .init(service: MemoryTrimService()),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
@@ -90,6 +103,21 @@ struct PolicyReloadService: Service {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         for await _ in hangups.cancelOnGracefulShutdown() {
             _ = try? await supervisor.reloadPolicies(trigger: "SIGHUP")
+        }
+    }
+}
+
+/// Returns freed heap to the kernel every `interval` (`malloc_trim`), so that memory a burst of
+/// requests used does not stay resident while the daemon idles.
+struct MemoryTrimService: Service {
+    var interval: Duration = .seconds(30)
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                malloc_trim(0)
+            }
         }
     }
 }

@@ -2,8 +2,10 @@
 import Glibc
 #endif
 import ArgumentParser
+import CMalloc
 import Logging
 import ControlAPI
+import DaemonMetrics
 import SandboxCore
 import Store
 import Supervisor
@@ -71,9 +73,10 @@ struct SandboxdCommand: AsyncParsableCommand {
         logger.info("sandboxd \(Self.version) starting (libpq \(linkedLibPQVersion()))")
         for note in configuration.notes { logger.notice("\(note)") }
 
+        let metrics = DaemonMetrics()
         let database: DaemonDatabase
         do {
-            database = try await DaemonDatabase.open(configuration, logger: logger)
+            database = try await DaemonDatabase.open(configuration, logger: logger, metrics: metrics)
         } catch {
             logger.critical("cannot open the record database: \(error)")
             SystemdNotifier().notify("STATUS=failed: cannot open the record database")
@@ -99,12 +102,17 @@ struct SandboxdCommand: AsyncParsableCommand {
         let databaseTool = await DatabaseToolState.start(settings: database.settings, embedded: database.embedded,
                                                          logger: Logger(label: "sandboxd.dbtool"))
         do {
-            try await SandboxDaemon.run(settings: daemonSettings, engines: engines, records: database.recorder, databaseTool: databaseTool)
+            try await SandboxDaemon.run(settings: daemonSettings, engines: engines, records: database.recorder, databaseTool: databaseTool,
+                                        metrics: metrics)
         } catch {
             logger.critical("sandboxd failed: \(error)")
             await database.close(logger: logger)
             throw ExitCode.failure
         }
+        #if SANDBOXD_LEVEL1_ENGINE
+        // Every sandbox is destroyed by now: leave no empty per-daemon cgroup directory behind.
+        (engines[.native] as? LinuxSandboxEngine)?.releaseSubtree()
+        #endif
         await database.close(logger: logger)
     }
 }
@@ -115,10 +123,12 @@ func makeEngine(_ configuration: DaemonConfiguration, logger: Logger, problem: i
     // The engine keeps private state (0700) below the runtime directory; the socket's directory itself stays 0755.
     let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
     _ = mkdir(runtime, 0o755)
+    // Per daemon, like the cgroup subtree: a second daemon's socket in the same directory gets its own.
+    let subtree = configuration.cgroupSubtree
+    let engineState = runtime + (subtree == "sandboxd" ? "/engine" : "/engine-" + subtree)
     do {
         let engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
-            cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: configuration.resources.cgroupSubtree,
-            stateDirectory: runtime + "/engine",
+            cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: subtree, stateDirectory: engineState,
             idBase: configuration.sandbox.uidRangeStart, idCount: configuration.sandbox.uidRangeSize))
         if configuration.resources.enforcement == .bestEffort {
             logger.warning("resources.enforcement is best-effort: limits the host cannot enforce are approximated with rlimits and every record says limits_enforced: false")
@@ -165,7 +175,7 @@ func makeVMEngine(_ configuration: DaemonConfiguration, supervisor: SupervisorCo
     let runtime = SandboxDaemon.parentDirectory(of: configuration.socket.path)
     var vm = VMSandboxConfiguration(
         stateDirectory: runtime + "/vm", imageCacheDirectory: configuration.vm.imageDirectory,
-        cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: "sandboxd-vm",
+        cgroupRoot: configuration.resources.cgroupRoot, cgroupSubtree: configuration.cgroupSubtree + "-vm",
         qemuUIDBase: UInt32(qemuUIDBase), qemuUIDCount: 4096, memoryMiB: memoryMiB, memoryOverheadMiB: overheadMiB,
         cpus: 1, accelerator: accelerator, poolSize: configuration.vm.poolSize, poolLimits: poolLimits,
         enableTestHooks: configuration.vm.testHooks)
@@ -186,6 +196,12 @@ func printError(_ text: String) {
     var bytes = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
     bytes.withUnsafeMutableBytes { raw in _ = write(2, raw.baseAddress, raw.count) }
 }
+
+// Idle memory. glibc gives each thread that allocates its own arena (up to 8 per core), and every
+// arena keeps what was freed in it; the daemon's threads (event loop, Swift's pool, one per exec,
+// one per database connection) would each pin some. Its work is spawning and waiting, not
+// allocating, so two arenas cost no measurable speed (DaemonBenchmark) and keep idle RSS down.
+_ = mallopt(M_ARENA_MAX, 2)
 
 // main.swift cannot carry @main; parse and run the async command by hand.
 do {

@@ -2,6 +2,7 @@
 import Foundation
 import Testing
 @testable import ControlAPI
+import SandboxCore
 
 /// The real sandboxd binary (level-1 engine, embedded PostgreSQL) driven through its real socket
 /// with curl and sandboxctl, as real users. On hosts without cgroup v2 controllers (like the build
@@ -23,6 +24,14 @@ struct EndToEndTests {
         let cgroupDirectory: String
         /// Put before the daemon's argv (e.g. `unshare --mount … sh -c '…; exec "$@"'`).
         var launcher: [String] = []
+
+        /// This daemon's own cgroup subtree (derived from its state directory), where its sandboxes live.
+        var cgroupSubtreePath: String {
+            get throws {
+                let configuration = try DaemonConfiguration(yaml: try String(contentsOfFile: config, encoding: .utf8), file: config)
+                return configuration.resources.cgroupRoot + "/" + configuration.cgroupSubtree
+            }
+        }
 
         /// - Parameter vm: the `vm` section; level 3 is off unless a test needs it (each guest boot costs seconds of CPU).
         init(extraConfiguration: String = "", vm: String = "vm:\n  enabled: false") throws {
@@ -320,6 +329,67 @@ struct EndToEndTests {
         }
     }
 
+    @Test("GET /metrics through the real daemon: execs by status and level, durations, live sandboxes, admission refusals, record writes")
+    func metrics() async throws {
+        guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
+        try users()
+        try await withDaemon(extraConfiguration: "sandbox:\n  max_sandboxes_per_uid: 1") { daemon in
+            #expect(try daemon.ctl(["run", "--", "true"], as: Self.alice).status == 0)
+            #expect(try daemon.ctl(["run", "--", "sh", "-c", "exit 3"], as: Self.alice).status == 3)
+            let timedOut = try daemon.curl("POST", "/v1/run", as: Self.alice, json: #"{"command":["sleep","5"],"timeout":0.3}"#)
+            #expect(timedOut.body.contains(#""status":"timeout""#), "\(timedOut.body)")
+            #expect(try daemon.ctl(["create"], as: Self.alice).status == 0)
+            #expect(try daemon.curl("POST", "/v1/sandboxes", as: Self.alice, json: "{}").status == 429)
+
+            let text = try daemon.curl("GET", "/metrics").body
+            #expect(metricValue(text, #"sandboxd_executions_total{status="ok",isolation_level="1"}"#) == 2, "\(text)")
+            #expect(metricValue(text, #"sandboxd_executions_total{status="timeout",isolation_level="1"}"#) == 1, "\(text)")
+            #expect(metricValue(text, #"sandboxd_execution_duration_seconds_count{isolation_level="1"}"#) == 3, "\(text)")
+            #expect((metricValue(text, #"sandboxd_execution_duration_seconds_sum{isolation_level="1"}"#) ?? 0) >= 0.3, "\(text)")
+            #expect(metricValue(text, "sandboxd_sandboxes_alive") == 1, "\(text)")
+            #expect(metricValue(text, #"sandboxd_admission_rejections_total{reason="uid_limit"}"#) == 1, "\(text)")
+            #expect(metricValue(text, #"sandboxd_api_errors_total{code="too_many_requests"}"#) == 1, "\(text)")
+            // Each of the three execs wrote a final row (running rows may share or skip a batch).
+            #expect((metricValue(text, "sandboxd_records_written_total") ?? 0) >= 3, "\(text)")
+            #expect((metricValue(text, "sandboxd_record_write_seconds_count") ?? 0) >= 1, "\(text)")
+            #expect(metricValue(text, "sandboxd_record_write_failures_total") == 0, "\(text)")
+            // Users outside sandboxd-admin may not read it.
+            let refused = try daemon.curl("GET", "/metrics", as: Self.bob)
+            #expect(refused.status == 403, "\(refused.body)")
+            #expect(try daemon.curl("GET", "/metrics", as: Self.admin).status == 200)
+        }
+    }
+
+    @Test("two daemons with different state directories: restarting one never reaps the other's sandboxes")
+    func twoDaemons() async throws {
+        guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
+        try users()
+        let first = try Daemon()
+        // Disjoint sandbox uids, as two daemons on one host must have.
+        let second = try Daemon(extraConfiguration: "sandbox:\n  uid_range_start: 1000000")
+        defer { Task { await first.cleanup(); await second.cleanup() } }
+        #expect(try first.cgroupSubtreePath != second.cgroupSubtreePath)
+        try await first.start()
+        try await second.start()
+        let id = try first.ctl(["create"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try first.ctl(["exec", id, "--", "sh", "-c", "echo before > /workspace/mark"], as: Self.alice).status == 0)
+        #expect(FileManager.default.fileExists(atPath: try first.cgroupSubtreePath + "/" + id))
+        // Restart the other daemon, once gracefully and once after kill -9: both restarts reap.
+        _ = try await second.stop()
+        try await second.start()
+        _ = try await second.stop(signal: SIGKILL)
+        try await second.start()
+        #expect(second.logText.contains("sandboxd") && !second.logText.contains(id), "the second daemon touched \(id): \(second.logText)")
+        let after = try first.ctl(["exec", id, "--", "cat", "/workspace/mark"], as: Self.alice)
+        #expect(after.status == 0, "\(after.stderr)")
+        #expect(after.stdout == "before\n")
+        #expect(FileManager.default.fileExists(atPath: try first.cgroupSubtreePath + "/" + id))
+        let listed = try first.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice)
+        #expect(listed.status == 200, "\(listed.body)")
+        _ = try await second.stop()
+        _ = try await first.stop()
+    }
+
     @Test("SIGTERM while execs run: every returned execution is recorded with a final status, nothing is left running, exit 0")
     func sigtermMidLoad() async throws {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
@@ -342,8 +412,11 @@ struct EndToEndTests {
         var answered: [String] = []
         for client in clients { answered.append(await client.value) }
         // No process of any sandbox is left: the engine's cgroups are gone.
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: daemon.cgroupDirectory)) ?? []
+        // The daemon removed its own subtree on the way out; had it left one, no sandbox may be in it.
+        let subtree = try daemon.cgroupSubtreePath
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: subtree)) ?? []
         #expect(!leftovers.contains { $0.hasPrefix("sbx-") }, "cgroups left: \(leftovers)")
+        #expect(access(subtree, F_OK) != 0, "the stopped daemon left its cgroup subtree \(subtree)")
         // Restart: every record is final (the long exec was killed), none 'running' and none 'aborted'.
         try await daemon.start()
         let list = try decode(ExecutionList.self, try daemon.curl("GET", "/v1/executions?limit=100").body)
@@ -373,7 +446,9 @@ struct EndToEndTests {
         let list = try decode(ExecutionList.self, try daemon.curl("GET", "/v1/executions?sandbox_id=\(id)").body)
         #expect(list.executions.contains { $0.status == "aborted" }, "\(list.executions.map(\.status)) \(daemon.logText)")
         #expect(!list.executions.contains { $0.status == "running" })
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: daemon.cgroupDirectory)) ?? []
+        let subtree = try daemon.cgroupSubtreePath
+        #expect(access(subtree, F_OK) == 0, "the restarted daemon has no cgroup subtree \(subtree)")
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: subtree)) ?? []
         #expect(!leftovers.contains(id), "the killed daemon's sandbox cgroup was not reaped: \(leftovers)")
         _ = try await daemon.stop()
     }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import ControlAPI
+import DaemonMetrics
 import Supervisor
 
 /// The control protocol through the real socket: real curl, real users, real peer credentials.
@@ -20,9 +21,9 @@ struct ProtocolTests {
         return Supervisor(configuration: .init(), engine: nil, records: nil, logger: logger)
     }
 
-    private func withServer(_ configuration: ControlAPIConfiguration = .init(),
+    private func withServer(_ configuration: ControlAPIConfiguration = .init(), metrics: DaemonMetrics? = nil,
                             _ body: (TestServer) async throws -> Void) async throws {
-        let server = try await TestServer(service: makeSupervisor(), configuration: configuration)
+        let server = try await TestServer(service: makeSupervisor(), configuration: configuration, metrics: metrics)
         do {
             try await body(server)
         } catch {
@@ -307,6 +308,71 @@ struct ProtocolTests {
             #expect(json.status == 0)
             let info = try JSONDecoder().decode(InfoResponse.self, from: Data(json.stdout.utf8))
             #expect(info.caller.uid == getuid())
+        }
+    }
+
+    @Test("malformed HTTP gets the JSON error shape on the raw socket, names what was wrong, and closes; the server keeps serving",
+          arguments: [
+              ("bad request line", "GARBAGE\r\n\r\n", 400, "malformed_http", "request line"),
+              ("bad method", "G@T /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed_http", "method"),
+              ("bad version", "GET /v1/health HTTP/7.0\r\nHost: x\r\n\r\n", 400, "malformed_http", "version"),
+              ("header without colon", "GET /v1/health HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", 400, "malformed_http", "header"),
+              ("control byte in a header", "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-A: a\u{01}b\r\n\r\n", 400, "malformed_http", "header"),
+              ("bad Content-Length", "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n{}", 400, "malformed_http", "Content-Length"),
+              ("oversized head", "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 40_000) + "\r\n\r\n",
+               431, "headers_too_large", "larger than"),
+              ("bad chunk size", "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+               400, "malformed_http", "chunk"),
+              ("valid chunk then a bad one", "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nQ\r\n",
+               400, "malformed_http", "chunk"),
+          ])
+    func malformedHTTP(_ name: String, _ request: String, _ status: Int, _ code: String, _ mentions: String) async throws {
+        let metrics = DaemonMetrics()
+        try await withServer(.init(maxHeaderBytes: 16 << 10), metrics: metrics) { server in
+            let answer = try RawExchange(socket: server.socketPath, sending: Array(request.utf8))
+            #expect(answer.status == status, "\(name): \(answer.raw.prefix(400))")
+            #expect(answer.headers["content-type"] == "application/json", "\(name): \(answer.headers)")
+            #expect(answer.headers["connection"] == "close", "\(name): \(answer.headers)")
+            #expect(Int(answer.headers["content-length"] ?? "") == answer.body.utf8.count, "\(name): exactly one answer: \(answer.raw.prefix(600))")
+            let error = try errorBody(answer.body)
+            #expect(error.code == code, "\(name): \(answer.body)")
+            #expect(error.message.contains(mentions), "\(name): \(error.message)")
+            // The daemon is unharmed: the next connection is served.
+            #expect(try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil).status == 200)
+            let text = String(decoding: metrics.exposition(), as: UTF8.self)
+            #expect(metricValue(text, "sandboxd_api_errors_total{code=\"\(code)\"}") == 1, "\(text)")
+        }
+    }
+
+    @Test("GET /metrics: Prometheus text for root and sandboxd-admin members, 403 in the JSON shape for other users")
+    func metricsAccess() async throws {
+        guard TestHost.isRoot else { print("skipped: needs root to create users"); return }
+        _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
+        _ = try TestHost.ensureUser(Self.admin, groups: ["sandboxd", "sandboxd-admin"])
+        let metrics = DaemonMetrics()
+        try await withServer(metrics: metrics) { server in
+            // Something to count first: an unknown endpoint is a not_found error.
+            #expect(try TestHost.curl(server.socketPath, "GET", "/v1/nothing", contentType: nil).status == 404)
+            for user in [nil, Self.admin] {
+                let response = try TestHost.curl(server.socketPath, "GET", "/metrics", as: user, contentType: nil)
+                #expect(response.status == 200, "\(user ?? "root"): \(response.body)")
+                #expect(response.body.contains("# TYPE sandboxd_sandboxes_alive gauge"), "\(response.body)")
+                #expect(metricValue(response.body, "sandboxd_sandboxes_alive") == 0, "\(response.body)")
+                #expect(metricValue(response.body, "sandboxd_api_errors_total{code=\"not_found\"}") == 1, "\(response.body)")
+            }
+            let raw = try RawExchange(socket: server.socketPath, sending: Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+            #expect(raw.status == 200)
+            #expect(raw.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8", "\(raw.headers)")
+            let refused = try TestHost.curl(server.socketPath, "GET", "/metrics", as: Self.alice, contentType: nil)
+            #expect(refused.status == 403, "\(refused.body)")
+            let error = try errorBody(refused.body)
+            #expect(error.code == "forbidden")
+            #expect(error.message.contains("sandboxd-admin"), "\(error.message)")
+        }
+        // Without metrics configured there is no such endpoint.
+        try await withServer { server in
+            let missing = try TestHost.curl(server.socketPath, "GET", "/metrics", contentType: nil)
+            #expect(missing.status == 404, "\(missing.body)")
         }
     }
 }

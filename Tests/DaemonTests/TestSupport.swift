@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 @testable import ControlAPI
+import DaemonMetrics
 import Supervisor
 
 /// Host facts and helpers for tests that need root, real users and real processes.
@@ -107,7 +108,8 @@ final class TestServer: @unchecked Sendable {
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
-    init(service: any SandboxService, configuration: ControlAPIConfiguration = .init(), socketGroup: String? = "sandboxd") async throws {
+    init(service: any SandboxService, configuration: ControlAPIConfiguration = .init(), socketGroup: String? = "sandboxd",
+         metrics: DaemonMetrics? = nil) async throws {
         var template = Array("/tmp/sandboxd-test-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
         directory = String(cString: made)
@@ -116,7 +118,7 @@ final class TestServer: @unchecked Sendable {
         var logger = Logger(label: "test.control")
         logger.logLevel = .warning
         let server = ControlServer(listener: .path(socketPath, mode: 0o660, group: socketGroup), service: service,
-                                   configuration: configuration, logger: logger)
+                                   configuration: configuration, logger: logger, metrics: metrics)
         group = ServiceGroup(configuration: .init(services: [server], logger: logger))
         let group = self.group
         task = Task { try await group.run() }
@@ -193,6 +195,67 @@ extension TestHost {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         } == 0
     }
+}
+
+/// One raw exchange on a fresh connection: `bytes` go out as they are, the answer is read until
+/// the server closes (or 10 s pass). For malformed HTTP that no HTTP client library would send.
+struct RawExchange {
+    var status: Int
+    var headers: [String: String]
+    var body: String
+    var raw: String
+
+    init(socket path: String, sending bytes: [UInt8]) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TestError("socket: errno \(errno)") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (index, byte) in pathBytes.enumerated() { raw[index] = byte } }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw TestError("connect \(path): errno \(errno)") }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            // The server may answer and close before reading everything (an oversized head): stop sending then.
+            if written <= 0 { break }
+            offset += written
+        }
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            received += chunk[..<count]
+        }
+        raw = String(decoding: received, as: UTF8.self)
+        guard let split = raw.range(of: "\r\n\r\n") else {
+            status = 0; headers = [:]; body = ""
+            return
+        }
+        let lines = raw[..<split.lowerBound].split(separator: "\r\n")
+        status = lines.first.flatMap { line in line.split(separator: " ").dropFirst().first.flatMap { Int($0) } } ?? 0
+        var fields: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        headers = fields
+        body = String(raw[split.upperBound...])
+    }
+}
+
+/// The value of one series (`name` or `name{labels}`, exactly as exposed) in Prometheus text, nil when absent.
+func metricValue(_ exposition: String, _ series: String) -> Double? {
+    for line in exposition.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1).trimmingCharacters(in: .whitespaces))
+    }
+    return nil
 }
 
 extension JSONDecoder {
