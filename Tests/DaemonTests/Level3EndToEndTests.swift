@@ -12,14 +12,17 @@ import Testing
 /// daemon (with its embedded PostgreSQL) must be stopped by the test that started it. The test is
 /// part of the serialized EndToEndTests suite: a starting daemon reaps every level-1 cgroup in the
 /// shared subtree, so two test daemons must not overlap.
+extension EndToEndTests.Daemon {
+    /// The daemon's VM cgroups, one `vm-<hex>` per guest: its own subtree's name plus `-vm`.
+    var vmCgroups: String { ((try? cgroupSubtreePath) ?? "/nonexistent") + "-vm" }
+}
+
 extension EndToEndTests {
     /// Where the level-3 daemon keeps its guests, and whether this host can run them.
     enum Level3 {
         /// `<checkout>/.build-guest`: the image cache VMSandboxTests use too.
         static let imageDirectory = TestHost.packageRoot.appendingPathComponent(".build-guest").path
         static let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
-        /// The daemon's VM cgroups: `<cgroup_root>/sandboxd-vm/vm-<hex>`, one per guest.
-        static let vmCgroups = cgroupRoot + "/sandboxd-vm"
 
         static var unavailableReason: String? {
             if !TestHost.isRoot { return "sandboxd and its jailed QEMU need root" }
@@ -52,7 +55,7 @@ extension EndToEndTests {
             try guestKernelOneShot(daemon)
             try persistentFilesAndDestroy(daemon)
             try guestPanic(daemon)
-            #expect(liveGuests().isEmpty, "QEMU guests left after every sandbox was destroyed: \(liveGuests())")
+            #expect(liveGuests(daemon).isEmpty, "QEMU guests left after every sandbox was destroyed: \(liveGuests(daemon))")
             let status = try await daemon.stop()
             #expect(status == 0, "exit status \(String(describing: status))")
         } catch {
@@ -103,18 +106,18 @@ extension EndToEndTests {
         #expect(result.status == .ok && result.stdout == expected + "\n" && result.isolationLevel == 3)
         let record = try decodeJSON(ExecutionRecordView.self, try daemon.curl("GET", "/v1/executions/\(result.executionID.uuidString.lowercased())", as: Self.alice).body)
         #expect(record.status == "ok" && record.isolationLevel == 3 && record.sandboxID == result.sandboxID)
-        #expect(liveGuests().isEmpty, "one-shot guests must be gone once their run answered: \(liveGuests())")
+        #expect(liveGuests(daemon).isEmpty, "one-shot guests must be gone once their run answered: \(liveGuests(daemon))")
     }
 
     /// A persistent level-3 sandbox keeps its workspace between execs; cp in and out; destroy kills its QEMU.
     private func persistentFilesAndDestroy(_ daemon: EndToEndTests.Daemon) throws {
-        let before = liveGuests()
+        let before = liveGuests(daemon)
         let created = try daemon.ctl(["create", "--level", "3"], as: Self.alice)
         #expect(created.status == 0, "\(created.stderr)")
         let id = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let guests = liveGuests().subtracting(before)
+        let guests = liveGuests(daemon).subtracting(before)
         #expect(guests.count == 1, "one new guest for the sandbox: \(guests)")
-        let qemuPIDs = guests.flatMap { pids(inCgroup: Level3.vmCgroups + "/" + $0) }
+        let qemuPIDs = guests.flatMap { pids(inCgroup: daemon.vmCgroups + "/" + $0) }
         #expect(!qemuPIDs.isEmpty, "the sandbox's QEMU runs in its VM cgroup")
 
         let description = try decodeJSON(SandboxDescription.self, try daemon.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice).body)
@@ -130,7 +133,7 @@ extension EndToEndTests {
         #expect(try daemon.ctl(["rm", id], as: Self.alice).status == 0)
         #expect(try daemon.curl("GET", "/v1/sandboxes/\(id)", as: Self.alice).status == 404)
         for guest in guests {
-            #expect(!FileManager.default.fileExists(atPath: Level3.vmCgroups + "/" + guest), "cgroup of \(guest) left after destroy")
+            #expect(!FileManager.default.fileExists(atPath: daemon.vmCgroups + "/" + guest), "cgroup of \(guest) left after destroy")
         }
         for pid in qemuPIDs {
             // Gone, or a zombie of an init that has not reaped it yet: nothing of it runs.
@@ -141,9 +144,9 @@ extension EndToEndTests {
     /// `echo c > /proc/sysrq-trigger` (allowed by vm.test_hooks) panics the guest: that exec and the
     /// sandbox end in status error / state failed; the daemon keeps serving level 1 and level 3.
     private func guestPanic(_ daemon: EndToEndTests.Daemon) throws {
-        let before = liveGuests()
+        let before = liveGuests(daemon)
         let id = try daemon.ctl(["create", "--level", "3"], as: Self.alice).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let guests = liveGuests().subtracting(before)
+        let guests = liveGuests(daemon).subtracting(before)
         #expect(guests.count == 1, "\(guests)")
         let sane = try decodeJSON(ExecutionResult.self, try daemon.curl("POST", "/v1/sandboxes/\(id)/exec", as: Self.alice,
                                                                      json: #"{"command":["true"]}"#).body)
@@ -164,7 +167,7 @@ extension EndToEndTests {
                                                                       json: #"{"command":["true"]}"#).body)
         #expect(after.status == .error, "an exec in a dead guest ends in error too")
         for guest in guests {
-            #expect(!FileManager.default.fileExists(atPath: Level3.vmCgroups + "/" + guest), "the dead guest's cgroup \(guest) was not cleaned up")
+            #expect(!FileManager.default.fileExists(atPath: daemon.vmCgroups + "/" + guest), "the dead guest's cgroup \(guest) was not cleaned up")
         }
 
         // Everything else goes on.
@@ -194,8 +197,8 @@ extension EndToEndTests {
     }
 
     /// The daemon's live guests: `vm-*` cgroups under its VM subtree.
-    private func liveGuests() -> Set<String> {
-        Set(((try? FileManager.default.contentsOfDirectory(atPath: Level3.vmCgroups)) ?? []).filter { $0.hasPrefix("vm-") })
+    private func liveGuests(_ daemon: EndToEndTests.Daemon) -> Set<String> {
+        Set(((try? FileManager.default.contentsOfDirectory(atPath: daemon.vmCgroups)) ?? []).filter { $0.hasPrefix("vm-") })
     }
 
     /// The state letter of `/proc/PID/stat` (R, S, Z, …), nil when there is no such process.
