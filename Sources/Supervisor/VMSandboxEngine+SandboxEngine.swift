@@ -10,6 +10,9 @@ import ControlAPI
 import Logging
 import SandboxCore
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMSandbox
 
 extension VMSandboxError: APIErrorConvertible {
@@ -153,6 +156,9 @@ public final class VirtualMachineEngine: SandboxEngine {
             return nil
         }
         await running?.shutdown()
+        // Every sandbox and pooled guest is gone: leave no empty per-daemon VM subtree behind
+        // (a guest still being torn down keeps it busy, and the next start reaps it).
+        if let running { _ = rmdir(running.cgroupParent) }
     }
 
     /// The guest's level-1 limits: the policy's memory and CPU size the VM (memory + overhead,

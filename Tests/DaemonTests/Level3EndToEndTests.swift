@@ -58,6 +58,7 @@ extension EndToEndTests {
             #expect(liveGuests(daemon).isEmpty, "QEMU guests left after every sandbox was destroyed: \(liveGuests(daemon))")
             let status = try await daemon.stop()
             #expect(status == 0, "exit status \(String(describing: status))")
+            #expect(access(daemon.vmCgroups, F_OK) != 0, "the stopped daemon left its VM cgroup subtree \(daemon.vmCgroups)")
         } catch {
             print("daemon log:\n\(daemon.logText)")
             await daemon.cleanup()
