@@ -59,9 +59,7 @@ extension LinuxSandboxEngine: SandboxEngine {
     }
 
     static func launchAttachments(_ attachments: SandboxAttachments) -> LaunchAttachments {
-        let directories = attachments.readOnlyDirectories.map {
-            LaunchAttachments.Directory(hostPath: $0.hostPath, sandboxPath: $0.sandboxPath)
-        }
+        let directories = attachments.readOnlyDirectories
         var hook: (@Sendable (Int32) throws -> Void)?
         if let beforeWorkload = attachments.beforeWorkload {
             hook = { pid in try beforeWorkload.body(pid) }

@@ -1,18 +1,13 @@
+import LinuxSandbox
+
 /// What the daemon's own tools add to a sandbox beyond its policy: variables it sets (which no
 /// request can override), host directories it mounts read-only, and a hook run once the sandbox's
 /// network namespace exists and before its workload starts. Level 1 only; other engines must
 /// refuse a spec whose attachments are not empty (the Supervisor does not send them any).
 public struct SandboxAttachments: Sendable, Hashable {
-    /// A host directory shown read-only at `sandboxPath` (mounted by the daemon as root).
-    public struct Directory: Sendable, Hashable {
-        public var hostPath: String
-        public var sandboxPath: String
-
-        public init(hostPath: String, sandboxPath: String) {
-            self.hostPath = hostPath
-            self.sandboxPath = sandboxPath
-        }
-    }
+    /// A host directory shown read-only at `sandboxPath` (mounted by the daemon as root): the
+    /// level-1 engine's own type, handed to it unchanged.
+    public typealias Directory = LaunchAttachments.Directory
 
     /// Called with the host pid of the sandbox's init while it waits for the go-ahead.
     public final class NamespaceHook: Sendable, Hashable {
