@@ -321,6 +321,12 @@ static void hide_daemon(int rfd, char *argv_area, size_t argv_area_len, const ch
 // Sandbox creation child
 
 __attribute__((noreturn)) static void create_child(const struct sbx_create_config *c, int sync_read, int rfd) {
+    // Cloned by the spawner, whose SIGCHLD carries SA_NOCLDWAIT: a one-shot PID 1 must see its
+    // payload's end (signals are blocked; nothing can arrive meanwhile).
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    (void)sigaction(SIGCHLD, &dfl, NULL);
     // First what needs no uid/gid map, while the parent writes them (usually done by the time
     // we ask, so the read below does not sleep).
     // Nothing we mount may propagate back to the host.

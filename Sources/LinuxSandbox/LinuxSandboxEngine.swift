@@ -18,6 +18,8 @@ public final class LinuxSandboxEngine: Sendable {
     let newRootPath: String
     let seccomp: SeccompProgram
     let hostRuntime: RootfsPlan.HostRuntime
+    /// Clones every new sandbox's first process from its own small address space.
+    let spawner: Spawner
     private let usedSlots = Mutex<Set<UInt32>>([])
 
     /// Prepares the cgroup subtree, the state directory and the seccomp program.
@@ -51,6 +53,7 @@ public final class LinuxSandboxEngine: Sendable {
         }
         seccomp = try SeccompProgram.standard.get()
         hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
+        spawner = try Spawner(path: configuration.spawnerPath ?? LinuxSandboxConfiguration.defaultSpawnerPath())
     }
 
     // MARK: - Public API
@@ -266,6 +269,7 @@ public final class LinuxSandboxEngine: Sendable {
             throw LinuxSandboxError(.cgroup, "mkdir(\"\(cgroupPath)\"): \(errnoName(e))", errno: e)
         }
         cgroupMade = true
+        tempMark("cgroup-mkdir") // TEMP-MEASURE
         // A persistent sandbox's init gets a leaf of its own (execs get theirs); a one-shot
         // sandbox is one process tree, so it lives in the sandbox's directory itself.
         try cgroup.applyLimits(spec.limits, at: cgroupPath, available: availableControllers, delegate: oneShot == nil)
@@ -276,9 +280,10 @@ public final class LinuxSandboxEngine: Sendable {
 
         let steps = try RootfsPlan.build(spec: spec, host: hostRuntime)
         let limitList = rlimits(for: spec, enforced: limitsEnforced)
+        tempMark("plan") // TEMP-MEASURE
 
         var spawned = sbx_spawned()
-        let rc: Int32 = {
+        let rc: Int32 = try { () throws(LinuxSandboxError) -> Int32 in
             let arena = CArena()
             let mounts = steps.map { step in
                 sbx_mount(
@@ -295,7 +300,7 @@ public final class LinuxSandboxEngine: Sendable {
             initFinal.cwd = arena.string("/")
             initFinal.rlimits = UnsafePointer(arena.array(Array(limitList.prefix(2))))
             initFinal.nrlimits = 2
-            initFinal.seccomp = UnsafePointer(seccomp.program)
+            initFinal.seccomp = arena.program(seccomp.program)
             initFinal.exec_fd = -1
             initFinal.exec_paths = UnsafePointer(arena.array([Optional(arena.string(configuration.initCommand[0]))]))
             initFinal.nexec_paths = 1
@@ -316,34 +321,44 @@ public final class LinuxSandboxEngine: Sendable {
                 config.status_fd = oneShot.statusWrite
                 config.payload = oneShot.plan.final(arena: arena, pipes: oneShot.pipes, rlimits: limitList,
                                                     seccomp: seccomp)
+                // Its own copy: the spawner relocates each pointer it meets, so no object may be
+                // reached twice.
+                config.payload.seccomp = arena.program(seccomp.program)
+            }
+            // TEMP-MEASURE begin
+            if getenv("SANDBOXD_DIRECT_CLONE") != nil {
                 let area = Self.commandLineArea
                 config.argv_area = area.start
                 config.argv_area_len = area.length
+                return sbx_spawn_create(&config, &spawned)
             }
-            return sbx_spawn_create(&config, &spawned)
+            // TEMP-MEASURE end
+            // The spawner fills in its own command line as the area a one-shot PID 1 blanks.
+            return try spawner.create(arena: arena, config: arena.array([config]), hostID: hostID, release: true,
+                                      into: &spawned)
         }()
         if rc < 0 { throw .system("clone3", initCgroup, -rc) }
+        tempMark("spawned") // TEMP-MEASURE
         let pidfd = spawned.pidfd
         var pidfdOwned = true
         defer { if pidfdOwned { killAndReap(pidfd) } }
         var reportOwned = true
         defer { if reportOwned { close(spawned.report_fd) } }
 
-        // The child waits for this: root inside is hostID outside, for uid and gid alike.
-        do throws(LinuxSandboxError) {
-            try Sys.writeFile("/proc/\(spawned.pid)/uid_map", "0 \(hostID) 1\n")
-            try Sys.writeFile("/proc/\(spawned.pid)/gid_map", "0 \(hostID) 1\n")
-        } catch {
-            close(spawned.sync_fd)
-            // The child may have failed first (it sets up what needs no map meanwhile).
-            if case .failed(let record, _) = ChildReport.read(from: spawned.report_fd, timeout: 1) {
-                throw setupError(record, steps: steps, command: oneShot?.plan)
+        // The spawner wrote the id maps (root inside = hostID outside) and released the child.
+        // A child still held (sync_fd >= 0) waits for one byte: the place for work on its new
+        // namespaces before anything of the sandbox runs.
+        if spawned.sync_fd >= 0 {
+            // TEMP-MEASURE begin
+            if getenv("SANDBOXD_DIRECT_CLONE") != nil {
+                try? Sys.writeFile("/proc/\(spawned.pid)/uid_map", "0 \(hostID) 1\n")
+                try? Sys.writeFile("/proc/\(spawned.pid)/gid_map", "0 \(hostID) 1\n")
             }
-            throw error
+            // TEMP-MEASURE end
+            var go: UInt8 = 1
+            _ = write(spawned.sync_fd, &go, 1)
+            close(spawned.sync_fd)
         }
-        var go: UInt8 = 1
-        _ = write(spawned.sync_fd, &go, 1)
-        close(spawned.sync_fd)
 
         if oneShot != nil {
             // One-shot: the command may already be running; its setup report is read together
@@ -363,12 +378,11 @@ public final class LinuxSandboxEngine: Sendable {
             break
         }
         if oneShot == nil {
-            // EOF without a record: exec'd, unless the child died on the way.
-            var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-            if sbx_waitid_pidfd(pidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st) == 0, pid != 0 {
-                pidfdOwned = false
-                close(pidfd)
-                throw LinuxSandboxError(.childSetup, "the sandbox init ended during setup (\(code == CLD_EXITED ? "exit \(status)" : "signal \(status)"))", step: "exec")
+            // EOF without a record: exec'd, unless the child died on the way (its pidfd turns
+            // readable; the spawner, its parent, has reaped it).
+            var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, 0) == 1 {
+                throw LinuxSandboxError(.childSetup, "the sandbox init ended during setup", step: "exec")
             }
         }
         pidfdOwned = false
@@ -451,6 +465,7 @@ public final class LinuxSandboxEngine: Sendable {
         defer { if statusRead >= 0 { close(statusRead) } }
 
         let start = Sys.monotonicNow()
+        tempMark("thread-start") // TEMP-MEASURE
         let launched: Launched
         do throws(LinuxSandboxError) {
             defer { close(status[1]) }
@@ -461,7 +476,8 @@ public final class LinuxSandboxEngine: Sendable {
             throw error
         }
         pipes.closeChildEnds()
-        defer { tearDown(launched) }
+        defer { tearDown(launched); tempMark("teardown") // TEMP-MEASURE
+        }
 
         let cgroupPath = launched.cgroupPath, pidfd = launched.pidfd
         var monitor = ExecMonitor(
@@ -469,7 +485,10 @@ public final class LinuxSandboxEngine: Sendable {
             pidfd: pidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
             onOutput: onOutput, kill: { _ = self.cgroup.kill(cgroupPath) })
         monitor.reportFD = launched.reportFD
+        monitor.tempStatusFD = statusRead // TEMP-MEASURE
         monitor.run()
+        if let t = monitor.tempStatusTime { tempMarks.append(("status-readable", t)) } // TEMP-MEASURE
+        tempMark("monitor-done") // TEMP-MEASURE
         pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
         if let failure = monitor.setupFailure {
@@ -501,10 +520,20 @@ public final class LinuxSandboxEngine: Sendable {
     }
 }
 
-/// SIGKILLs a child through its pidfd, reaps it and closes the pidfd.
+/// SIGKILLs a process through its pidfd, waits until it is gone (reaping it when it is our
+/// child; the spawner's children are reaped by the kernel) and closes the pidfd.
 func killAndReap(_ pidfd: Int32) {
     _ = sbx_pidfd_send_signal(pidfd, SIGKILL)
     var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-    _ = sbx_waitid_pidfd(pidfd, WEXITED, &code, &status, &pid, &rss, &ut, &st)
+    if sbx_waitid_pidfd(pidfd, WEXITED, &code, &status, &pid, &rss, &ut, &st) == -ECHILD {
+        var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, 5_000)
+    }
     close(pidfd)
 }
+
+// TEMP-MEASURE begin
+nonisolated(unsafe) public var tempMarks: [(String, Double)] = []
+func tempMark(_ name: String) { tempMarks.append((name, Sys.monotonicNow())) }
+public func tempNow() -> Double { Sys.monotonicNow() }
+// TEMP-MEASURE end
