@@ -163,6 +163,22 @@ let truth = ExecRequest(["/bin/true"])
     return elapsed
 }
 
+// BENCH_PROFILE=sandboxd|bwrap: only that side, one at a time, for `perf record` (which follows
+// every process the run starts, so its sample count is the CPU one side spends).
+if let side = getenv("BENCH_PROFILE").map({ String(cString: $0) }) {
+    var times: [Double] = []
+    for _ in 0..<iterations {
+        if side == "bwrap" {
+            guard let elapsed = timeBwrap(bwrap) else { print("bwrap failed"); exit(1) }
+            times.append(elapsed)
+        } else {
+            times.append(try await timeSandboxd())
+        }
+    }
+    print("\(side): \(iterations) runs, p50 \(ms(percentile(times, 50))), p99 \(ms(percentile(times, 99)))")
+    exit(0)
+}
+
 print("sandbox benchmark: \(iterations) runs each after \(warmup) warm-up runs, alternating; then \(streams) at once; cgroup2 at \(cgroupRoot)")
 print("baseline: \(bwrap.joined(separator: " "))")
 

@@ -289,8 +289,6 @@ struct ExecMonitor {
 
     /// One-shot: the child's report pipe, read along with the output until EOF.
     var reportFD: Int32 = -1
-    var tempStatusFD: Int32 = -1 // TEMP-MEASURE
-    var tempStatusTime: Double? // TEMP-MEASURE
     /// The first failure record the report pipe carried.
     var setupFailure: sbx_report?
     private var reportBuffer: [UInt8] = []
@@ -347,7 +345,6 @@ struct ExecMonitor {
             if stderr.open { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
             if stdinOpen { fds.append(pollfd(fd: stdinFD, events: Int16(POLLOUT), revents: 0)) }
             if reportFD >= 0 { fds.append(pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)) }
-            if tempStatusFD >= 0 && tempStatusTime == nil { fds.append(pollfd(fd: tempStatusFD, events: Int16(POLLIN), revents: 0)) } // TEMP-MEASURE
             if exitTime == nil { fds.append(pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)) }
             var wait = exitTime.map { $0 + Self.drainGrace - now } ?? (timedOut ? 0.1 : deadline - now)
             wait = max(0, min(wait, 60))
@@ -366,7 +363,6 @@ struct ExecMonitor {
                     feedStdin()
                 case reportFD:
                     readReport()
-                case tempStatusFD: tempStatusTime = Sys.monotonicNow() // TEMP-MEASURE
                 default:
                     break
                 }

@@ -269,7 +269,6 @@ public final class LinuxSandboxEngine: Sendable {
             throw LinuxSandboxError(.cgroup, "mkdir(\"\(cgroupPath)\"): \(errnoName(e))", errno: e)
         }
         cgroupMade = true
-        tempMark("cgroup-mkdir") // TEMP-MEASURE
         // A persistent sandbox's init gets a leaf of its own (execs get theirs); a one-shot
         // sandbox is one process tree, so it lives in the sandbox's directory itself.
         try cgroup.applyLimits(spec.limits, at: cgroupPath, available: availableControllers, delegate: oneShot == nil)
@@ -280,7 +279,6 @@ public final class LinuxSandboxEngine: Sendable {
 
         let steps = try RootfsPlan.build(spec: spec, host: hostRuntime)
         let limitList = rlimits(for: spec, enforced: limitsEnforced)
-        tempMark("plan") // TEMP-MEASURE
 
         var spawned = sbx_spawned()
         let rc: Int32 = try { () throws(LinuxSandboxError) -> Int32 in
@@ -338,7 +336,6 @@ public final class LinuxSandboxEngine: Sendable {
                                       into: &spawned)
         }()
         if rc < 0 { throw .system("clone3", initCgroup, -rc) }
-        tempMark("spawned") // TEMP-MEASURE
         let pidfd = spawned.pidfd
         var pidfdOwned = true
         defer { if pidfdOwned { killAndReap(pidfd) } }
@@ -438,14 +435,14 @@ public final class LinuxSandboxEngine: Sendable {
         // namespace's processes before its init is reported dead.
         var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
         let initExited = poll(&pfd, 1, 0) == 1
-        if !initExited || cgroup.isPopulated(cgroupPath) {
+        let populated = !initExited || cgroup.isPopulated(cgroupPath)
+        if populated {
             if !cgroup.kill(cgroupPath) { _ = sbx_pidfd_send_signal(initPidfd, SIGKILL) }
         }
-        // Reap our child, the init; the rest of the pid namespace dies with it.
+        // Wait for the init (the spawner's child; the kernel reaps it); the rest of the pid
+        // namespace dies with it.
         _ = poll(&pfd, 1, 5_000)
-        var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-        _ = sbx_waitid_pidfd(initPidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st)
-        let empty = cgroup.waitUntilEmpty(cgroupPath, timeout: 5)
+        let empty = !populated || cgroup.waitUntilEmpty(cgroupPath, timeout: 5)
         if cgroup.removeTree(cgroupPath) && empty { releaseSlot(slot) }
     }
 
@@ -465,7 +462,6 @@ public final class LinuxSandboxEngine: Sendable {
         defer { if statusRead >= 0 { close(statusRead) } }
 
         let start = Sys.monotonicNow()
-        tempMark("thread-start") // TEMP-MEASURE
         let launched: Launched
         do throws(LinuxSandboxError) {
             defer { close(status[1]) }
@@ -476,8 +472,7 @@ public final class LinuxSandboxEngine: Sendable {
             throw error
         }
         pipes.closeChildEnds()
-        defer { tearDown(launched); tempMark("teardown") // TEMP-MEASURE
-        }
+        defer { tearDown(launched) }
 
         let cgroupPath = launched.cgroupPath, pidfd = launched.pidfd
         var monitor = ExecMonitor(
@@ -485,10 +480,7 @@ public final class LinuxSandboxEngine: Sendable {
             pidfd: pidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
             onOutput: onOutput, kill: { _ = self.cgroup.kill(cgroupPath) })
         monitor.reportFD = launched.reportFD
-        monitor.tempStatusFD = statusRead // TEMP-MEASURE
         monitor.run()
-        if let t = monitor.tempStatusTime { tempMarks.append(("status-readable", t)) } // TEMP-MEASURE
-        tempMark("monitor-done") // TEMP-MEASURE
         pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
         if let failure = monitor.setupFailure {
@@ -510,8 +502,10 @@ public final class LinuxSandboxEngine: Sendable {
         }
         let cpu = cgroup.cpuUsageMicroseconds(cgroupPath)
             ?? UInt64(max(0, exit.utime_usec + exit.stime_usec))
-        let peak = cgroup.memoryPeak(cgroupPath) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
-        let oomKilled = cgroup.oomKills(cgroupPath) > 0
+        // memory.* exist only where the memory controller is enabled.
+        let memory = availableControllers.contains("memory")
+        let peak = (memory ? cgroup.memoryPeak(cgroupPath) : nil) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
+        let oomKilled = memory && cgroup.oomKills(cgroupPath) > 0
         return ExecResult(
             exitCode: exitCode, signal: signal, stdout: monitor.stdout.kept, stderr: monitor.stderr.kept,
             stdoutTruncated: monitor.stdout.truncated, stderrTruncated: monitor.stderr.truncated,
@@ -531,9 +525,3 @@ func killAndReap(_ pidfd: Int32) {
     }
     close(pidfd)
 }
-
-// TEMP-MEASURE begin
-nonisolated(unsafe) public var tempMarks: [(String, Double)] = []
-func tempMark(_ name: String) { tempMarks.append((name, Sys.monotonicNow())) }
-public func tempNow() -> Double { Sys.monotonicNow() }
-// TEMP-MEASURE end
