@@ -323,14 +323,6 @@ public final class LinuxSandboxEngine: Sendable {
                 // reached twice.
                 config.payload.seccomp = arena.program(seccomp.program)
             }
-            // TEMP-MEASURE begin
-            if getenv("SANDBOXD_DIRECT_CLONE") != nil {
-                let area = Self.commandLineArea
-                config.argv_area = area.start
-                config.argv_area_len = area.length
-                return sbx_spawn_create(&config, &spawned)
-            }
-            // TEMP-MEASURE end
             // The spawner fills in its own command line as the area a one-shot PID 1 blanks.
             return try spawner.create(arena: arena, config: arena.array([config]), hostID: hostID, release: true,
                                       into: &spawned)
@@ -346,12 +338,6 @@ public final class LinuxSandboxEngine: Sendable {
         // A child still held (sync_fd >= 0) waits for one byte: the place for work on its new
         // namespaces before anything of the sandbox runs.
         if spawned.sync_fd >= 0 {
-            // TEMP-MEASURE begin
-            if getenv("SANDBOXD_DIRECT_CLONE") != nil {
-                try? Sys.writeFile("/proc/\(spawned.pid)/uid_map", "0 \(hostID) 1\n")
-                try? Sys.writeFile("/proc/\(spawned.pid)/gid_map", "0 \(hostID) 1\n")
-            }
-            // TEMP-MEASURE end
             var go: UInt8 = 1
             _ = write(spawned.sync_fd, &go, 1)
             close(spawned.sync_fd)
