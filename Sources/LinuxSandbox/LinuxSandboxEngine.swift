@@ -212,8 +212,8 @@ public final class LinuxSandboxEngine: Sendable {
         return list
     }
 
-    /// Where this process's argv strings lie (contiguous, at the top of the initial stack), so the
-    /// one-shot PID 1, a copy of this process, can blank them in its own memory.
+    /// Where this process's argv strings lie (contiguous, at the top of the initial stack), so an
+    /// exec's intermediate child, a copy of this process, can blank them in its own memory.
     static var commandLineArea: (start: UnsafeMutablePointer<CChar>?, length: Int) {
         (UnsafeMutablePointer(bitPattern: commandLineRange.start), commandLineRange.length)
     }

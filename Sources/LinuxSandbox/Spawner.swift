@@ -42,8 +42,9 @@ final class Spawner: Sendable {
     /// clone; throws when the maps could not be written or the helper cannot be reached.
     func create(arena: CArena, config: UnsafePointer<sbx_create_config>, hostID: UInt32, release: Bool,
                 into spawned: inout sbx_spawned) throws(LinuxSandboxError) -> Int32 {
-        guard arena.isContiguous else {
-            throw LinuxSandboxError(.invalidRequest, "the sandbox's command, environment and mounts take more than \(CArena.capacity >> 20) MiB")
+        guard arena.isContiguous, let block = arena.base else {
+            if arena.base == nil { throw LinuxSandboxError(.system, "could not reserve address space for the sandbox's description (mmap)") }
+            throw LinuxSandboxError(.invalidRequest, "the sandbox's command, environment and mounts take more than \(arena.reserved >> 20) MiB")
         }
         return try connection.withLock { (current: inout Connection?) throws(LinuxSandboxError) -> Int32 in
             var lastError: Int32 = EPIPE
@@ -52,7 +53,7 @@ final class Spawner: Sendable {
             for _ in 0..<2 {
                 if current == nil { current = try Self.start(path) }
                 var failedStep: Int32 = 0
-                let rc = sbx_spawner_create(current!.socket, arena.base, arena.used, config, hostID, release ? 1 : 0,
+                let rc = sbx_spawner_create(current!.socket, block, arena.used, config, hostID, release ? 1 : 0,
                                             &spawned, &failedStep)
                 if rc < 0 && failedStep == 1 {
                     throw LinuxSandboxError(.system, "writing the uid/gid map of the sandbox's first process (root inside = host id \(hostID)): \(errnoName(-rc))", errno: -rc)

@@ -85,22 +85,31 @@ final class CArena {
     /// The spawner's request limit.
     static let capacity = Int(SBX_SPAWNER_MAX_REQUEST)
 
-    /// Start of the block.
-    let base: UnsafeMutableRawPointer
+    /// Start of the block (nil: no block could be reserved; everything comes from malloc).
+    let base: UnsafeMutableRawPointer?
     /// Bytes of the block in use.
     private(set) var used = 0
+    /// Bytes reserved for the block.
+    let reserved: Int
     private var overflow: [UnsafeMutableRawPointer] = []
 
-    var isContiguous: Bool { overflow.isEmpty }
+    var isContiguous: Bool { base != nil && overflow.isEmpty }
 
     init() {
-        let p = mmap(nil, Self.capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let p, p != MAP_FAILED else { fatalError("CArena: mmap of \(Self.capacity) bytes of address space failed") }
-        base = p
+        // Address space only (pages are touched as used); where overcommit is strict and even
+        // 1 MiB cannot be had, the arena still works for direct clones.
+        var block: UnsafeMutableRawPointer?
+        var size = 0
+        for candidate in [Self.capacity, 1 << 20] {
+            let p = mmap(nil, candidate, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            if let p, p != MAP_FAILED { block = p; size = candidate; break }
+        }
+        base = block
+        reserved = size
     }
 
     deinit {
-        munmap(base, Self.capacity)
+        if let base { munmap(base, reserved) }
         for p in overflow { free(p) }
     }
 
@@ -108,7 +117,7 @@ final class CArena {
     func allocate(_ bytes: Int, alignment: Int) -> UnsafeMutableRawPointer {
         let size = max(1, bytes)
         let offset = (used + alignment - 1) & ~(alignment - 1)
-        if offset + size <= Self.capacity {
+        if let base, offset + size <= reserved {
             used = offset + size
             return base + offset
         }
