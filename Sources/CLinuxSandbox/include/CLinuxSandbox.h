@@ -145,7 +145,7 @@ struct sbx_create_config {
     int run_payload;
     int status_fd;
     struct sbx_final payload;
-    char *argv_area;        // one-shot PID 1 blanks the daemon's command line it was cloned with
+    char *argv_area;        // one-shot PID 1 blanks the command line of what it was cloned from (the spawner fills it in)
     size_t argv_area_len;
 };
 
