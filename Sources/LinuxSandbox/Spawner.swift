@@ -13,8 +13,9 @@ import Glibc
 /// for the same reason). Execs into a live sandbox still clone from the daemon: their command
 /// must be the daemon's child, so it can be waited for with its resource usage.
 ///
-/// Requests are served one at a time (a clone takes well under a millisecond); a spawner that
-/// died is started again on the next request.
+/// A few helpers run side by side (one per CPU, 2–4), each serving one request at a time (a
+/// clone takes well under a millisecond): a request goes to a free one, so one helper waiting for
+/// a CPU does not hold up every create. A helper that died is started again on its next request.
 final class Spawner: Sendable {
     /// The helper's executable.
     let path: String
@@ -23,17 +24,30 @@ final class Spawner: Sendable {
         var socket: Int32
         var pid: pid_t
     }
-    private let connection: Mutex<Connection?>
+    private final class Slot: Sendable {
+        let connection: Mutex<Connection?>
+        init(_ connection: Connection) { self.connection = Mutex(connection) }
+    }
+    private let slots: [Slot]
+    private let next = Atomic<Int>(0)
 
-    /// Starts the helper. Throws when the executable is missing or not safe to run as root.
+    /// Starts the helpers. Throws when the executable is missing or not safe to run as root.
     init(path: String) throws(LinuxSandboxError) {
         self.path = path
         try Self.checkExecutable(path)
-        connection = Mutex(try Self.start(path))
+        let count = max(2, min(4, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        var started: [Slot] = []
+        do throws(LinuxSandboxError) {
+            for _ in 0..<count { started.append(Slot(try Self.start(path))) }
+        } catch {
+            for slot in started { slot.connection.withLock { if let c = $0 { Self.stop(c) }; $0 = nil } }
+            throw error
+        }
+        slots = started
     }
 
     deinit {
-        connection.withLock { if let c = $0 { Self.stop(c) }; $0 = nil }
+        for slot in slots { slot.connection.withLock { if let c = $0 { Self.stop(c) }; $0 = nil } }
     }
 
     /// Sends a create request (`config` and everything it points to inside `arena`'s block) and
@@ -46,7 +60,7 @@ final class Spawner: Sendable {
             if arena.base == nil { throw LinuxSandboxError(.system, "could not reserve address space for the sandbox's description (mmap)") }
             throw LinuxSandboxError(.invalidRequest, "the sandbox's command, environment and mounts take more than \(arena.reserved >> 20) MiB")
         }
-        return try connection.withLock { (current: inout Connection?) throws(LinuxSandboxError) -> Int32 in
+        func request(_ current: inout Connection?) throws(LinuxSandboxError) -> Int32 {
             var lastError: Int32 = EPIPE
             // A helper that died (killed, or a broken request) is replaced once; the failed
             // request left no child behind (its sync pipe closed with the helper).
@@ -64,6 +78,19 @@ final class Spawner: Sendable {
                 current = nil
             }
             throw LinuxSandboxError(.system, "the spawn helper \(path) stopped answering: \(errnoName(lastError))", errno: lastError)
+        }
+        // A free helper if there is one, else wait for one in turn.
+        let first = Int(UInt(bitPattern: next.wrappingAdd(1, ordering: .relaxed).oldValue) % UInt(slots.count))
+        for offset in 0..<slots.count {
+            let slot = slots[(first + offset) % slots.count]
+            if let rc = try slot.connection.withLockIfAvailable({ (current: inout Connection?) throws(LinuxSandboxError) -> Int32 in
+                try request(&current)
+            }) {
+                return rc
+            }
+        }
+        return try slots[first].connection.withLock { (current: inout Connection?) throws(LinuxSandboxError) -> Int32 in
+            try request(&current)
         }
     }
 
