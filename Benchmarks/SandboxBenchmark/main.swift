@@ -154,6 +154,13 @@ let engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
 }
 let truth = ExecRequest(["/bin/true"])
 
+/// Removes the benchmark's (empty) cgroup subtree and state directory.
+func removeBenchmarkState() {
+    rmdir(cgroupRoot + "/sandboxd-bench-\(tag)")
+    rmdir(stateDirectory + "/rootfs")
+    rmdir(stateDirectory)
+}
+
 /// One timed `engine.run` of /bin/true.
 @Sendable func timeSandboxd() async throws -> Double {
     let t0 = now()
@@ -176,6 +183,7 @@ if let side = getenv("BENCH_PROFILE").map({ String(cString: $0) }) {
         }
     }
     print("\(side): \(iterations) runs, p50 \(ms(percentile(times, 50))), p99 \(ms(percentile(times, 99)))")
+    removeBenchmarkState()
     exit(0)
 }
 
@@ -236,9 +244,7 @@ for _ in 0..<iterations {
 }
 await sandbox.destroy()
 _ = await engine.reapLeftovers()
-rmdir(cgroupRoot + "/sandboxd-bench-\(tag)")
-rmdir(stateDirectory + "/rootfs")
-rmdir(stateDirectory)
+removeBenchmarkState()
 
 let b50 = percentile(bwrapTimes, 50), b99 = percentile(bwrapTimes, 99)
 let s50 = percentile(oneShotTimes, 50), s99 = percentile(oneShotTimes, 99)
