@@ -20,6 +20,8 @@
 
 #define SPAWNER_MAGIC 0x73627873u   // "sbxs"
 #define SPAWNER_MAX_FDS 16
+// fd_fields: ten config descriptors plus LaunchAttachments.maximumDirectories (6) attached trees.
+_Static_assert(SPAWNER_MAX_FDS >= 10 + 6, "room for every descriptor a valid request carries");
 
 struct spawner_request {
     uint32_t magic;
