@@ -72,8 +72,13 @@ let package = Package(
         // libseccomp, found by pkg-config: compiles the seccomp policy to BPF once per policy.
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
 
-        // The only code between clone and exec (async-signal-safe, no allocation).
+        // The only code between clone and exec (async-signal-safe, no allocation), and the
+        // spawner protocol.
         .target(name: "CLinuxSandbox"),
+
+        // The level-1 engine's spawn helper: clones sandboxes from a small address space
+        // (C, no Swift code; found next to the daemon's executable).
+        .executableTarget(name: "sandboxd-spawner", dependencies: ["CLinuxSandbox"], path: "Sources/sandboxd-spawner"),
 
         // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
         .target(name: "LinuxSandbox", dependencies: [
@@ -100,7 +105,7 @@ let package = Package(
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
 
         // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
-        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"],
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "CLinuxSandbox", "SandboxCore"],
                           path: "Benchmarks/SandboxBenchmark"),
 
         // Level 3: cold create+exec against a raw QEMU boot, warm-pool create+exec (make bench; root).

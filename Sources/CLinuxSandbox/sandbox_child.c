@@ -386,10 +386,11 @@ __attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_
     }
 }
 
-/// A clone of the daemon about to become visible inside a sandbox: /proc/<pid>/cmdline and comm
-/// are readable by anyone in the pid namespace, so blank the daemon's command line (our copy of
-/// it), rename the thread, and make the process non-dumpable explicitly (not relying on
-/// fs.suid_dumpable) so its memory and environment stay closed.
+/// A clone of the daemon (an exec) or of the spawner (a one-shot PID 1) about to become visible
+/// inside a sandbox: /proc/<pid>/cmdline and comm are readable by anyone in the pid namespace, so
+/// blank the command line we were cloned with (our copy of it), rename the thread, and make the
+/// process non-dumpable explicitly (not relying on fs.suid_dumpable) so its memory and
+/// environment stay closed.
 static void hide_daemon(int rfd, char *argv_area, size_t argv_area_len, const char *name) {
     size_t name_len = strlen(name) + 1;
     if (argv_area && argv_area_len > name_len) {
@@ -404,6 +405,12 @@ static void hide_daemon(int rfd, char *argv_area, size_t argv_area_len, const ch
 // Sandbox creation child
 
 __attribute__((noreturn)) static void create_child(const struct sbx_create_config *c, int sync_read, int rfd) {
+    // Cloned by the spawner, whose SIGCHLD carries SA_NOCLDWAIT: a one-shot PID 1 must see its
+    // payload's end (signals are blocked; nothing can arrive meanwhile).
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    (void)sigaction(SIGCHLD, &dfl, NULL);
     // First what needs no uid/gid map, while the parent writes them (usually done by the time
     // we ask, so the read below does not sleep).
     // Nothing we mount may propagate back to the host.
@@ -442,7 +449,7 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
         fail(rfd, SBX_STEP_ROOT_READONLY, -1);
 
     if (c->run_payload) {
-        // /proc/1/cmdline is readable inside: show a name, not the daemon's arguments. Done
+        // /proc/1/cmdline is readable inside: show a name, not the spawner's arguments. Done
         // before the payload exists, so it can never see them. (The payload's argv lives in
         // the config, not in this area.)
         // Not dumpable: the payload (same uid) cannot reach this process's memory via /proc.

@@ -148,6 +148,8 @@ struct Cgroup2: Sendable {
     /// Removes `path` and every cgroup below it, deepest first. Retries EBUSY briefly: a killed
     /// task leaves its cgroup a moment after it is reported dead.
     func removeTree(_ path: String, timeout: Double = 2) -> Bool {
+        // Usually a leaf (one-shot sandboxes, exec cgroups): then one rmdir is all it takes.
+        if rmdir(path) == 0 || Sys.errno == ENOENT { return true }
         for entry in Sys.listDirectory(path) where entry.isDirectory {
             _ = removeTree(path + "/" + entry.name, timeout: timeout)
         }

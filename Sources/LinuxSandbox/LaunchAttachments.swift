@@ -26,7 +26,14 @@ public struct LaunchAttachments: Sendable {
         self.beforeWorkload = beforeWorkload
     }
 
+    /// At most this many directories: each travels to the spawn helper as a descriptor, and a
+    /// request carries at most 16 (spawner.c `SPAWNER_MAX_FDS`), ten of them the config's own.
+    public static let maximumDirectories = 6
+
     func validate() throws(LinuxSandboxError) {
+        guard readOnlyDirectories.count <= Self.maximumDirectories else {
+            throw LinuxSandboxError(.invalidRequest, "\(readOnlyDirectories.count) attached directories; at most \(Self.maximumDirectories)")
+        }
         for directory in readOnlyDirectories {
             guard directory.hostPath.hasPrefix("/"), !directory.hostPath.utf8.contains(0) else {
                 throw LinuxSandboxError(.invalidRequest, "attached directory \"\(directory.hostPath)\" must be an absolute host path", path: directory.hostPath)

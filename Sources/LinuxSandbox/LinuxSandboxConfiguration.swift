@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How the level-1 engine runs on this host. Defaults suit a production host (pure cgroup v2,
 /// daemon delegated `/sys/fs/cgroup/…`); this build machine needs `cgroupRoot:
 /// "/sys/fs/cgroup/unified"`.
@@ -29,6 +33,9 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
     /// Paths under the sandbox's `/proc` bound read-only (runc's list). Only a level-3 test guest
     /// (`sandboxd.test_sysrq=1`) leaves `/proc/sysrq-trigger` out, so a test can panic its own guest.
     public var procReadOnlyPaths: [String] = RootfsPlan.readOnlyPaths
+    /// The spawn helper (`sandboxd-spawner`, built with the daemon) that clones new sandboxes;
+    /// nil: `defaultSpawnerPath()`.
+    public var spawnerPath: String?
 
     public init(
         cgroupRoot: String = "/sys/fs/cgroup",
@@ -42,7 +49,8 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
             "/etc/ld.so.cache", "/etc/alternatives", "/etc/ssl/certs",
             "/etc/java-17-openjdk", "/etc/java-21-openjdk", "/etc/localtime", "/etc/mime.types",
         ],
-        setupTimeout: Double = 10
+        setupTimeout: Double = 10,
+        spawnerPath: String? = nil
     ) {
         self.cgroupRoot = cgroupRoot
         self.cgroupSubtree = cgroupSubtree
@@ -53,5 +61,25 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
         self.runtimePaths = runtimePaths
         self.hostEtcPaths = hostEtcPaths
         self.setupTimeout = setupTimeout
+        self.spawnerPath = spawnerPath
+    }
+
+    /// `SANDBOXD_SPAWNER` if set; else `sandboxd-spawner` next to the running executable (a
+    /// test bundle sits a few levels below the products); else
+    /// `/usr/local/libexec/sandboxd/sandboxd-spawner`.
+    public static func defaultSpawnerPath() -> String {
+        if let value = getenv("SANDBOXD_SPAWNER"), value.pointee != 0 { return String(cString: value) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if n > 0 {
+            var directory = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            for _ in 0..<4 {
+                guard let slash = directory.lastIndex(of: "/"), slash != directory.startIndex else { break }
+                directory = String(directory[..<slash])
+                let candidate = directory + "/sandboxd-spawner"
+                if access(candidate, X_OK) == 0 { return candidate }
+            }
+        }
+        return "/usr/local/libexec/sandboxd/sandboxd-spawner"
     }
 }

@@ -18,6 +18,8 @@ public final class LinuxSandboxEngine: Sendable {
     let newRootPath: String
     let seccomp: SeccompProgram
     let hostRuntime: RootfsPlan.HostRuntime
+    /// Clones every new sandbox's first process from its own small address space.
+    let spawner: Spawner
     private let usedSlots = Mutex<Set<UInt32>>([])
 
     /// Prepares the cgroup subtree, the state directory and the seccomp program.
@@ -51,6 +53,7 @@ public final class LinuxSandboxEngine: Sendable {
         }
         seccomp = try SeccompProgram.standard.get()
         hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
+        spawner = try Spawner(path: configuration.spawnerPath ?? LinuxSandboxConfiguration.defaultSpawnerPath())
     }
 
     // MARK: - Public API
@@ -233,8 +236,8 @@ public final class LinuxSandboxEngine: Sendable {
         return list
     }
 
-    /// Where this process's argv strings lie (contiguous, at the top of the initial stack), so the
-    /// one-shot PID 1, a copy of this process, can blank them in its own memory.
+    /// Where this process's argv strings lie (contiguous, at the top of the initial stack), so an
+    /// exec's intermediate child, a copy of this process, can blank them in its own memory.
     static var commandLineArea: (start: UnsafeMutablePointer<CChar>?, length: Int) {
         (UnsafeMutablePointer(bitPattern: commandLineRange.start), commandLineRange.length)
     }
@@ -311,7 +314,7 @@ public final class LinuxSandboxEngine: Sendable {
         let limitList = rlimits(for: spec, enforced: limitsEnforced)
 
         var spawned = sbx_spawned()
-        let rc: Int32 = {
+        let rc: Int32 = try { () throws(LinuxSandboxError) -> Int32 in
             let arena = CArena()
             let mounts = steps.map { step in
                 sbx_mount(
@@ -328,7 +331,7 @@ public final class LinuxSandboxEngine: Sendable {
             initFinal.cwd = arena.string("/")
             initFinal.rlimits = UnsafePointer(arena.array(Array(limitList.prefix(2))))
             initFinal.nrlimits = 2
-            initFinal.seccomp = UnsafePointer(seccomp.program)
+            initFinal.seccomp = arena.program(seccomp.program)
             initFinal.exec_fd = -1
             initFinal.exec_paths = UnsafePointer(arena.array([Optional(arena.string(configuration.initCommand[0]))]))
             initFinal.nexec_paths = 1
@@ -349,11 +352,13 @@ public final class LinuxSandboxEngine: Sendable {
                 config.status_fd = oneShot.statusWrite
                 config.payload = oneShot.plan.final(arena: arena, pipes: oneShot.pipes, rlimits: limitList,
                                                     seccomp: seccomp)
-                let area = Self.commandLineArea
-                config.argv_area = area.start
-                config.argv_area_len = area.length
+                // Its own copy: the spawner relocates each pointer it meets, so no object may be
+                // reached twice.
+                config.payload.seccomp = arena.program(seccomp.program)
             }
-            return sbx_spawn_create(&config, &spawned)
+            // The spawner fills in its own command line as the area a one-shot PID 1 blanks.
+            return try spawner.create(arena: arena, config: arena.array([config]), hostID: hostID, release: attachments.beforeWorkload == nil,
+                                      into: &spawned)
         }()
         if rc < 0 { throw .system("clone3", initCgroup, -rc) }
         let pidfd = spawned.pidfd
@@ -362,31 +367,23 @@ public final class LinuxSandboxEngine: Sendable {
         var reportOwned = true
         defer { if reportOwned { close(spawned.report_fd) } }
 
-        // The child waits for this: root inside is hostID outside, for uid and gid alike.
-        do throws(LinuxSandboxError) {
-            try Sys.writeFile("/proc/\(spawned.pid)/uid_map", "0 \(hostID) 1\n")
-            try Sys.writeFile("/proc/\(spawned.pid)/gid_map", "0 \(hostID) 1\n")
-        } catch {
+        // The spawner wrote the id maps (root inside = hostID outside). A child still held
+        // (sync_fd >= 0: the engine asked for it) waits for one byte: the namespaces exist and
+        // nothing of the workload runs yet, so the daemon's own setup (the egress listener inside
+        // the network namespace) happens now, or the sandbox is not released.
+        if spawned.sync_fd >= 0 {
+            if let beforeWorkload = attachments.beforeWorkload {
+                do {
+                    try beforeWorkload(spawned.pid)
+                } catch {
+                    close(spawned.sync_fd)
+                    throw LinuxSandboxError(.childSetup, "preparing sandbox \(spec.id) before its workload: \(error)", step: "before-workload")
+                }
+            }
+            var go: UInt8 = 1
+            _ = write(spawned.sync_fd, &go, 1)
             close(spawned.sync_fd)
-            // The child may have failed first (it sets up what needs no map meanwhile).
-            if case .failed(let record, _) = ChildReport.read(from: spawned.report_fd, timeout: 1) {
-                throw setupError(record, steps: steps, command: oneShot?.plan)
-            }
-            throw error
         }
-        // The namespaces exist and nothing of the workload runs yet: the daemon's own setup
-        // (the egress listener inside the network namespace) happens now, or the sandbox is not released.
-        if let beforeWorkload = attachments.beforeWorkload {
-            do {
-                try beforeWorkload(spawned.pid)
-            } catch {
-                close(spawned.sync_fd)
-                throw LinuxSandboxError(.childSetup, "preparing sandbox \(spec.id) before its workload: \(error)", step: "before-workload")
-            }
-        }
-        var go: UInt8 = 1
-        _ = write(spawned.sync_fd, &go, 1)
-        close(spawned.sync_fd)
 
         if oneShot != nil {
             // One-shot: the command may already be running; its setup report is read together
@@ -406,12 +403,11 @@ public final class LinuxSandboxEngine: Sendable {
             break
         }
         if oneShot == nil {
-            // EOF without a record: exec'd, unless the child died on the way.
-            var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-            if sbx_waitid_pidfd(pidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st) == 0, pid != 0 {
-                pidfdOwned = false
-                close(pidfd)
-                throw LinuxSandboxError(.childSetup, "the sandbox init ended during setup (\(code == CLD_EXITED ? "exit \(status)" : "signal \(status)"))", step: "exec")
+            // EOF without a record: exec'd, unless the child died on the way (its pidfd turns
+            // readable; the spawner, its parent, has reaped it).
+            var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            if poll(&pfd, 1, 0) == 1 {
+                throw LinuxSandboxError(.childSetup, "the sandbox init ended during setup", step: "exec")
             }
         }
         pidfdOwned = false
@@ -468,14 +464,14 @@ public final class LinuxSandboxEngine: Sendable {
         // namespace's processes before its init is reported dead.
         var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
         let initExited = poll(&pfd, 1, 0) == 1
-        if !initExited || cgroup.isPopulated(cgroupPath) {
+        let populated = !initExited || cgroup.isPopulated(cgroupPath)
+        if populated {
             if !cgroup.kill(cgroupPath) { _ = sbx_pidfd_send_signal(initPidfd, SIGKILL) }
         }
-        // Reap our child, the init; the rest of the pid namespace dies with it.
+        // Wait for the init (the spawner's child; the kernel reaps it); the rest of the pid
+        // namespace dies with it.
         _ = poll(&pfd, 1, 5_000)
-        var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-        _ = sbx_waitid_pidfd(initPidfd, WEXITED | WNOHANG, &code, &status, &pid, &rss, &ut, &st)
-        let empty = cgroup.waitUntilEmpty(cgroupPath, timeout: 5)
+        let empty = !populated || cgroup.waitUntilEmpty(cgroupPath, timeout: 5)
         if cgroup.removeTree(cgroupPath) && empty { releaseSlot(slot) }
     }
 
@@ -536,8 +532,10 @@ public final class LinuxSandboxEngine: Sendable {
         }
         let cpu = cgroup.cpuUsageMicroseconds(cgroupPath)
             ?? UInt64(max(0, exit.utime_usec + exit.stime_usec))
-        let peak = cgroup.memoryPeak(cgroupPath) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
-        let oomKilled = cgroup.oomKills(cgroupPath) > 0
+        // memory.* exist only where the memory controller is enabled.
+        let memory = availableControllers.contains("memory")
+        let peak = (memory ? cgroup.memoryPeak(cgroupPath) : nil) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
+        let oomKilled = memory && cgroup.oomKills(cgroupPath) > 0
         return ExecResult(
             exitCode: exitCode, signal: signal, stdout: monitor.stdout.kept, stderr: monitor.stderr.kept,
             stdoutTruncated: monitor.stdout.truncated, stderrTruncated: monitor.stderr.truncated,
@@ -546,10 +544,14 @@ public final class LinuxSandboxEngine: Sendable {
     }
 }
 
-/// SIGKILLs a child through its pidfd, reaps it and closes the pidfd.
+/// SIGKILLs a process through its pidfd, waits until it is gone (reaping it when it is our
+/// child; the spawner's children are reaped by the kernel) and closes the pidfd.
 func killAndReap(_ pidfd: Int32) {
     _ = sbx_pidfd_send_signal(pidfd, SIGKILL)
     var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, rss = 0, ut = 0, st = 0
-    _ = sbx_waitid_pidfd(pidfd, WEXITED, &code, &status, &pid, &rss, &ut, &st)
+    if sbx_waitid_pidfd(pidfd, WEXITED, &code, &status, &pid, &rss, &ut, &st) == -ECHILD {
+        var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, 5_000)
+    }
     close(pidfd)
 }

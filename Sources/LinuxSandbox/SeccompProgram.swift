@@ -119,6 +119,11 @@ final class SeccompProgram: @unchecked Sendable {
         // a table they were not written for.
         try check(seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, Self.actKillProcess), "bad-arch action")
         try check(seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0), "no_new_privs attribute")
+        // A binary tree over the syscall numbers instead of one comparison after another: the
+        // same rules, but every load of the filter is far cheaper. The kernel runs the filter
+        // once per syscall number and ABI when it is attached (to cache the always-allowed
+        // ones), so attaching a 335-step chain cost ~1 ms of CPU per sandbox on this host.
+        try check(seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2), "binary-tree optimization")
 
         func rule(_ action: UInt32, _ name: String, _ conditions: [scmp_arg_cmp] = []) throws(LinuxSandboxError) {
             let nr = seccomp_syscall_resolve_name(name)

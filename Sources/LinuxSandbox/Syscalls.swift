@@ -76,23 +76,70 @@ enum Sys {
 }
 
 /// Owns C memory handed to the child: strings and arrays live until the arena is released
-/// (right after clone returns: the child has its own copy).
+/// (right after clone returns, or the spawner has its copy).
+///
+/// Everything lies in one block, reserved at `capacity` and touched only as used, so a create
+/// request goes to the spawner as it is. Allocations past the capacity come from malloc
+/// (`isContiguous` turns false); only direct clones can use such an arena.
 final class CArena {
-    private var allocations: [UnsafeMutableRawPointer] = []
+    /// The spawner's request limit.
+    static let capacity = Int(SBX_SPAWNER_MAX_REQUEST)
 
-    deinit { for p in allocations { free(p) } }
+    /// Start of the block (nil: no block could be reserved; everything comes from malloc).
+    let base: UnsafeMutableRawPointer?
+    /// Bytes of the block in use.
+    private(set) var used = 0
+    /// Bytes reserved for the block.
+    let reserved: Int
+    private var overflow: [UnsafeMutableRawPointer] = []
+
+    var isContiguous: Bool { base != nil && overflow.isEmpty }
+
+    init() {
+        // Address space only (pages are touched as used); where overcommit is strict and even
+        // 1 MiB cannot be had, the arena still works for direct clones.
+        var block: UnsafeMutableRawPointer?
+        var size = 0
+        for candidate in [Self.capacity, 1 << 20] {
+            let p = mmap(nil, candidate, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            if let p, p != MAP_FAILED { block = p; size = candidate; break }
+        }
+        base = block
+        reserved = size
+    }
+
+    deinit {
+        if let base { munmap(base, reserved) }
+        for p in overflow { free(p) }
+    }
+
+    /// Uninitialized memory for `bytes` bytes at a multiple of `alignment` (≤ 16).
+    func allocate(_ bytes: Int, alignment: Int) -> UnsafeMutableRawPointer {
+        let size = max(1, bytes)
+        let offset = (used + alignment - 1) & ~(alignment - 1)
+        if let base, offset + size <= reserved {
+            used = offset + size
+            return base + offset
+        }
+        let p = malloc(size)!
+        overflow.append(p)
+        return p
+    }
 
     func string(_ s: String) -> UnsafePointer<CChar> {
-        let p = strdup(s)!
-        allocations.append(p)
-        return UnsafePointer(p)
+        var s = s
+        return s.withUTF8 { utf8 in
+            let p = allocate(utf8.count + 1, alignment: 1)
+            if let source = utf8.baseAddress { p.copyMemory(from: source, byteCount: utf8.count) }
+            p.storeBytes(of: 0, toByteOffset: utf8.count, as: UInt8.self)
+            return UnsafePointer(p.assumingMemoryBound(to: CChar.self))
+        }
     }
 
     func optionalString(_ s: String?) -> UnsafePointer<CChar>? { s.map { string($0) } }
 
     func array<T>(_ items: [T]) -> UnsafeMutablePointer<T> {
-        let raw = malloc(max(1, items.count) * MemoryLayout<T>.stride)!
-        allocations.append(raw)
+        let raw = allocate(max(1, items.count) * MemoryLayout<T>.stride, alignment: max(8, MemoryLayout<T>.alignment))
         let p = raw.bindMemory(to: T.self, capacity: max(1, items.count))
         for (i, item) in items.enumerated() { (p + i).initialize(to: item) }
         return p
@@ -105,10 +152,19 @@ final class CArena {
     }
 
     func bytes(_ data: [UInt8]) -> UnsafePointer<CChar> {
-        let raw = malloc(max(1, data.count))!
-        allocations.append(raw)
-        data.withUnsafeBytes { raw.copyMemory(from: $0.baseAddress!, byteCount: data.count) }
+        let raw = allocate(data.count, alignment: 1)
+        data.withUnsafeBytes { if let source = $0.baseAddress { raw.copyMemory(from: source, byteCount: data.count) } }
         return UnsafePointer(raw.assumingMemoryBound(to: CChar.self))
+    }
+
+    /// A copy of a seccomp program (the `sock_fprog` and its filter) inside the arena.
+    func program(_ source: UnsafePointer<sock_fprog>) -> UnsafePointer<sock_fprog> {
+        let count = Int(source.pointee.len)
+        let filter = allocate(count * MemoryLayout<sock_filter>.stride, alignment: 8)
+        filter.copyMemory(from: source.pointee.filter, byteCount: count * MemoryLayout<sock_filter>.stride)
+        var copy = source.pointee
+        copy.filter = filter.assumingMemoryBound(to: sock_filter.self)
+        return UnsafePointer(array([copy]))
     }
 }
 

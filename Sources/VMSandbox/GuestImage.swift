@@ -22,7 +22,8 @@ public struct GuestImage: Sendable, Hashable {
     public var kernelPath: String
     /// The initramfs (busybox, modules, init, generated /etc).
     public var initramfsPath: String { directory + "/initramfs.cpio" }
-    /// The directory holding only `sandbox-guest`, shared read-only at `/.sandbox`.
+    /// The directory holding `sandbox-guest`, `sandboxd-spawner` and the private libraries
+    /// they load, shared read-only at `/.sandbox`.
     public var agentDirectory: String { directory + "/agent" }
 
     /// QEMU arguments (TCG) for the benchmark's baseline: this image booted without jail, agent
@@ -50,6 +51,8 @@ public struct GuestImageBuilder: Sendable {
     public var cacheDirectory: String
     /// The `sandbox-guest` executable to put in the image.
     public var agentBinary: String
+    /// The level-1 engine's spawn helper the agent starts (`GuestPaths.spawner` in the guest).
+    public var spawnerBinary: String
     /// Host runtime paths (directories are shared, symlinks are recreated).
     public var runtimePaths: [String]
     /// Host `/etc` entries copied into the guest's generated `/etc` (not secrets).
@@ -63,6 +66,7 @@ public struct GuestImageBuilder: Sendable {
     public init(
         cacheDirectory: String,
         agentBinary: String,
+        spawnerBinary: String? = nil,
         runtimePaths: [String] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"],
         hostEtcPaths: [String] = [
             "/etc/ld.so.cache", "/etc/alternatives", "/etc/ssl/certs", "/etc/ca-certificates",
@@ -71,6 +75,7 @@ public struct GuestImageBuilder: Sendable {
     ) {
         self.cacheDirectory = cacheDirectory
         self.agentBinary = agentBinary
+        self.spawnerBinary = spawnerBinary ?? Self.defaultSpawnerBinary(agentBinary: agentBinary)
         self.runtimePaths = runtimePaths
         self.hostEtcPaths = hostEtcPaths
     }
@@ -86,6 +91,14 @@ public struct GuestImageBuilder: Sendable {
             directory.deleteLastPathComponent()
         }
         return "/usr/local/libexec/sandboxd/sandbox-guest"
+    }
+
+    /// Where the agent's image takes the spawn helper from: `SANDBOXD_SPAWNER` if set, else
+    /// `sandboxd-spawner` next to the agent (both are products of the same build, and both are
+    /// installed in `/usr/local/libexec/sandboxd`).
+    public static func defaultSpawnerBinary(agentBinary: String) -> String {
+        if let path = ProcessInfo.processInfo.environment["SANDBOXD_SPAWNER"], !path.isEmpty { return path }
+        return URL(fileURLWithPath: agentBinary).deletingLastPathComponent().appendingPathComponent("sandboxd-spawner").path
     }
 
     /// Finds or builds the image. Blocking; `progress` gets one line per step. The first build
@@ -110,6 +123,18 @@ public struct GuestImageBuilder: Sendable {
             // Libraries the agent links from outside the shared runtime (the Swift runtime):
             // copied next to it, so the guest sees those files and not the toolchain.
             let agentLibraries = try privateLibraries(of: agentBinary)
+            // The spawn helper is started directly (not through ld.so with --library-path): what
+            // it loads from outside the runtime (libswiftCore, which every SwiftPM executable
+            // links) goes into lib/ too, and its RUNPATH's $ORIGIN finds it through a symlink.
+            guard access(spawnerBinary, X_OK) == 0 else {
+                throw VMSandboxError(.imageBuild, "cannot run the spawn helper \(spawnerBinary): build it (swift build --product sandboxd-spawner) or set SANDBOXD_SPAWNER")
+            }
+            let spawnerLibraries = try privateLibraries(of: spawnerBinary)
+            var libraries = agentLibraries
+            for library in spawnerLibraries where !libraries.contains(where: { $0.name == library.name }) {
+                libraries.append(library)
+            }
+            libraries.sort { $0.name < $1.name }
             let kernel: DebianKernelPackage
             do {
                 kernel = try DebianKernelPackage.resolve()
@@ -182,7 +207,9 @@ public struct GuestImageBuilder: Sendable {
             hasher.update(field: SHA256.hex(of: baseBytes))
             let agentDigest = try Self.fileDigest(agentBinary)
             hasher.update(field: agentDigest)
-            for library in agentLibraries {
+            let spawnerDigest = try Self.fileDigest(spawnerBinary)
+            hasher.update(field: spawnerDigest)
+            for library in libraries {
                 hasher.update(field: library.name)
                 hasher.update(field: try Self.fileDigest(library.path))
             }
@@ -198,11 +225,24 @@ public struct GuestImageBuilder: Sendable {
                 try Self.mkdir(scratch + "/agent")
                 try Self.write(agent, to: scratch + "/agent/sandbox-guest", mode: 0o755)
                 try Self.mkdir(scratch + "/agent/lib")
-                for library in agentLibraries {
+                for library in libraries {
                     guard let contents = FileManager.default.contents(atPath: library.path) else {
-                        throw QEMUGuestError(.io, "cannot read \(library.path), which \(agentBinary) links")
+                        throw QEMUGuestError(.io, "cannot read \(library.path), which \(agentBinary) or \(spawnerBinary) links")
                     }
                     try Self.write([UInt8](contents), to: scratch + "/agent/lib/" + library.name, mode: 0o755)
+                }
+                // The engine in the guest refuses a helper not owned by root or writable by others:
+                // the image is written by root, 0755, and 9p (security_model=none) shows that.
+                guard let spawner = FileManager.default.contents(atPath: spawnerBinary) else {
+                    throw QEMUGuestError(.io, "cannot read the spawn helper \(spawnerBinary)")
+                }
+                try Self.write([UInt8](spawner), to: scratch + "/agent/sandboxd-spawner", mode: 0o755)
+                for library in spawnerLibraries {
+                    do {
+                        try FileManager.default.createSymbolicLink(atPath: scratch + "/agent/" + library.name, withDestinationPath: "lib/" + library.name)
+                    } catch {
+                        throw QEMUGuestError(.io, "symlink \(scratch)/agent/\(library.name): \(error)")
+                    }
                 }
                 let kernelManifest = (try? String(contentsOfFile: kernelDirectory + "/manifest.txt", encoding: .utf8)) ?? ""
                 let manifest = """
@@ -210,6 +250,7 @@ public struct GuestImageBuilder: Sendable {
                     kernel-directory: \(kernelDirectory)
                     \(kernelManifest)shares: \(shares.map(\.path).joined(separator: " "))
                     agent-sha256: \(agentDigest)
+                    spawner-sha256: \(spawnerDigest)
 
                     """
                 try Self.write(Array(manifest.utf8), to: scratch + "/manifest.txt")

@@ -173,6 +173,9 @@ let testSysrq = kernelCommandLine.contains("sandboxd.test_sysrq=1")
 let engine: LinuxSandboxEngine
 do {
     var configuration = LinuxSandboxConfiguration(cgroupRoot: "/sys/fs/cgroup", stateDirectory: "/run/sandboxd")
+    // Not found next to the executable: this process runs as the dynamic loader (/proc/self/exe
+    // is ld.so), and the helper must be the image's, not one the host happens to have in /usr.
+    configuration.spawnerPath = GuestPaths.spawner
     if testSysrq {
         configuration.procReadOnlyPaths.removeAll { $0 == "/proc/sysrq-trigger" }
         chmod("/proc/sysrq-trigger", 0o222)

@@ -151,7 +151,7 @@ struct sbx_create_config {
     int run_payload;
     int status_fd;
     struct sbx_final payload;
-    char *argv_area;        // one-shot PID 1 blanks the daemon's command line it was cloned with
+    char *argv_area;        // one-shot PID 1 blanks the command line of what it was cloned from (the spawner fills it in)
     size_t argv_area_len;
 };
 
@@ -182,6 +182,33 @@ int sbx_spawn_create(const struct sbx_create_config *config, struct sbx_spawned 
 /// payload as a child of the caller (CLONE_PARENT, on `stack` in the child's memory until its
 /// exec), reports its host pid on the report pipe and exits.
 int sbx_spawn_exec(const struct sbx_exec_config *config, struct sbx_spawned *out);
+
+/// The spawner: a small helper process (`sandboxd-spawner`, started once per engine) that
+/// clones sandbox-creating children, so the kernel copies its tiny address space, not the
+/// daemon's. The engine sends a create request on a Unix stream socket: a header with the file
+/// descriptors the config names (SCM_RIGHTS), then the request's memory, one contiguous block
+/// holding the config and every string, array and filter it points to. The spawner relocates
+/// the pointers into its copy (each checked to lie inside the block), runs `sbx_spawn_create`
+/// and sends back the child's pid and its pidfd, sync and report descriptors. The child is the
+/// spawner's: the kernel reaps it (SA_NOCLDWAIT), the engine watches it through its pidfd.
+/// Every object in the block is reached by one pointer only (each is relocated where it is met).
+enum { SBX_SPAWNER_VERSION = 2, SBX_SPAWNER_MAX_REQUEST = 16 << 20 };
+
+/// Sends `config` (which, with everything it points to, lies inside `block`) to the spawner on
+/// `sock` and waits for the answer. Returns 0, or -errno: -EPIPE / -ECONNRESET / -EPROTO when the
+/// spawner is gone or answered nonsense, else the error of the clone (`*failed_step` 0) or of the
+/// id maps (`*failed_step` 1, the child killed). Not thread-safe per socket.
+///
+/// The spawner writes the child's uid and gid maps (`0 host_id 1`) right after the clone. With
+/// `release`, it also lets the child go on at once (`out->sync_fd` is then -1): the child does
+/// not wait for a round trip through the engine. Without it the engine gets `sync_fd` and
+/// releases the child itself, after whatever it must do with the new namespaces first.
+int sbx_spawner_create(int sock, const void *block, size_t block_len, const struct sbx_create_config *config,
+                       uint32_t host_id, int release, struct sbx_spawned *out, int *failed_step);
+
+/// The spawner's main loop: serves requests on `sock` until it closes. `argv_area` is the
+/// spawner's own command line (what a one-shot PID 1 blanks in its copy). Returns the exit code.
+int sbx_spawner_serve(int sock, char *argv_area, size_t argv_area_len);
 
 /// `waitid(P_PIDFD, ...)` with rusage (the glibc wrapper has no rusage argument).
 int sbx_waitid_pidfd(int pidfd, int options, int *code, int *status, int *pid, long *maxrss_kib,
