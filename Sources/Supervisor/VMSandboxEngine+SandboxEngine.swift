@@ -156,9 +156,11 @@ public final class VirtualMachineEngine: SandboxEngine {
             return nil
         }
         await running?.shutdown()
-        // Every sandbox and pooled guest is gone: leave no empty per-daemon VM subtree behind
-        // (a guest still being torn down keeps it busy, and the next start reaps it).
-        if let running { _ = rmdir(running.cgroupParent) }
+        // Every sandbox and pooled guest is gone: leave no empty per-daemon VM subtree behind,
+        // also when the engine was still starting (it makes the directory first). A guest still
+        // being torn down keeps it busy, and the next start reaps it.
+        let root = configuration.cgroupRoot ?? VMSandboxEngine.detectCgroupRoot()
+        if let parent = running?.cgroupParent ?? root.map({ $0 + "/" + configuration.cgroupSubtree }) { _ = rmdir(parent) }
     }
 
     /// The guest's level-1 limits: the policy's memory and CPU size the VM (memory + overhead,

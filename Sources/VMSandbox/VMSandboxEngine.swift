@@ -208,7 +208,8 @@ public final class VMSandboxEngine: Sendable {
         return AcceleratorChoice(.tcg, reason: "/dev/kvm runs a trivial guest but the guest kernel did not reach its agent under KVM within \(Int(timeout)) s (nested virtualisation?)\(qemuLog.isEmpty ? "" : ": " + qemuLog)")
     }
 
-    static func detectCgroupRoot() -> String? {
+    /// The cgroup v2 mount QEMU cgroups go under: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host.
+    public static func detectCgroupRoot() -> String? {
         // A cgroup2 root has cgroup.controllers; a v1 hierarchy does not.
         for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where access(root + "/cgroup.controllers", F_OK) == 0 {
             return root
