@@ -40,10 +40,9 @@ extension LinuxSandboxEngine: SandboxEngine {
         await reapLeftovers().count
     }
 
-    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
-        let result = try await run(Self.sandboxSpec(spec), Self.request(exec, daemonEnvironment: spec.attachments.environment),
-                                   onOutput: output.map(Self.forward), attachments: Self.launchAttachments(spec.attachments))
-        return Self.outcome(result)
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> ExecResult {
+        try await run(Self.sandboxSpec(spec), Self.request(exec, daemonEnvironment: spec.attachments.environment),
+                      onOutput: output.map(Self.forward), attachments: Self.launchAttachments(spec.attachments))
     }
 
     static func sandboxSpec(_ spec: EngineSandboxSpec) -> SandboxSpec {
@@ -70,12 +69,6 @@ extension LinuxSandboxEngine: SandboxEngine {
     static func forward(_ sink: @escaping ControlAPI.OutputSink) -> @Sendable (SandboxCore.OutputChunk) -> Void {
         { chunk in sink(ControlAPI.OutputChunk(stream: chunk.stream == .stdout ? .stdout : .stderr, bytes: chunk.bytes)) }
     }
-
-    static func outcome(_ result: ExecResult) -> EngineExecOutcome {
-        EngineExecOutcome(status: result.status, exitCode: result.exitCode, signal: result.signal, stdout: result.stdout,
-                          stderr: result.stderr, stdoutTruncated: result.stdoutTruncated, stderrTruncated: result.stderrTruncated,
-                          wallSeconds: result.wallTime, usage: result.usage, limitsEnforced: result.limitsEnforced)
-    }
 }
 
 /// A persistent level-1 sandbox as the Supervisor drives it.
@@ -86,8 +79,8 @@ struct LinuxEngineSandbox: EngineSandbox {
 
     var limitsEnforced: Bool { sandbox.limitsEnforced }
 
-    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
-        LinuxSandboxEngine.outcome(try await sandbox.exec(LinuxSandboxEngine.request(exec, daemonEnvironment: daemonEnvironment), onOutput: output.map(LinuxSandboxEngine.forward)))
+    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> ExecResult {
+        try await sandbox.exec(LinuxSandboxEngine.request(exec, daemonEnvironment: daemonEnvironment), onOutput: output.map(LinuxSandboxEngine.forward))
     }
 
     private func relative(_ path: String) throws(APIError) -> String {

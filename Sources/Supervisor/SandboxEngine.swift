@@ -44,36 +44,6 @@ public struct EngineExec: Sendable, Hashable {
     }
 }
 
-/// How an exec ended, as the engine saw it.
-public struct EngineExecOutcome: Sendable, Hashable {
-    public var status: ExecutionStatus
-    public var exitCode: Int32?
-    public var signal: Int32?
-    public var stdout: [UInt8]
-    public var stderr: [UInt8]
-    public var stdoutTruncated: Bool
-    public var stderrTruncated: Bool
-    public var wallSeconds: Double
-    public var usage: ResourceUsage
-    /// Whether the limits were enforced for this exec (nil: as the sandbox says).
-    public var limitsEnforced: Bool?
-
-    public init(status: ExecutionStatus, exitCode: Int32?, signal: Int32?, stdout: [UInt8], stderr: [UInt8],
-                stdoutTruncated: Bool, stderrTruncated: Bool, wallSeconds: Double, usage: ResourceUsage,
-                limitsEnforced: Bool? = nil) {
-        self.limitsEnforced = limitsEnforced
-        self.status = status
-        self.exitCode = exitCode
-        self.signal = signal
-        self.stdout = stdout
-        self.stderr = stderr
-        self.stdoutTruncated = stdoutTruncated
-        self.stderrTruncated = stderrTruncated
-        self.wallSeconds = wallSeconds
-        self.usage = usage
-    }
-}
-
 /// An isolation engine as the Supervisor drives it: one per isolation level it serves. Engines
 /// know nothing of HTTP or records; their errors are their own and are reported to the caller by message.
 public protocol SandboxEngine: Sendable {
@@ -86,7 +56,7 @@ public protocol SandboxEngine: Sendable {
     /// Returns how many sandboxes were reaped.
     func reapLeftovers() async throws -> Int
     /// One-shot: build, run one command, tear down — as one step when the engine can do it faster.
-    func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome
+    func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> ExecResult
     /// Drops what the engine keeps besides sandboxes (the level-3 warm pool); called once at daemon stop.
     func shutdown() async
 }
@@ -96,13 +66,12 @@ extension SandboxEngine {
     public func shutdown() async {}
 
     /// Create + exec + destroy, for engines without a faster one-shot path.
-    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> ExecResult {
         let sandbox = try await createSandbox(spec)
         do {
-            var outcome = try await sandbox.exec(exec, output: output)
-            outcome.limitsEnforced = outcome.limitsEnforced ?? sandbox.limitsEnforced
+            let result = try await sandbox.exec(exec, output: output)
             await sandbox.destroy()
-            return outcome
+            return result
         } catch {
             await sandbox.destroy()
             throw error
@@ -115,7 +84,7 @@ public protocol EngineSandbox: Sendable {
     /// False when the host could not enforce the limits (best-effort mode).
     var limitsEnforced: Bool { get }
     /// Runs one command; `output` sees stdout/stderr as they are produced.
-    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome
+    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> ExecResult
     /// Writes a file under the sandbox's writable workspace. `path` is relative to the workspace or
     /// absolute inside the sandbox; escapes (`..`, symlinks out) are refused. Returns the path inside
     /// the sandbox.

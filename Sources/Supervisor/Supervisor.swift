@@ -466,9 +466,8 @@ public final class Supervisor: SandboxService {
         await records.recordStarted(draft)
         tools.begin(sandboxID: description.sandboxID, executionID: executionID)
 
-        var outcome: EngineExecOutcome
+        var outcome: ExecResult
         var errorMessage: String?
-        var limitsEnforced = false
         do {
             var argv = payload.command ?? []
             if let language, let code = payload.code {
@@ -489,37 +488,38 @@ public final class Supervisor: SandboxService {
             switch target {
             case .sandbox(let sandbox):
                 outcome = try await sandbox.exec(exec, output: output)
-                limitsEnforced = outcome.limitsEnforced ?? sandbox.limitsEnforced
             case .oneShot(let engine, let spec):
                 outcome = try await engine.runOnce(spec, exec, output: output)
-                limitsEnforced = outcome.limitsEnforced ?? false
             }
         } catch {
             errorMessage = Self.apiError(error, doing: "the exec").message
-            outcome = EngineExecOutcome(status: .error, exitCode: nil, signal: nil, stdout: [], stderr: [],
-                                        stdoutTruncated: false, stderrTruncated: false,
-                                        wallSeconds: (ContinuousClock.now - clock).seconds, usage: .init())
+            outcome = ExecResult(exitCode: nil, signal: nil, stdout: [], stderr: [], stdoutTruncated: false, stderrTruncated: false,
+                                 wallTime: (ContinuousClock.now - clock).seconds, timedOut: false, oomKilled: false,
+                                 usage: .init(), limitsEnforced: false)
             logger.warning("exec failed", metadata: ["execution_id": "\(executionID)", "error": "\(error)"])
         }
+        // An exec the engine could not run has no result of its own: status `error`.
+        let status = errorMessage == nil ? outcome.status : .error
+        let limitsEnforced = outcome.limitsEnforced
         var oneShot = false
         if case .oneShot = target { oneShot = true }
         await tools.end(sandboxID: description.sandboxID, executionID: executionID, oneShot: oneShot)
         let result = ExecutionResult(
-            executionID: executionID, sandboxID: description.sandboxID, status: outcome.status, exitCode: outcome.exitCode,
+            executionID: executionID, sandboxID: description.sandboxID, status: status, exitCode: outcome.exitCode,
             signal: outcome.signal, stdout: String(decoding: outcome.stdout, as: UTF8.self),
             stderr: String(decoding: outcome.stderr, as: UTF8.self), stdoutTruncated: outcome.stdoutTruncated,
-            stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallSeconds,
+            stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallTime,
             isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: limitsEnforced,
             resourceUsage: outcome.usage, errorMessage: errorMessage,
             requestedIsolationLevel: applied.requestedLevel.rawValue, levelRaisedBy: applied.level.raisedBy,
             policyDigest: applied.digest)
-        metrics?.execFinished(status: outcome.status.rawValue, isolationLevel: description.isolationLevel, seconds: outcome.wallSeconds)
+        metrics?.execFinished(status: status.rawValue, isolationLevel: description.isolationLevel, seconds: outcome.wallTime)
 
-        draft.status = outcome.status
+        draft.status = status
         draft.exitCode = outcome.exitCode
         draft.signal = outcome.signal
         draft.finishedAt = Date()
-        draft.executionTime = outcome.wallSeconds
+        draft.executionTime = outcome.wallTime
         draft.usage = outcome.usage
         draft.limitsEnforced = limitsEnforced
         draft.outputData = Self.recordedOutput(result)

@@ -191,14 +191,11 @@ struct VMEngineSandbox: EngineSandbox {
 
     /// A guest that dies during the exec (panic, QEMU gone) throws `guest_gone`: the Supervisor
     /// records the execution as status `error`, and the sandbox stays `failed`.
-    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> EngineExecOutcome {
+    func exec(_ exec: EngineExec, output: OutputSink?) async throws -> ExecResult {
         let request = ExecRequest(exec.argv, environment: exec.environment, stdin: exec.stdin, timeout: exec.timeout)
-        let result = try await sandbox.exec(request) { chunk in
+        return try await sandbox.exec(request) { chunk in
             output?(ControlAPI.OutputChunk(stream: chunk.stream == .stdout ? .stdout : .stderr, bytes: chunk.bytes))
         }
-        return EngineExecOutcome(status: result.status, exitCode: result.exitCode, signal: result.signal, stdout: result.stdout,
-                                 stderr: result.stderr, stdoutTruncated: result.stdoutTruncated, stderrTruncated: result.stderrTruncated,
-                                 wallSeconds: result.wallTime, usage: result.usage, limitsEnforced: result.limitsEnforced)
     }
 
     func writeFile(_ path: String, contents: [UInt8]) async throws -> String {
