@@ -28,19 +28,24 @@ enum VMTestEnvironment {
 }
 
 /// One engine (TCG, pool of 1, test hooks on) for the whole suite: boots cost ~6–15 s under TCG,
-/// so tests share guests where that is sound. Swift Testing has no suite-wide teardown: when the
-/// test process exits, the agent sockets close and every guest powers itself off.
+/// so tests share guests where that is sound. Swift Testing has no suite-wide teardown: an exit
+/// handler kills this run's guests and removes its cgroup subtree and state directory.
 actor SharedVMEngine {
     static let shared = SharedVMEngine()
     private var engine: VMSandboxEngine?
     private var serving: VMSandbox?
-    let stateDirectory = NSTemporaryDirectory() + "sandboxd-vm-test"
-    /// Fixed, so that the next run's start reaps whatever a killed run left.
-    let cgroupSubtree = "sandboxd-vm-test"
+    /// Per test process: two runs on one host (two checkouts, two CI jobs) must not reap each other's guests.
+    static let runName = runPrefix + String(getpid())
+    static let runPrefix = "sandboxd-vm-test-run-"
+    let stateDirectory = NSTemporaryDirectory() + SharedVMEngine.runName
+    let cgroupSubtree = SharedVMEngine.runName
 
     func get() async throws -> VMSandboxEngine {
         if let engine { return engine }
         let started = Date()
+        Self.removeDeadRuns()
+        // At exit, whether the suite passed or not (a killed run is removed by the next run's removeDeadRuns).
+        atexit { SharedVMEngine.removeRun(SharedVMEngine.runName) }
         let engine = try await VMSandboxEngine.start(configuration: .init(
             stateDirectory: stateDirectory, imageCacheDirectory: VMTestEnvironment.imageCache,
             cgroupSubtree: cgroupSubtree, memoryMiB: 512, cpus: 1, accelerator: .tcg, poolSize: 1,
@@ -48,6 +53,28 @@ actor SharedVMEngine {
         print(String(format: "vm test: engine ready in %.1f s (%@)", Date().timeIntervalSince(started), engine.accelerator.description))
         self.engine = engine
         return engine
+    }
+
+    /// Removes what runs whose test process is gone left: their guests (killed), cgroup subtrees and state directories.
+    static func removeDeadRuns() {
+        guard let root = VMSandboxEngine.detectCgroupRoot() else { return }
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where entry.hasPrefix(runPrefix) {
+            guard let pid = pid_t(entry.dropFirst(runPrefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            removeRun(entry)
+        }
+    }
+
+    /// Kills a run's guests (their VM cgroups), then removes its cgroup subtree and state directory.
+    static func removeRun(_ name: String) {
+        if let root = VMSandboxEngine.detectCgroupRoot() {
+            let parent = root + "/" + name
+            for vm in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where vm.hasPrefix("vm-") {
+                JailedQEMU.killCgroup(parent + "/" + vm)
+                JailedQEMU.removeCgroup(parent + "/" + vm)
+            }
+            rmdir(parent)
+        }
+        try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name)
     }
 
     /// A long-lived guest that the read-only and round-trip tests share (64 MiB memory limit inside).
