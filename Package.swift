@@ -105,16 +105,16 @@ let package = Package(
         ], swiftSettings: [.define("SANDBOXD_LEVEL1_ENGINE"), .define("SANDBOXD_LEVEL3_ENGINE")]),
 
         // One-shot and exec latency against bubblewrap (make bench; Benchmarks/run; needs root).
-        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "CLinuxSandbox", "SandboxCore"],
+        .executableTarget(name: "SandboxBenchmark", dependencies: ["LinuxSandbox", "CLinuxSandbox", "SandboxCore", "BenchmarkSupport"],
                           path: "Benchmarks/SandboxBenchmark"),
 
         // Level 3: cold create+exec against a raw QEMU boot, warm-pool create+exec (make bench; root).
-        .executableTarget(name: "VMBenchmark", dependencies: ["VMSandbox", "QEMUGuest", "SandboxCore"],
+        .executableTarget(name: "VMBenchmark", dependencies: ["VMSandbox", "QEMUGuest", "SandboxCore", "BenchmarkSupport"],
                           path: "Benchmarks/VMBenchmark"),
 
         // Store insert rates against pgbench (make bench; Benchmarks/run).
         .executableTarget(name: "StoreBenchmark", dependencies: [
-            "Store", "SandboxCore",
+            "Store", "SandboxCore", "BenchmarkSupport",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
 
@@ -136,7 +136,7 @@ let package = Package(
 
         // Egress proxy cost against direct connections (make bench; Benchmarks/run).
         .executableTarget(name: "EgressBenchmark", dependencies: [
-            "EgressProxy", "SandboxCore",
+            "EgressProxy", "SandboxCore", "BenchmarkSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -187,7 +187,12 @@ if FileManager.default.fileExists(atPath: Context.packageDirectory + "/Sources/L
 // The whole daemon over its socket (release sandboxd, embedded PostgreSQL) against bubblewrap:
 // one-shot latency, sustained recorded runs/s, resident memory (make bench; Benchmarks/run; root).
 package.targets += [
-    .executableTarget(name: "DaemonBenchmark", dependencies: ["LinuxSandbox", "SandboxCore"], path: "Benchmarks/DaemonBenchmark"),
+    .executableTarget(name: "DaemonBenchmark", dependencies: ["LinuxSandbox", "SandboxCore", "BenchmarkSupport"], path: "Benchmarks/DaemonBenchmark"),
+]
+
+// What every benchmark shares: clock, percentiles, environment settings, the bubblewrap baseline.
+package.targets += [
+    .target(name: "BenchmarkSupport", path: "Benchmarks/BenchmarkSupport"),
 ]
 
 // glibc's <malloc.h> (mallopt): sandboxd caps its malloc arenas at start to keep idle memory small.

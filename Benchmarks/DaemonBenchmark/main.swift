@@ -13,6 +13,7 @@
 //
 // Run by Benchmarks/run (`make bench`), as root, with bubblewrap and PostgreSQL 15 installed.
 // BENCH_ITERATIONS (default 200) and BENCH_SECONDS (default 5) scale it.
+import BenchmarkSupport
 import Foundation
 import LinuxSandbox
 import SandboxCore
@@ -23,25 +24,8 @@ import Glibc
 
 // MARK: Helpers
 
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-func percentile(_ samples: [Double], _ p: Double) -> Double {
-    guard !samples.isEmpty else { return .nan }
-    let sorted = samples.sorted()
-    let index = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
-    return sorted[index]
-}
-
 func ms(_ seconds: Double) -> String { String(format: "%7.2f ms", seconds * 1000) }
 func ratio(_ a: Double, _ b: Double) -> String { String(format: "%.2f×", a / b) }
-
-func environmentInt(_ name: String, _ fallback: Int) -> Int {
-    getenv(name).flatMap { Int(String(cString: $0)) } ?? fallback
-}
 
 func fail(_ message: String) -> Never {
     print("daemon benchmark: \(message)")
@@ -226,7 +210,7 @@ let loadSeconds = Double(environmentInt("BENCH_SECONDS", 5))
 let warmup = 20
 let concurrencies = [2, 8, 32]
 
-guard let bwrapPath = ["/usr/bin/bwrap", "/bin/bwrap"].first(where: { (path: String) in access(path, X_OK) == 0 }) else {
+guard let bwrapPath = findBwrap() else {
     fail("bubblewrap is not installed (apt-get install bubblewrap)")
 }
 let psql = "/usr/lib/postgresql/15/bin/psql"
@@ -239,19 +223,8 @@ let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlink
 let daemonPath = executable.deletingLastPathComponent().appendingPathComponent("sandboxd").path
 guard access(daemonPath, X_OK) == 0 else { fail("\(daemonPath) is missing: swift build -c release --product sandboxd") }
 
-// The same isolation bwrap is asked for as in SandboxBenchmark: every namespace, read-only runtime,
-// new /proc, minimal /dev, private /tmp. (sandboxd adds a cgroup, seccomp, generated /etc, no capabilities.)
-var bwrap = [bwrapPath, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
-for link in ["bin", "sbin", "lib", "lib64"] {
-    var target = [CChar](repeating: 0, count: 256)
-    let n = readlink("/" + link, &target, 255)
-    if n > 0 {
-        bwrap += ["--symlink", String(decoding: target[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), "/" + link]
-    } else if access("/" + link, F_OK) == 0 {
-        bwrap += ["--ro-bind", "/" + link, "/" + link]
-    }
-}
-bwrap += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]
+// The same isolation bwrap is asked for as in SandboxBenchmark.
+let bwrap = bwrapArguments(bwrapPath, command: ["/bin/true"])
 
 var template = Array("/tmp/sandboxd-daemon-bench-XXXXXX".utf8CString)
 guard let made = mkdtemp(&template) else { fail("mkdtemp: \(String(cString: strerror(errno)))") }

@@ -5,6 +5,7 @@
 //
 // Usage: EgressBenchmark [--requests N] [--mebibytes N] [--clients C]
 
+import BenchmarkSupport
 import EgressProxy
 import Foundation
 import NIOCore
@@ -41,8 +42,6 @@ struct BenchmarkError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }
-
-func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
 // MARK: Servers (in-process, 127.0.0.1)
 
@@ -115,13 +114,13 @@ func exchange(port: Int, request: String) -> Int {
 /// Runs `body(client)` on `clients` threads at once; returns the wall time in seconds.
 func timed(clients: Int, _ body: @escaping @Sendable (Int) -> Void) -> Double {
     let group = DispatchGroup()
-    let start = DispatchTime.now().uptimeNanoseconds
+    let start = now()
     for client in 0..<clients {
         group.enter()
         Thread.detachNewThread { body(client); group.leave() }
     }
     group.wait()
-    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    return now() - start
 }
 
 // MARK: Main

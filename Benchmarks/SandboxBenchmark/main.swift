@@ -8,6 +8,7 @@
 // torn down, so without waiting (untimed) for that PID 1 its teardown would run during, and be
 // charged to, the next measurement. sandboxd's `run` returns only after the teardown, and is timed
 // with it.
+import BenchmarkSupport
 import CLinuxSandbox
 import LinuxSandbox
 import SandboxCore
@@ -15,18 +16,6 @@ import SandboxCore
 #if canImport(Glibc)
 import Glibc
 #endif
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-func percentile(_ samples: [Double], _ p: Double) -> Double {
-    let sorted = samples.sorted()
-    let index = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
-    return sorted[index]
-}
 
 /// Runs bwrap (with `--info-fd 3` as its first options) with stdio on /dev/null and times it until
 /// it exits; then, untimed, waits until the sandbox's PID 1 it reported has ended too. Returns the
@@ -116,33 +105,16 @@ func column(_ text: String, _ width: Int) -> String {
     text + String(repeating: " ", count: max(1, width - text.count))
 }
 
-func environmentInt(_ name: String, _ fallback: Int) -> Int {
-    getenv(name).flatMap { Int(String(cString: $0)) } ?? fallback
-}
-
 let iterations = environmentInt("BENCH_ITERATIONS", 200)
 let streams = max(2, environmentInt("BENCH_STREAMS", 4))
 let warmup = 10
 
 guard geteuid() == 0 else { print("sandbox benchmark: needs root"); exit(1) }
 guard let cgroupRoot = findCgroupRoot() else { print("sandbox benchmark: no cgroup2 mount"); exit(1) }
-let bwrapPath = ["/usr/bin/bwrap", "/bin/bwrap"].first(where: { (path: String) in access(path, X_OK) == 0 })
-guard let bwrapPath else { print("sandbox benchmark: bubblewrap is not installed (apt-get install bubblewrap)"); exit(1) }
+guard let bwrapPath = findBwrap() else { print("sandbox benchmark: bubblewrap is not installed (apt-get install bubblewrap)"); exit(1) }
 
-// The same isolation bwrap is asked for: all namespaces, read-only runtime, new /proc, minimal
-// /dev, private /tmp. (sandboxd adds a cgroup, seccomp, generated /etc, capability drop.)
-var bwrapArguments = [bwrapPath, "--info-fd", "3", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
-for link in ["bin", "sbin", "lib", "lib64"] {
-    var buffer = [CChar](repeating: 0, count: 256)
-    let n = readlink("/" + link, &buffer, 255)
-    if n > 0 {
-        bwrapArguments += ["--symlink", String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), "/" + link]
-    } else if access("/" + link, F_OK) == 0 {
-        bwrapArguments += ["--ro-bind", "/" + link, "/" + link]
-    }
-}
-bwrapArguments += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]
-let bwrap = bwrapArguments
+// The isolation the daemon benchmark asks bwrap for too; --info-fd 3 tells timeBwrap its PID 1.
+let bwrap = bwrapArguments(bwrapPath, options: ["--info-fd", "3"], command: ["/bin/true"])
 
 let tag = "\(getpid())"
 let stateDirectory = "/tmp/sandboxd-bench-\(tag)"

@@ -4,6 +4,7 @@
 //
 // Usage: StoreBenchmark [--single-records N] [--batch-records N] [--clients C] [--batch-size N] [--pgbench-transactions N] [--rounds N]
 
+import BenchmarkSupport
 import Foundation
 import Logging
 import SandboxCore
@@ -42,9 +43,6 @@ struct Options {
         }
     }
 }
-
-/// Unbuffered, so progress shows when stdout is a file.
-func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
 struct BenchmarkError: Error, CustomStringConvertible {
     var description: String
@@ -222,7 +220,7 @@ func run(options: Options, settings: DatabaseSettings, directory: String, logger
     }
     await store.pool.close()
 
-    func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+    func median(_ values: [Double]) -> Double { percentile(values, 50) }
     let baseline = median(rates[baselineName]!)
     func row(_ name: String, _ detail: String) -> String {
         let rate = median(rates[name]!)

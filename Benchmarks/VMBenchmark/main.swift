@@ -2,20 +2,11 @@
 // initramfs and runtime shares running the same command (`uname -r`) straight from init, in one
 // run; then warm-pool create+exec. TCG. Ratios against the baseline measured here.
 //   VM_BENCH_COLD=N (default 4) cold/raw pairs, VM_BENCH_WARM=N (default 6) warm samples.
+import BenchmarkSupport
 import Foundation
 import QEMUGuest
 import SandboxCore
 import VMSandbox
-
-func percentile(_ values: [Double], _ p: Double) -> Double {
-    let sorted = values.sorted()
-    guard !sorted.isEmpty else { return .nan }
-    return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
-}
-
-func environmentInt(_ name: String, _ fallback: Int) -> Int {
-    ProcessInfo.processInfo.environment[name].flatMap(Int.init) ?? fallback
-}
 
 /// QEMU with the engine's machine arguments minus the jail and agent port, `sandboxd.raw=1`;
 /// seconds from spawn until QEMU exits, and the console.
@@ -81,8 +72,8 @@ for round in 0..<environmentInt("VM_BENCH_WARM", 6) {
 }
 await warmEngine.shutdown()
 
-let rawP50 = percentile(raw, 0.5), coldP50 = percentile(cold, 0.5), warmP50 = percentile(warm, 0.5)
+let rawP50 = percentile(raw, 50), coldP50 = percentile(cold, 50), warmP50 = percentile(warm, 50)
 print("VM sandbox (level 3, TCG, \(release), 768 MiB, 1 vCPU), command: uname -r")
 print(String(format: "  raw qemu boot + command   p50 %7.2f s   (n=%d, baseline)", rawP50, raw.count))
 print(String(format: "  cold create+exec          p50 %7.2f s   %.2fx raw   (target <= 1.2x)", coldP50, coldP50 / rawP50))
-print(String(format: "  warm-pool create+exec     p50 %7.1f ms  p90 %.1f ms  %.3fx raw  (n=%d, target p50 <= 100 ms)", warmP50 * 1000, percentile(warm, 0.9) * 1000, warmP50 / rawP50, warm.count))
+print(String(format: "  warm-pool create+exec     p50 %7.1f ms  p90 %.1f ms  %.3fx raw  (n=%d, target p50 <= 100 ms)", warmP50 * 1000, percentile(warm, 90) * 1000, warmP50 / rawP50, warm.count))
