@@ -355,9 +355,13 @@ __attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_
 
 /// PID 1 of a one-shot sandbox once its payload runs: holds nothing, may do nothing, reaps
 /// whatever reaches it and reports the payload's end. Its exit ends the pid namespace.
-__attribute__((noreturn)) static void one_shot_init(int rfd, int status_fd, pid_t payload) {
+/// What a one-shot PID 1, and the first process of an exec, do once the payload runs: wait for it
+/// and write how it ended on `status_fd`. Other children (orphans reparented to a PID 1) are reaped
+/// on the way.
+__attribute__((noreturn)) static void await_payload(int rfd, int status_fd, pid_t payload) {
     // The payload holds its own copy of the report pipe until exec; ours must go for EOF.
-    // Everything but the status pipe goes, stdio included.
+    // Everything but the status pipe goes, stdio included (or the command's output would not
+    // end before we do).
     int keep = move_high(status_fd);
     if (keep < 0) fail(rfd, SBX_STEP_CLOSE_FDS, -1);
     (void)syscall(SYS_close_range, 0U, (unsigned)keep - 1, 0U);
@@ -462,7 +466,7 @@ __attribute__((noreturn)) static void create_child(const struct sbx_create_confi
         pid_t pid = vfork();
         if (pid == 0) finish_and_exec(rfd, &c->payload, 1);
         if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
-        one_shot_init(rfd, c->status_fd, pid);
+        await_payload(rfd, c->status_fd, pid);
     }
     finish_and_exec(rfd, &c->final, 0);
 }
@@ -475,12 +479,58 @@ struct exec_payload_args {
     int rfd;
 };
 
+/// Descriptors an exec child keeps (above 2), ascending, found by the parent before the clone.
+struct exec_keep {
+    int fds[7];
+    int count;
+};
+
+/// Closes every descriptor above 2 except `keep`'s: the spawner's own (its socket to the engine
+/// must close when the spawner exits, whatever the exec child does meanwhile) and the other
+/// requests' copies.
+static void close_all_but(int rfd, const struct exec_keep *keep) {
+    unsigned next = 3;
+    for (int i = 0; i < keep->count; i++) {
+        unsigned fd = (unsigned)keep->fds[i];
+        if (fd > next && syscall(SYS_close_range, next, fd - 1, 0) < 0) fail(rfd, SBX_STEP_CLOSE_FDS, -1);
+        next = fd + 1;
+    }
+    if (syscall(SYS_close_range, next, ~0U, 0) < 0) fail(rfd, SBX_STEP_CLOSE_FDS, -1);
+}
+
+/// The descriptors `exec_child` uses, ascending and without duplicates (stdio 0–2 is never closed).
+static void exec_keep_list(const struct sbx_exec_config *c, int rfd, struct exec_keep *keep) {
+    int candidates[7] = { c->init_pidfd, rfd, c->final.stdin_fd, c->final.stdout_fd, c->final.stderr_fd,
+                          c->final.exec_fd, c->status_fd };
+    keep->count = 0;
+    for (int i = 0; i < 7; i++) {
+        int fd = candidates[i];
+        if (fd < 3) continue;
+        int at = keep->count;
+        while (at > 0 && keep->fds[at - 1] > fd) at--;
+        if (at > 0 && keep->fds[at - 1] == fd) continue;
+        for (int j = keep->count; j > at; j--) keep->fds[j] = keep->fds[j - 1];
+        keep->fds[at] = fd;
+        keep->count++;
+    }
+}
+
 static int exec_payload(void *arg) {
     const struct exec_payload_args *a = arg;
+    // Only the command takes the sandbox's ids: the waiter that started it keeps ours, so it is
+    // no process of the sandbox's uid (RLIMIT_NPROC) and nothing running as that uid can signal it.
+    become_sandbox_root(a->rfd);
     finish_and_exec(a->rfd, &a->config->final, 0);
 }
 
-__attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c, int rfd) {
+__attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c, int rfd, const struct exec_keep *keep) {
+    close_all_but(rfd, keep);
+    // Cloned by the spawner, whose SIGCHLD carries SA_NOCLDWAIT: we wait for the command ourselves
+    // (signals are blocked; nothing can arrive meanwhile).
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    (void)sigaction(SIGCHLD, &dfl, NULL);
     // Before anything of the sandbox can see us or the command's process (which shares this
     // memory and inherits the name and dumpable flag).
     hide_daemon(rfd, c->argv_area, c->argv_area_len, "sandboxd-exec");
@@ -489,18 +539,15 @@ __attribute__((noreturn)) static void exec_child(const struct sbx_exec_config *c
     if (setns(c->init_pidfd, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
                                  CLONE_NEWCGROUP | CLONE_NEWPID) < 0)
         fail(rfd, SBX_STEP_SETNS, -1);
-    become_sandbox_root(rfd);
 
-    // CLONE_PARENT: the payload becomes the daemon's child, so the daemon can wait for it and no
-    // copy of the daemon's memory stays alive for the duration of the exec. CLONE_VM: it runs on
-    // its own stack in our memory until its exec instead of copying the page tables of a
-    // daemon-sized address space once more. We only report its pid and exit: our frame (holding
-    // `args`) stays untouched, and the memory lives on with the payload's reference to it.
+    // CLONE_VM: the payload runs on its own stack in our memory until its exec. Our frame (holding
+    // `args`) stays untouched until then: from here on we only report, close descriptors and wait.
+    // We stay outside the sandbox's pid namespace, so nothing inside can see or signal us.
     struct exec_payload_args args = { c, rfd };
-    int pid = clone(exec_payload, (char *)c->stack + c->stack_size, CLONE_PARENT | CLONE_VM | SIGCHLD, &args);
+    int pid = clone(exec_payload, (char *)c->stack + c->stack_size, CLONE_VM | SIGCHLD, &args);
     if (pid < 0) fail(rfd, SBX_STEP_FORK, -1);
     report(rfd, SBX_STEP_NONE, 0, -1, (int32_t)pid);
-    _exit(0);
+    await_payload(rfd, c->status_fd, pid);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -552,15 +599,14 @@ int sbx_spawn_exec(const struct sbx_exec_config *config, struct sbx_spawned *out
     out->pid = -1; out->pidfd = -1; out->sync_fd = -1; out->report_fd = -1;
     int report_pipe[2];
     if (pipe2(report_pipe, O_CLOEXEC) < 0) return -errno;
+    struct exec_keep keep;
+    exec_keep_list(config, report_pipe[1], &keep);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int pidfd = -1;
     long pid = clone3_into(0, config->cgroup_fd, &pidfd);
-    if (pid == 0) {
-        close(report_pipe[0]);
-        exec_child(config, report_pipe[1]);
-    }
+    if (pid == 0) exec_child(config, report_pipe[1], &keep);
     int e = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(report_pipe[1]);

@@ -1,6 +1,6 @@
 // The spawner protocol (CLinuxSandbox.h, "The spawner"): the engine's side, which sends a create
-// request and reads the answer, and the spawner's loop, which relocates the request into its
-// own memory and clones the sandbox's first process from its small address space.
+// or exec request and reads the answer, and the spawner's loop, which relocates the request into
+// its own memory and clones the sandbox's (or the exec's) first process from its small address space.
 //
 // Neither side runs between clone and exec: the engine's side runs on an ordinary daemon thread,
 // the loop in the single-threaded spawner (so it may allocate). The child itself runs only the
@@ -32,8 +32,13 @@ struct spawner_request {
     uint32_t nfds;            // descriptors sent with this header, in fd_fields order
     uint32_t host_id;         // the child's uid/gid maps: 0 inside = host_id outside
     uint32_t release;         // write the go byte ourselves (no sync descriptor in the reply)
-    uint32_t reserved;
+    uint32_t kind;            // SPAWNER_CREATE or SPAWNER_EXEC
 };
+
+enum { SPAWNER_CREATE = 0, SPAWNER_EXEC = 1 };
+
+/// The stack an exec's payload runs on until its exec: ours, as each exec child's copy of it.
+static char exec_stack[64 << 10] __attribute__((aligned(16)));
 
 struct spawner_reply {
     int32_t rc;               // 0 or -errno
@@ -64,6 +69,19 @@ static int fd_fields(struct sbx_create_config *c, int **fields) {
         if (n == SPAWNER_MAX_FDS) return -1;
         fields[n++] = (int *)&c->mounts[i].tree_fd;
     }
+    return n;
+}
+
+/// The descriptor fields of an exec config, in the order both sides send and assign them.
+static int exec_fd_fields(struct sbx_exec_config *c, int **fields) {
+    int n = 0;
+    fields[n++] = &c->cgroup_fd;
+    fields[n++] = &c->init_pidfd;
+    fields[n++] = &c->final.stdin_fd;
+    fields[n++] = &c->final.stdout_fd;
+    fields[n++] = &c->final.stderr_fd;
+    fields[n++] = &c->final.exec_fd;
+    fields[n++] = &c->status_fd;
     return n;
 }
 
@@ -138,29 +156,33 @@ static int recv_all(int sock, void *data, size_t len, int *fds, unsigned max, un
 // ---------------------------------------------------------------------------------------------
 // Engine side
 
-int sbx_spawner_create(int sock, const void *block, size_t block_len, const struct sbx_create_config *config,
-                       uint32_t host_id, int release, struct sbx_spawned *out, int *failed_step) {
+/// One request and its answer. `fields` are the config's descriptor fields (sent when >= 0);
+/// the answer carries pidfd and report, plus sync unless `release`.
+/// `*sent` tells whether the whole request went out (the spawner may then have cloned).
+static int spawner_call(int sock, uint32_t kind, const void *block, size_t block_len, const void *config,
+                        size_t config_size, int **fields, int nfields, uint32_t host_id, int release,
+                        struct sbx_spawned *out, int *failed_step, int *sent) {
     out->pid = -1; out->pidfd = -1; out->sync_fd = -1; out->report_fd = -1;
     *failed_step = 0;
+    *sent = 0;
     const char *start = block;
-    if ((const char *)config < start || (const char *)(config + 1) > start + block_len) return -EINVAL;
+    if ((const char *)config < start || (const char *)config + config_size > start + block_len) return -EINVAL;
     if (block_len > SBX_SPAWNER_MAX_REQUEST) return -E2BIG;
 
-    int *fields[SPAWNER_MAX_FDS];
     int fds[SPAWNER_MAX_FDS];
     unsigned nfds = 0;
-    int nfields = fd_fields((struct sbx_create_config *)config, fields);
     if (nfields < 0) return -E2BIG;
     for (int i = 0; i < nfields; i++)
         if (*fields[i] >= 0) fds[nfds++] = *fields[i];
 
     struct spawner_request header = {
         SPAWNER_MAGIC, SBX_SPAWNER_VERSION, (uint64_t)(uintptr_t)block, block_len,
-        (uint64_t)((const char *)config - start), nfds, host_id, release ? 1u : 0u, 0,
+        (uint64_t)((const char *)config - start), nfds, host_id, release ? 1u : 0u, kind,
     };
     int rc = send_all(sock, &header, sizeof header, fds, nfds);
     if (rc == 0) rc = send_all(sock, block, block_len, NULL, 0);
     if (rc < 0) return rc == -ECONNRESET ? rc : -EPIPE;
+    *sent = 1;
 
     struct spawner_reply reply;
     int got[3];
@@ -181,6 +203,27 @@ int sbx_spawner_create(int sock, const void *block, size_t block_len, const stru
     out->report_fd = got[1];
     out->sync_fd = release ? -1 : got[2];
     return 0;
+}
+
+int sbx_spawner_create(int sock, const void *block, size_t block_len, const struct sbx_create_config *config,
+                       uint32_t host_id, int release, struct sbx_spawned *out, int *failed_step) {
+    int *fields[SPAWNER_MAX_FDS];
+    int nfields = fd_fields((struct sbx_create_config *)config, fields);
+    int sent;
+    return spawner_call(sock, SPAWNER_CREATE, block, block_len, config, sizeof *config, fields, nfields, host_id,
+                        release, out, failed_step, &sent);
+}
+
+int sbx_spawner_exec(int sock, const void *block, size_t block_len, const struct sbx_exec_config *config,
+                     struct sbx_spawned *out) {
+    int *fields[SPAWNER_MAX_FDS];
+    int nfields = exec_fd_fields((struct sbx_exec_config *)config, fields);
+    int failed_step = 0, sent = 0;
+    int rc = spawner_call(sock, SPAWNER_EXEC, block, block_len, config, sizeof *config, fields, nfields, 0, 1, out,
+                          &failed_step, &sent);
+    // Gone after the request went out: the command may have started, so it must not be sent again.
+    if (sent && (rc == -EPIPE || rc == -ECONNRESET || rc == -EPROTO)) return -ECONNABORTED;
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,16 +338,61 @@ static int write_id_maps(int pid, uint32_t id) {
     return rc < 0 ? rc : write_map(pid, "gid_map", id);
 }
 
+/// Runs an exec request whose block is in `buffer`: assigns the descriptors, clones the exec's
+/// first process, answers with its pid, pidfd and report descriptor. Returns 0 to go on, -1
+/// when the engine is gone.
+static int serve_exec(int sock, const struct spawner_request *header, int *fds, unsigned nfds, char *buffer,
+                      char *argv_area, size_t argv_area_len) {
+    struct spawner_reply reply = { -EINVAL, 0, 0, 0 };
+    struct block b = { buffer, header->base, header->length };
+    struct sbx_exec_config *config = (struct sbx_exec_config *)(buffer + header->config_offset);
+    if (reloc_final(&b, &config->final) < 0) goto answer;
+    int *fields[SPAWNER_MAX_FDS];
+    int nfields = exec_fd_fields(config, fields);
+    unsigned used = 0;
+    for (int i = 0; i < nfields; i++) {
+        if (*fields[i] < 0) continue;
+        if (used == nfds) goto answer;
+        *fields[i] = fds[used++];
+    }
+    if (used != nfds || config->init_pidfd < 0 || config->cgroup_fd < 0) goto answer;
+    config->stack = exec_stack;
+    config->stack_size = sizeof exec_stack;
+    config->argv_area = argv_area;
+    config->argv_area_len = argv_area_len;
+
+    struct sbx_spawned spawned;
+    reply.rc = sbx_spawn_exec(config, &spawned);
+    if (reply.rc == 0) {
+        for (unsigned i = 0; i < nfds; i++) close(fds[i]);
+        reply.pid = spawned.pid;
+        reply.nfds = 2;
+        int out[2] = { spawned.pidfd, spawned.report_fd };
+        int rc = send_all(sock, &reply, sizeof reply, out, 2);
+        // An exec the engine never saw is killed (with its payload, which then cannot be waited for).
+        if (rc < 0) (void)syscall(SYS_pidfd_send_signal, spawned.pidfd, SIGKILL, NULL, 0);
+        close(out[0]); close(out[1]);
+        return rc < 0 ? -1 : 0;
+    }
+answer:
+    for (unsigned i = 0; i < nfds; i++) close(fds[i]);
+    return send_all(sock, &reply, sizeof reply, NULL, 0) < 0 ? -1 : 0;
+}
+
 /// Handles one request whose header has been read. Returns 0 to go on, -1 to stop (the engine
 /// is gone or broke the protocol).
 static int serve_one(int sock, const struct spawner_request *header, int *fds, unsigned nfds, char **buffer,
                      size_t *capacity, char *argv_area, size_t argv_area_len) {
     struct spawner_reply reply = { -EINVAL, 0, 0, 0 };
     int stop = 0;
+    int exec = header->kind == SPAWNER_EXEC;
+    size_t config_size = exec ? sizeof(struct sbx_exec_config) : sizeof(struct sbx_create_config);
+    size_t config_align = exec ? _Alignof(struct sbx_exec_config) : _Alignof(struct sbx_create_config);
     if (header->magic != SPAWNER_MAGIC || header->version != SBX_SPAWNER_VERSION ||
+        (header->kind != SPAWNER_CREATE && !exec) ||
         header->length > SBX_SPAWNER_MAX_REQUEST || header->config_offset > header->length ||
-        header->length - header->config_offset < sizeof(struct sbx_create_config) ||
-        header->config_offset % _Alignof(struct sbx_create_config) != 0) {
+        header->length - header->config_offset < config_size ||
+        header->config_offset % config_align != 0) {
         // Without a trustworthy length the stream cannot be resynchronised.
         stop = 1;
         goto answer;
@@ -316,6 +404,7 @@ static int serve_one(int sock, const struct spawner_request *header, int *fds, u
         *capacity = header->length;
     }
     if (recv_all(sock, *buffer, header->length, NULL, 0, NULL) < 0) { stop = 1; goto answer; }
+    if (exec) return serve_exec(sock, header, fds, nfds, *buffer, argv_area, argv_area_len);
 
     struct block b = { *buffer, header->base, header->length };
     struct sbx_create_config *config = (struct sbx_create_config *)(*buffer + header->config_offset);

@@ -149,35 +149,48 @@ extension LinuxSandbox {
         let plan = CommandPlan(spec: spec, request: request)
         var pipes = try CommandPipes()
         defer { pipes.closeAll() }
+        // The exec's first process writes how the command ended here (it waits for it, not us).
+        var status: [Int32] = [-1, -1]
+        let piped = sbx_pipe_cloexec(&status)
+        if piped < 0 { throw .system("pipe2", nil, -piped) }
+        defer { close(status[0]) }
+        // Read once the waiter is gone: whatever is there, never waiting for more.
+        _ = fcntl(status[0], F_SETFL, O_NONBLOCK)
 
         let start = Sys.monotonicNow()
         var spawned = sbx_spawned()
-        let rc: Int32 = {
-            let arena = CArena()
-            let stackSize = 64 * 1024
-            let stack = UnsafeMutableRawPointer.allocate(byteCount: stackSize, alignment: 16)
-            defer { stack.deallocate() }
-            var config = sbx_exec_config(
-                cgroup_fd: execCgroupFD, init_pidfd: initPidfd,
-                final: plan.final(arena: arena, pipes: pipes, rlimits: rlimits, seccomp: engine.seccomp),
-                stack: stack, stack_size: stackSize,
-                argv_area: LinuxSandboxEngine.commandLineArea.start,
-                argv_area_len: LinuxSandboxEngine.commandLineArea.length)
-            return sbx_spawn_exec(&config, &spawned)
-        }()
+        let rc: Int32
+        do throws(LinuxSandboxError) {
+            defer { close(status[1]) }
+            rc = try { () throws(LinuxSandboxError) -> Int32 in
+                // Cloned by the spawner (which fills in its stack and command line), not from the
+                // daemon: no copy of the daemon's descriptors ever exists in the child.
+                let arena = CArena()
+                var final = plan.final(arena: arena, pipes: pipes, rlimits: rlimits, seccomp: engine.seccomp)
+                final.seccomp = arena.program(engine.seccomp.program)
+                let config = sbx_exec_config(
+                    cgroup_fd: execCgroupFD, init_pidfd: initPidfd, final: final, status_fd: status[1],
+                    stack: nil, stack_size: 0, argv_area: nil, argv_area_len: 0)
+                return try engine.spawner.exec(arena: arena, config: arena.array([config]), into: &spawned)
+            }()
+        } catch {
+            pipes.closeChildEnds()
+            throw error
+        }
         // The child has its copies; ours of the child's ends must go, or EOF never comes.
         pipes.closeChildEnds()
         if rc < 0 { throw .system("clone3", execCgroup, -rc) }
+        // The exec's first process: it exits once the command has ended and its status is written.
+        let waiterPidfd = spawned.pidfd
+        var waiterOwned = true
+        defer { if waiterOwned { killAndReap(waiterPidfd) } }
 
-        // The intermediate child joins the namespaces, forks the command and exits at once.
+        // It joins the namespaces, starts the command, and reports the command's pid.
         let report = ChildReport.read(from: spawned.report_fd, timeout: engine.configuration.setupTimeout)
         close(spawned.report_fd)
-        killAndReap(spawned.pidfd)   // already exited or exiting; never left behind
 
-        let payloadPID: Int32
         switch report {
-        case .failed(let record, let pid):
-            if let pid, pid > 0 { reapChild(pid) }
+        case .failed(let record, _):
             if record.step == Int32(SBX_STEP_FORK.rawValue) || record.step == Int32(SBX_STEP_SETNS.rawValue),
                record.error == ESRCH || initHasExited {
                 throw LinuxSandboxError(.sandboxGone, "sandbox \(id) is gone (its init has exited)", errno: record.error)
@@ -189,8 +202,8 @@ extension LinuxSandbox {
                 path = plan.cwd
             }
             throw ChildReport.error(record, path: path)
-        case .timedOut(let pid):
-            if let pid, pid > 0 { _ = cgroup.kill(execCgroup); reapChild(pid) }
+        case .timedOut:
+            _ = cgroup.kill(execCgroup)
             throw LinuxSandboxError(.childSetup, "starting the command took longer than \(engine.configuration.setupTimeout) s; killed", step: "setup")
         case .started(let pid):
             guard let pid, pid > 0 else {
@@ -199,36 +212,33 @@ extension LinuxSandbox {
                 }
                 throw LinuxSandboxError(.childSetup, "the command's process ended before it could be started", step: "fork into the sandbox")
             }
-            payloadPID = pid
         }
-        let payloadPidfd = sbx_pidfd_open(payloadPID)
-        if payloadPidfd < 0 {
-            reapChild(payloadPID)
-            throw .system("pidfd_open", String(payloadPID), -payloadPidfd)
-        }
-        defer { close(payloadPidfd) }
 
-        // Supervise: feed stdin, drain output, watch the pidfd and the clock.
+        // Supervise: feed stdin, drain output, watch the waiter's pidfd and the clock. The waiter
+        // is in the exec cgroup too, so a kill ends it with the command.
         var monitor = ExecMonitor(
             stdinFD: pipes.stdinWrite, stdin: request.stdin, stdoutFD: pipes.stdoutRead, stderrFD: pipes.stderrRead,
-            pidfd: payloadPidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
-            onOutput: onOutput, kill: { _ = cgroup.kill(execCgroup); _ = sbx_pidfd_send_signal(payloadPidfd, SIGKILL) })
+            pidfd: waiterPidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
+            onOutput: onOutput, kill: { if !cgroup.kill(execCgroup) { _ = sbx_pidfd_send_signal(waiterPidfd, SIGKILL) } })
         monitor.run()
         pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
+        waiterOwned = false
+        killAndReap(waiterPidfd)   // exited already (the spawner's child: the kernel reaped it)
 
-        var code: Int32 = 0, status: Int32 = 0, pid: Int32 = 0, maxRSS = 0, utime = 0, stime = 0
-        let waited = sbx_waitid_pidfd(payloadPidfd, WEXITED, &code, &status, &pid, &maxRSS, &utime, &stime)
+        // Written just before the waiter exited; nothing there means it was killed with the command.
+        var exit = sbx_exit()
+        let n = withUnsafeMutableBytes(of: &exit) { read(status[0], $0.baseAddress, $0.count) }
         var exitCode: Int32?
         var signal: Int32?
-        if waited == 0 {
-            if code == CLD_EXITED { exitCode = status } else { signal = status }
+        if n == MemoryLayout<sbx_exit>.size {
+            if exit.code == CLD_EXITED { exitCode = exit.status } else { signal = exit.status }
         } else {
             signal = SIGKILL
         }
 
-        let cpu = cgroup.cpuUsageMicroseconds(execCgroup) ?? UInt64(max(0, utime + stime))
-        let peak = cgroup.memoryPeak(execCgroup) ?? UInt64(max(0, maxRSS)) * 1024
+        let cpu = cgroup.cpuUsageMicroseconds(execCgroup) ?? UInt64(max(0, exit.utime_usec + exit.stime_usec))
+        let peak = cgroup.memoryPeak(execCgroup) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
         let oomKilled = cgroup.oomKills(execCgroup) > 0
 
         // Background processes the command left (e.g. a server started with `&`) keep running in
@@ -246,12 +256,6 @@ extension LinuxSandbox {
     var initHasExited: Bool {
         var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
         return poll(&pfd, 1, 0) == 1
-    }
-
-    /// Waits for a child of ours (blocking; it is dead or about to be).
-    func reapChild(_ pid: Int32) {
-        var status: Int32 = 0
-        while waitpid(pid, &status, __WALL) < 0 && Sys.errno == EINTR {}
     }
 }
 

@@ -236,19 +236,6 @@ public final class LinuxSandboxEngine: Sendable {
         return list
     }
 
-    /// Where this process's argv strings lie (contiguous, at the top of the initial stack), so an
-    /// exec's intermediate child, a copy of this process, can blank them in its own memory.
-    static var commandLineArea: (start: UnsafeMutablePointer<CChar>?, length: Int) {
-        (UnsafeMutablePointer(bitPattern: commandLineRange.start), commandLineRange.length)
-    }
-    private static let commandLineRange: (start: UInt, length: Int) = {
-        let argc = Int(CommandLine.argc)
-        guard argc > 0, let first = CommandLine.unsafeArgv[0], let last = CommandLine.unsafeArgv[argc - 1] else { return (0, 0) }
-        let end = last + strlen(last) + 1
-        let length = end - first
-        return length > 0 && length < 1 << 20 ? (UInt(bitPattern: first), length) : (0, 0)
-    }()
-
     /// A sandbox's init, started and past setup; the caller owns all of it.
     struct Launched {
         let slot: UInt32

@@ -6,12 +6,15 @@ import Glibc
 #endif
 
 /// The engine's spawn helper, `sandboxd-spawner`: a small C process started once, which clones
-/// the first process of every new sandbox and passes its descriptors back over a socket.
+/// the first process of every new sandbox, and of every exec into a live one, and passes its
+/// descriptors back over a socket.
 ///
-/// Why: `clone` copies the caller's page tables and memory map, and the daemon's are large and
-/// grow with its heap and threads; the spawner's are a few hundred kilobytes (bubblewrap is fast
-/// for the same reason). Execs into a live sandbox still clone from the daemon: their command
-/// must be the daemon's child, so it can be waited for with its resource usage.
+/// Why: `clone` copies the caller's page tables, memory map and descriptor table, and the daemon's
+/// are large and grow with its heap and threads; the spawner's are a few hundred kilobytes
+/// (bubblewrap is fast for the same reason). A clone of the daemon would also hold a copy of each
+/// of its descriptors until its exec, so a listener the daemon closed would go on answering for
+/// that moment. An exec's first process waits for the command itself and writes its status and
+/// resource usage on a pipe (the command is not the daemon's child).
 ///
 /// A few helpers run side by side (one per CPU, 2–4), each serving one request at a time (a
 /// clone takes well under a millisecond): a request goes to a free one, so one helper waiting for
@@ -56,21 +59,47 @@ final class Spawner: Sendable {
     /// clone; throws when the maps could not be written or the helper cannot be reached.
     func create(arena: CArena, config: UnsafePointer<sbx_create_config>, hostID: UInt32, release: Bool,
                 into spawned: inout sbx_spawned) throws(LinuxSandboxError) -> Int32 {
+        let block = try Self.block(arena)
+        return try call(hostID: hostID) { socket in
+            var failedStep: Int32 = 0
+            let rc = sbx_spawner_create(socket, block, arena.used, config, hostID, release ? 1 : 0, &spawned, &failedStep)
+            return (rc, failedStep)
+        }
+    }
+
+    /// Sends an exec request (`config` and everything it points to inside `arena`'s block) and
+    /// fills `spawned` (pid, pidfd and report of the exec's first process; no sync descriptor).
+    /// Returns 0 or -errno of the clone; throws when the helper cannot be reached.
+    func exec(arena: CArena, config: UnsafePointer<sbx_exec_config>, into spawned: inout sbx_spawned) throws(LinuxSandboxError) -> Int32 {
+        let block = try Self.block(arena)
+        return try call { socket in (sbx_spawner_exec(socket, block, arena.used, config, &spawned), 0) }
+    }
+
+    private static func block(_ arena: CArena) throws(LinuxSandboxError) -> UnsafeRawPointer {
         guard arena.isContiguous, let block = arena.base else {
             if arena.base == nil { throw LinuxSandboxError(.system, "could not reserve address space for the sandbox's description (mmap)") }
             throw LinuxSandboxError(.invalidRequest, "the sandbox's command, environment and mounts take more than \(arena.reserved >> 20) MiB")
         }
+        return UnsafeRawPointer(block)
+    }
+
+    /// Runs `send` (one request and its answer; returns -errno and the failed step) on a free
+    /// helper, starting one again when it died.
+    private func call(hostID: UInt32 = 0, _ send: (Int32) -> (rc: Int32, failedStep: Int32)) throws(LinuxSandboxError) -> Int32 {
         func request(_ current: inout Connection?) throws(LinuxSandboxError) -> Int32 {
             var lastError: Int32 = EPIPE
             // A helper that died (killed, or a broken request) is replaced once; the failed
             // request left no child behind (its sync pipe closed with the helper).
             for _ in 0..<2 {
                 if current == nil { current = try Self.start(path) }
-                var failedStep: Int32 = 0
-                let rc = sbx_spawner_create(current!.socket, block, arena.used, config, hostID, release ? 1 : 0,
-                                            &spawned, &failedStep)
+                let (rc, failedStep) = send(current!.socket)
                 if rc < 0 && failedStep == 1 {
                     throw LinuxSandboxError(.system, "writing the uid/gid map of the sandbox's first process (root inside = host id \(hostID)): \(errnoName(-rc))", errno: -rc)
+                }
+                if rc == -ECONNABORTED {
+                    Self.stop(current!)
+                    current = nil
+                    throw LinuxSandboxError(.system, "the spawn helper \(path) stopped answering after the request was sent", errno: ECONNABORTED)
                 }
                 if rc != -EPIPE && rc != -ECONNRESET && rc != -EPROTO { return rc }
                 lastError = -rc

@@ -155,15 +155,17 @@ struct sbx_create_config {
     size_t argv_area_len;
 };
 
-/// Entering a sandbox: a child placed in `cgroup_fd` that joins the namespaces of the sandbox's
-/// init (via its pidfd) and forks the payload into its pid namespace.
+/// Entering a sandbox: a child of the spawner placed in `cgroup_fd` that joins the namespaces of
+/// the sandbox's init (via its pidfd), starts the command in its pid namespace, waits for it and
+/// writes a `struct sbx_exit` on `status_fd` (like a one-shot PID 1, from outside the sandbox).
 struct sbx_exec_config {
     int cgroup_fd;
     int init_pidfd;
     struct sbx_final final;
-    void *stack;          // for the command's process until its exec (it borrows our memory)
+    int status_fd;
+    void *stack;          // for the command's process until its exec (it borrows our memory); the spawner's
     size_t stack_size;
-    char *argv_area;      // blanked before the command's process exists (it shares this memory)
+    char *argv_area;      // blanked before the command's process exists (it shares this memory); the spawner's
     size_t argv_area_len;
 };
 
@@ -178,9 +180,11 @@ struct sbx_spawned {
 /// The child waits until `out->sync_fd` receives one byte (the parent wrote its uid/gid maps).
 int sbx_spawn_create(const struct sbx_create_config *config, struct sbx_spawned *out);
 
-/// Starts an exec into an existing sandbox. The direct child joins the namespaces, starts the
-/// payload as a child of the caller (CLONE_PARENT, on `stack` in the child's memory until its
-/// exec), reports its host pid on the report pipe and exits.
+/// Starts an exec into an existing sandbox (in the spawner). The direct child first closes every
+/// descriptor above 2 but the config's and its report pipe, joins the namespaces, starts the
+/// payload as its own child (on `stack` in the child's memory until its exec), reports the
+/// payload's host pid on the report pipe, then closes everything but `status_fd`, waits for the
+/// payload and writes how it ended there.
 int sbx_spawn_exec(const struct sbx_exec_config *config, struct sbx_spawned *out);
 
 /// The spawner: a small helper process (`sandboxd-spawner`, started once per engine) that
@@ -192,7 +196,10 @@ int sbx_spawn_exec(const struct sbx_exec_config *config, struct sbx_spawned *out
 /// and sends back the child's pid and its pidfd, sync and report descriptors. The child is the
 /// spawner's: the kernel reaps it (SA_NOCLDWAIT), the engine watches it through its pidfd.
 /// Every object in the block is reached by one pointer only (each is relocated where it is met).
-enum { SBX_SPAWNER_VERSION = 2, SBX_SPAWNER_MAX_REQUEST = 16 << 20 };
+/// An exec request is the same with a `struct sbx_exec_config` (`sbx_spawner_exec`): the exec's
+/// first process is cloned from the spawner too, so it never holds a copy of the daemon's
+/// descriptors (a listener the daemon closed would otherwise answer until that copy is gone).
+enum { SBX_SPAWNER_VERSION = 3, SBX_SPAWNER_MAX_REQUEST = 16 << 20 };
 
 /// Sends `config` (which, with everything it points to, lies inside `block`) to the spawner on
 /// `sock` and waits for the answer. Returns 0, or -errno: -EPIPE / -ECONNRESET / -EPROTO when the
@@ -205,6 +212,14 @@ enum { SBX_SPAWNER_VERSION = 2, SBX_SPAWNER_MAX_REQUEST = 16 << 20 };
 /// releases the child itself, after whatever it must do with the new namespaces first.
 int sbx_spawner_create(int sock, const void *block, size_t block_len, const struct sbx_create_config *config,
                        uint32_t host_id, int release, struct sbx_spawned *out, int *failed_step);
+
+/// Sends an exec request (`config` inside `block`, as for `sbx_spawner_create`) and waits for the
+/// answer: `out` gets the exec child's pid, pidfd and report descriptor (no sync descriptor).
+/// Returns 0 or -errno as `sbx_spawner_create` does (no id maps: the sandbox has them), except
+/// -ECONNABORTED when the spawner went away after the whole request was sent (the command may
+/// have started: it must not be sent again).
+int sbx_spawner_exec(int sock, const void *block, size_t block_len, const struct sbx_exec_config *config,
+                     struct sbx_spawned *out);
 
 /// The spawner's main loop: serves requests on `sock` until it closes. `argv_area` is the
 /// spawner's own command line (what a one-shot PID 1 blanks in its copy). Returns the exit code.
