@@ -207,3 +207,13 @@ package.targets += [
         .product(name: "CoreMetrics", package: "swift-metrics"),
     ]),
 ]
+
+// One posix_spawn wrapper for every helper program (initdb, QEMU, host tools, the spawn helper,
+// test servers): exactly the descriptors named, signals reset. Glibc only, so Store stays light.
+package.targets += [
+    .target(name: "ProcessSpawn"),
+    .testTarget(name: "ProcessSpawnTests", dependencies: ["ProcessSpawn"]),
+]
+for user in ["Store", "QEMUGuest", "VMSandbox", "LinuxSandbox", "DaemonTests", "HostileTests", "EgressProxyTests"] {
+    package.targets.first { $0.name == user }?.dependencies.append("ProcessSpawn")
+}

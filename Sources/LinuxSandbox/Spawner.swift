@@ -1,4 +1,5 @@
 import CLinuxSandbox
+import ProcessSpawn
 import Synchronization
 
 #if canImport(Glibc)
@@ -144,35 +145,17 @@ final class Spawner: Sendable {
             throw .system("socketpair", nil, Sys.errno)
         }
         defer { close(pair[1]) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        // dup2 first: an fd 0–2 socket end would otherwise be replaced by /dev/null.
-        posix_spawn_file_actions_adddup2(&actions, pair[1], 3)
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // Default dispositions (the daemon ignores SIGPIPE), nothing blocked, own process group.
-        var all = sigset_t(), none = sigset_t()
-        sigfillset(&all)
-        sigemptyset(&none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
-        var pid: pid_t = 0
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("sandboxd-spawner"), nil]
-        defer { free(argv[0]) }
-        var envp: [UnsafeMutablePointer<CChar>?] = [nil]
-        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, &envp)
-        if rc != 0 {
+        // Its end of the socket on fd 3, nothing else of ours; default dispositions (the daemon
+        // ignores SIGPIPE), nothing blocked, its own process group, an empty environment.
+        var command = SpawnCommand(["sandboxd-spawner"], environment: [])
+        command.passedDescriptors = [pair[1]]
+        command.newProcessGroup = true
+        do {
+            return Connection(socket: pair[0], pid: try command.spawn(executable: path))
+        } catch {
             close(pair[0])
-            throw LinuxSandboxError(.system, "starting the spawn helper \(path): \(errnoName(rc))", errno: rc)
+            throw LinuxSandboxError(.system, "starting the spawn helper \(path): \(error)", errno: error.errno)
         }
-        return Connection(socket: pair[0], pid: pid)
     }
 
     /// Closing the socket ends the helper; reap it (it exits at once, or is killed).

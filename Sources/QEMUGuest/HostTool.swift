@@ -1,4 +1,5 @@
 import Foundation
+import ProcessSpawn
 
 /// Runs a host program to completion and collects what it printed. Blocking: call it from a
 /// dedicated thread, never from the cooperative pool.
@@ -37,43 +38,20 @@ public enum HostTool {
         guard let name = arguments.first, let executable = find(name) else {
             throw QEMUGuestError(.toolFailed, "\(arguments.first ?? "(empty command)") not found: install the Debian package \(package) (make test-deps)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = Array(arguments.dropFirst())
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let stdout = Pipe(), stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch {
+        var command = SpawnCommand([executable] + arguments.dropFirst())
+        command.workingDirectory = directory
+        let finished: SpawnOutput
+        do {
+            finished = try command.run()
+        } catch {
             throw QEMUGuestError(.toolFailed, "starting \(executable): \(error)")
         }
-        // Read stderr on its own thread so that neither pipe can fill up and stall the program.
-        let errorBox = DataBox()
-        let errorReader = Thread { errorBox.data = stderr.fileHandleForReading.readDataToEndOfFile() }
-        errorReader.start()
-        let outData = stdout.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        while !errorBox.isSet { usleep(1000) }
-        let output = Output(
-            status: process.terminationStatus,
-            standardOutput: String(decoding: outData, as: UTF8.self),
-            standardError: String(decoding: errorBox.data ?? Data(), as: UTF8.self))
-        if requireSuccess, process.terminationReason != .exit || output.status != 0 {
+        let output = Output(status: finished.termination.status, standardOutput: finished.outputText,
+                            standardError: finished.errorText)
+        if requireSuccess, !finished.termination.succeeded {
             let tail = output.standardError.split(separator: "\n").suffix(8).joined(separator: "\n")
             throw QEMUGuestError(.toolFailed, "\(arguments.joined(separator: " ")) failed with status \(output.status): \(tail)")
         }
         return output
     }
-}
-
-/// Data handed from a reader thread to the thread that waits for it.
-private final class DataBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Data?
-    var data: Data? {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue } }
-    }
-    var isSet: Bool { lock.withLock { stored != nil } }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ProcessSpawn
 
 /// One running `qemu-system-x86_64`, started by this process and ended only through its own pid.
 ///
@@ -41,36 +42,18 @@ public final class QEMUProcess {
         let argv = [program] + (try machine.arguments())
         self.logPath = logPath
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // The test runner may block or ignore signals; QEMU must start with the defaults.
-        var emptySet = sigset_t()
-        sigemptyset(&emptySet)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &emptySet)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-        let cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        let environment = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { environment.forEach { free($0) } }
-
-        var child: pid_t = 0
-        let result = posix_spawn(&child, program, &actions, &attributes, cArguments, environment)
-        guard result == 0 else {
-            throw QEMUGuestError(.qemu, "posix_spawn(\(program)): \(String(cString: strerror(result)))")
+        // One open file description for both streams, so their lines interleave instead of overwriting.
+        let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard log >= 0 else { throw QEMUGuestError(.qemu, "open(\(logPath)): \(String(cString: strerror(errno)))") }
+        defer { close(log) }
+        var command = SpawnCommand(argv)
+        command.standardOutput = .descriptor(log)
+        command.standardError = .descriptor(log)
+        do {
+            self.pid = try command.spawn()
+        } catch {
+            throw QEMUGuestError(.qemu, error.message)
         }
-        self.pid = child
     }
 
     /// Reaps QEMU if it has ended, without waiting.

@@ -1,4 +1,5 @@
 import Foundation
+import ProcessSpawn
 import QEMUGuest
 
 /// How level-3 guests run here, and why (`sandboxctl info`).
@@ -72,17 +73,10 @@ public struct AcceleratorChoice: Sendable, Hashable, CustomStringConvertible {
     }
 
     private static func spawnQuiet(_ argv: [String]) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
-        guard result == 0 else { throw VMSandboxError(.launch, "posix_spawn(\(argv[0])): \(String(cString: strerror(result)))") }
-        return pid
+        do {
+            return try SpawnCommand(argv).spawn()
+        } catch {
+            throw VMSandboxError(.launch, error.message)
+        }
     }
 }

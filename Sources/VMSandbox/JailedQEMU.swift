@@ -1,4 +1,5 @@
 import Foundation
+import ProcessSpawn
 import QEMUGuest
 import VMAgentProtocol
 
@@ -100,38 +101,24 @@ final class JailedQEMU: @unchecked Sendable {
             throw error
         }
         let logPath = stateDirectory + "/qemu.log"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Sources are moved above 100 first, so that no dup2 below overwrites a later source.
-        let sources = [agentPair[1], consolePair[1], kernelFD, initrdFD, watchPipe[0]].map { fcntl($0, F_DUPFD_CLOEXEC, 100) }
-        defer { for fd in sources where fd >= 0 { close(fd) } }
-        guard !sources.contains(where: { $0 < 0 }) else {
+        // stdout and stderr share one open file description; fds 3–7 are the agent port, the
+        // console, kernel, initramfs and the launcher's watch pipe (nothing else of ours crosses).
+        let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard log >= 0 else {
             close(agentPair[0]); close(consolePair[0]); close(watchPipe[1]); unwind()
-            throw .system("fcntl(F_DUPFD_CLOEXEC)", "QEMU's inherited descriptors")
+            throw .system("open", logPath)
         }
-        for (index, fd) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + index)) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var emptySet = sigset_t(), allSignals = sigset_t()
-        sigemptyset(&emptySet)
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &emptySet)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        let environment = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
-        defer { environment.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], &actions, &attributes, cArguments, environment)
-        guard spawned == 0 else {
+        defer { close(log) }
+        var command = SpawnCommand(argv, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        command.standardOutput = .descriptor(log)
+        command.standardError = .descriptor(log)
+        command.passedDescriptors = [agentPair[1], consolePair[1], kernelFD, initrdFD, watchPipe[0]]
+        let pid: pid_t
+        do {
+            pid = try command.spawn()
+        } catch {
             close(agentPair[0]); close(consolePair[0]); close(watchPipe[1]); unwind()
-            throw VMSandboxError(.launch, "posix_spawn(\(argv[0])): \(String(cString: strerror(spawned)))")
+            throw VMSandboxError(.launch, error.message)
         }
         launcherPID = pid
         watchFD = watchPipe[1]

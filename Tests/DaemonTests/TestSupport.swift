@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 @testable import ControlAPI
 import DaemonMetrics
+import ProcessSpawn
 import Supervisor
 
 /// Host facts and helpers for tests that need root, real users and real processes.
@@ -27,41 +28,12 @@ enum TestHost {
         var stderr: String
     }
 
-    /// Runs a program to completion, feeding `input` on stdin.
+    /// Runs a program to completion (blocking), feeding `input` on stdin.
     @discardableResult
     static func run(_ argv: [String], input: Data = Data(), environment: [String: String]? = nil) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: argv[0])
-        process.arguments = Array(argv.dropFirst())
-        if let environment { process.environment = environment }
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        let writer = Thread {
-            try? stdin.fileHandleForWriting.write(contentsOf: input)
-            try? stdin.fileHandleForWriting.close()
-        }
-        writer.start()
-        // Read both pipes concurrently so a chatty child cannot block on a full pipe.
-        let errorData = LockedData()
-        let errorReader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
-        errorReader.start()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        while !errorData.done { usleep(1000) }
-        return Result(status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
-                      stderr: String(decoding: errorData.data, as: UTF8.self))
-    }
-
-    final class LockedData: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value = Data()
-        private var finished = false
-        func set(_ data: Data) { lock.lock(); value = data; finished = true; lock.unlock() }
-        var done: Bool { lock.lock(); defer { lock.unlock() }; return finished }
-        var data: Data { lock.lock(); defer { lock.unlock() }; return value }
+        let output = try SpawnCommand(argv, environment: environment.map { $0.map { "\($0.key)=\($0.value)" } })
+            .run(input: Array(input))
+        return Result(status: output.termination.status, stdout: output.outputText, stderr: output.errorText)
     }
 
     static func ensureGroup(_ name: String) throws {
@@ -144,18 +116,9 @@ struct SpawnedProcess {
 
     /// Starts `argv` with stdout to /dev/null and stderr appended to `logPath`.
     init(_ argv: [String], logPath: String) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArguments { free(pointer) } }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
-        guard status == 0 else { throw TestError("posix_spawn \(argv[0]): \(String(cString: strerror(status)))") }
-        self.pid = pid
+        var command = SpawnCommand(argv)
+        command.standardError = .file(logPath, append: true)
+        pid = try command.spawn()
     }
 
     /// The exit status once it has exited (reaping it), nil while it runs.

@@ -1,4 +1,5 @@
 import Foundation
+import ProcessSpawn
 @testable import EgressProxy
 #if canImport(Glibc)
 import Glibc
@@ -17,32 +18,13 @@ enum Command {
     static func run(_ arguments: [String], environment: [String: String]? = nil) async throws -> CommandResult {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: arguments[0])
-                process.arguments = Array(arguments.dropFirst())
-                if let environment { process.environment = environment }
-                let out = Pipe(), err = Pipe()
-                process.standardOutput = out
-                process.standardError = err
-                process.standardInput = FileHandle.nullDevice
-                do { try process.run() } catch {
+                do {
+                    let output = try SpawnCommand(arguments, environment: environment.map { $0.map { "\($0.key)=\($0.value)" } }).run()
+                    continuation.resume(returning: CommandResult(
+                        status: output.termination.status, stdout: output.outputText, stderr: output.errorText))
+                } catch {
                     continuation.resume(throwing: error)
-                    return
                 }
-                // stderr is read on a second thread so neither pipe can fill up and stall the child.
-                let errData = Mutexed(Data())
-                let errDone = DispatchSemaphore(value: 0)
-                Thread.detachNewThread {
-                    errData.set(err.fileHandleForReading.readDataToEndOfFile())
-                    errDone.signal()
-                }
-                let outData = out.fileHandleForReading.readDataToEndOfFile()
-                errDone.wait()
-                process.waitUntilExit()
-                continuation.resume(returning: CommandResult(
-                    status: process.terminationStatus,
-                    stdout: String(decoding: outData, as: UTF8.self),
-                    stderr: String(decoding: errData.get(), as: UTF8.self)))
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import ProcessSpawn
 
 /// What a hostile program must not be able to change on the host, read before and after it runs.
 struct HostSnapshot: Equatable, CustomStringConvertible {
@@ -201,26 +202,8 @@ final class HostVictim: @unchecked Sendable {
 
     init() throws {
         secret = "victim-secret-" + UUID().uuidString
-        var pid: pid_t = 0
-        let argv: [String] = ["/bin/sleep", "600"]
-        let env: [String] = ["HOSTILE_VICTIM_SECRET=\(secret)", "PATH=/usr/bin:/bin"]
-        var cArgv = argv.map { strdup($0) } + [nil]
-        var cEnv = env.map { strdup($0) } + [nil]
-        defer { cArgv.forEach { free($0) }; cEnv.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         // Nothing else of this test process (other tests' descriptors included) goes to the victim.
-        // (glibc ≥ 2.34; not exported to Swift, so looked up.)
-        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
-            _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
-        }
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, &cArgv, &cEnv)
-        guard rc == 0 else { throw HostileTestError("posix_spawn(/bin/sleep): \(String(cString: strerror(rc)))") }
+        let pid = try SpawnCommand(["/bin/sleep", "600"], environment: ["HOSTILE_VICTIM_SECRET=\(secret)", "PATH=/usr/bin:/bin"]).spawn()
         self.pid = pid
         // Wait until it is sleep, not still our copy between fork and exec.
         for _ in 0..<200 where (HostFiles.read("/proc/\(pid)/comm") ?? "") != "sleep" { usleep(5000) }

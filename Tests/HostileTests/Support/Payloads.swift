@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import ProcessSpawn
 
 /// The hostile C programs, compiled with the host's `cc` on first use.
 ///
@@ -109,47 +110,13 @@ struct HostileTestError: Error, CustomStringConvertible {
 enum HostCommand {
     @discardableResult
     static func run(_ executable: String, _ arguments: [String]) throws -> String {
-        let out = try capture(), err = try capture()
-        defer { try? out.close(); try? err.close() }
-        // posix_spawn + waitpid on this pid: Foundation's Process.waitUntilExit was seen to hang
+        // SpawnCommand reaps this pid itself: Foundation's Process.waitUntilExit was seen to hang
         // here while other suites ran long-lived children of the same process.
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, out.fileDescriptor, 1)
-        posix_spawn_file_actions_adddup2(&actions, err.fileDescriptor, 2)
-        let argv = [executable] + arguments
-        var cArgv = argv.map { strdup($0) } + [nil]
-        let environment: [String] = ["PATH=/usr/bin:/bin", "LC_ALL=C"]
-        var cEnv = environment.map { strdup($0) } + [nil]
-        defer { cArgv.forEach { free($0) }; cEnv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, &cArgv, &cEnv)
-        guard rc == 0 else { throw HostileTestError("posix_spawn(\(executable)): \(String(cString: strerror(rc)))") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw HostileTestError("waitpid(\(pid)): \(errnoText())") }
-        }
-        let stdout = try contents(out), stderr = try contents(err)
-        guard status == 0 else {
+        let output = try SpawnCommand([executable] + arguments, environment: ["PATH=/usr/bin:/bin", "LC_ALL=C"]).run()
+        guard output.termination.succeeded else {
             throw HostileTestError("\(executable) \(arguments.joined(separator: " ")) failed "
-                + "(wait status \(status)): \(String(decoding: stderr, as: UTF8.self))")
+                + "(\(output.termination)): \(output.errorText)")
         }
-        return String(decoding: stdout, as: UTF8.self)
-    }
-
-    private static func capture() throws -> FileHandle {
-        var template = Array("/tmp/sandboxd-hostile-output-XXXXXX".utf8CString)
-        let fd = mkstemp(&template)
-        guard fd >= 0 else { throw HostileTestError("mkstemp: \(errnoText())") }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        unlink(String(cString: template))
-        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-    }
-
-    private static func contents(_ handle: FileHandle) throws -> Data {
-        try handle.seek(toOffset: 0)
-        return try handle.readToEnd() ?? Data()
+        return output.outputText
     }
 }
