@@ -353,11 +353,9 @@ __attribute__((noreturn)) static void finish_and_exec(int rfd, const struct sbx_
     fail(rfd, SBX_STEP_EXEC, saved_index);
 }
 
-/// PID 1 of a one-shot sandbox once its payload runs: holds nothing, may do nothing, reaps
-/// whatever reaches it and reports the payload's end. Its exit ends the pid namespace.
-/// What a one-shot PID 1, and the first process of an exec, do once the payload runs: wait for it
-/// and write how it ended on `status_fd`. Other children (orphans reparented to a PID 1) are reaped
-/// on the way.
+/// What a one-shot PID 1, and the first process of an exec, do once the payload runs: hold
+/// nothing, do nothing, reap whatever reaches them (a PID 1 gets the sandbox's orphans) and write
+/// how the payload ended on `status_fd`. A PID 1's exit ends the pid namespace.
 __attribute__((noreturn)) static void await_payload(int rfd, int status_fd, pid_t payload) {
     // The payload holds its own copy of the report pipe until exec; ours must go for EOF.
     // Everything but the status pipe goes, stdio included (or the command's output would not
