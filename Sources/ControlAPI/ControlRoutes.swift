@@ -258,6 +258,15 @@ func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) th
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
 }
 
+/// A run's or exec's answer, written without `JSONEncoder` (see `JSONText`); same JSON as the generic form.
+func jsonResponse(_ result: ExecutionResult, status: HTTPResponse.Status = .ok) -> Response {
+    let bytes = result.jsonBytes
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    headers[.contentLength] = String(bytes.count)
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+}
+
 /// The JSON error response for any error; internal errors are logged by the caller, never shown.
 func errorResponse(_ error: APIError) -> Response {
     let data = errorBodyBytes(error)

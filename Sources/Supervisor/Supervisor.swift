@@ -568,7 +568,7 @@ public final class Supervisor: SandboxService {
         let stderrCut = recorded.stderr.utf8.count > recordedOutputBytes
         if stdoutCut { recorded.stdout = prefix(recorded.stdout, bytes: recordedOutputBytes) }
         if stderrCut { recorded.stderr = prefix(recorded.stderr, bytes: recordedOutputBytes) }
-        guard case .object(var fields)? = try? JSONValue.encoding(recorded) else { return nil }
+        guard case .object(var fields) = recorded.jsonValue else { return nil }
         if stdoutCut { fields["stdout_recorded_truncated"] = .bool(true) }
         if stderrCut { fields["stderr_recorded_truncated"] = .bool(true) }
         return .object(fields)
