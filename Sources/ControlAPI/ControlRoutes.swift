@@ -51,7 +51,7 @@ struct ControlRoutes {
                     try await service.run(body, caller: context.caller, output: sink)
                 }
             }
-            return try jsonResponse(try await service.run(body, caller: context.caller, output: nil))
+            return jsonResponse(try await service.run(body, caller: context.caller, output: nil))
         }
         router.post("/v1/sandboxes") { request, context in
             let body = try await decodeBody(SandboxCreateRequest.self, request, context, emptyMeans: "{}")
@@ -77,7 +77,7 @@ struct ControlRoutes {
                     try await service.exec(sandboxID: id, body, caller: context.caller, output: sink)
                 }
             }
-            return try jsonResponse(try await service.exec(sandboxID: id, body, caller: context.caller, output: nil))
+            return jsonResponse(try await service.exec(sandboxID: id, body, caller: context.caller, output: nil))
         }
         router.put("/v1/sandboxes/:id/files") { request, context in
             let id = try sandboxID(context)

@@ -46,6 +46,14 @@ extension LinuxSandboxEngine: SandboxEngine {
         return Self.outcome(result)
     }
 
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?,
+                        onEnded: @escaping @Sendable (EngineExecOutcome) -> Void) async throws -> EngineExecOutcome {
+        let result = try await run(Self.sandboxSpec(spec), Self.request(exec, daemonEnvironment: spec.attachments.environment),
+                                   onOutput: output.map(Self.forward), attachments: Self.launchAttachments(spec.attachments),
+                                   onEnded: { onEnded(Self.outcome($0)) })
+        return Self.outcome(result)
+    }
+
     static func sandboxSpec(_ spec: EngineSandboxSpec) -> SandboxSpec {
         SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement,
                     environment: spec.attachments.environment(over: spec.environment),
