@@ -160,7 +160,10 @@ struct ControlRoutes {
                                details: ["content_type": .string(contentType)])
             }
         }
-        return try APIError.decodeStrictly(T.self, from: Array(data)) { bytes in try JSONDecoder().decode(T.self, from: Data(bytes)) }
+        return try APIError.decodeStrictly(T.self, from: Array(data)) { bytes in
+            if let fast = (T.self as? any FastDecodable.Type)?.fastDecode(bytes) as? T { return fast }
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        }
     }
 
     /// The whole body, refusing more than `limit` bytes and bodies that trickle in slower than the body timeout.
