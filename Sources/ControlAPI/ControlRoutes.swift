@@ -51,7 +51,7 @@ struct ControlRoutes {
                     try await service.run(body, caller: context.caller, output: sink)
                 }
             }
-            return try jsonResponse(try await service.run(body, caller: context.caller, output: nil))
+            return jsonResponse(try await service.run(body, caller: context.caller, output: nil))
         }
         router.post("/v1/sandboxes") { request, context in
             let body = try await decodeBody(SandboxCreateRequest.self, request, context, emptyMeans: "{}")
@@ -77,7 +77,7 @@ struct ControlRoutes {
                     try await service.exec(sandboxID: id, body, caller: context.caller, output: sink)
                 }
             }
-            return try jsonResponse(try await service.exec(sandboxID: id, body, caller: context.caller, output: nil))
+            return jsonResponse(try await service.exec(sandboxID: id, body, caller: context.caller, output: nil))
         }
         router.put("/v1/sandboxes/:id/files") { request, context in
             let id = try sandboxID(context)
@@ -160,7 +160,10 @@ struct ControlRoutes {
                                details: ["content_type": .string(contentType)])
             }
         }
-        return try APIError.decodeStrictly(T.self, from: Array(data)) { bytes in try JSONDecoder().decode(T.self, from: Data(bytes)) }
+        return try APIError.decodeStrictly(T.self, from: Array(data)) { bytes in
+            if let fast = (T.self as? any FastDecodable.Type)?.fastDecode(bytes) as? T { return fast }
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        }
     }
 
     /// The whole body, refusing more than `limit` bytes and bodies that trickle in slower than the body timeout.
@@ -256,6 +259,15 @@ func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) th
     headers[.contentType] = "application/json"
     headers[.contentLength] = String(data.count)
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+/// A run's or exec's answer, written without `JSONEncoder` (see `JSONText`); same JSON as the generic form.
+func jsonResponse(_ result: ExecutionResult, status: HTTPResponse.Status = .ok) -> Response {
+    let bytes = result.jsonBytes
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    headers[.contentLength] = String(bytes.count)
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
 }
 
 /// The JSON error response for any error; internal errors are logged by the caller, never shown.

@@ -1,4 +1,5 @@
 import Prometheus
+import Synchronization
 
 /// The daemon's metrics, served as Prometheus text by `GET /metrics`.
 ///
@@ -17,6 +18,14 @@ public final class DaemonMetrics: Sendable {
     private let recordWrite: ValueHistogram
     private let recordsWritten: Counter
     private let recordWriteFailures: Counter
+    /// The executions counter and duration histogram per (status, level), made once: the
+    /// registry's lookup by name and labels cost more than the increment on every exec.
+    private let execSeries = Mutex<[ExecSeriesKey: (counter: Counter, duration: ValueHistogram)]>([:])
+
+    private struct ExecSeriesKey: Hashable {
+        var status: String
+        var isolationLevel: Int
+    }
 
     public init() {
         sandboxesAlive = registry.makeGauge(descriptor: Self.name("sandboxes_alive",
@@ -36,11 +45,20 @@ public final class DaemonMetrics: Sendable {
 
     /// One exec ended (any status, `error` included) after `seconds` of wall time.
     public func execFinished(status: String, isolationLevel: Int, seconds: Double) {
-        let level = String(isolationLevel)
-        registry.makeCounter(descriptor: Self.name("executions_total", "Executions by final status and isolation level."),
-                             labels: [("status", status), ("isolation_level", level)]).increment()
-        registry.makeValueHistogram(descriptor: Self.name("execution_duration_seconds", "Wall time of executions, by isolation level."),
-                                    labels: [("isolation_level", level)], buckets: Self.durationBuckets).record(seconds)
+        let key = ExecSeriesKey(status: status, isolationLevel: isolationLevel)
+        let series = execSeries.withLock { cache in
+            if let series = cache[key] { return series }
+            let level = String(isolationLevel)
+            let made = (
+                counter: registry.makeCounter(descriptor: Self.name("executions_total", "Executions by final status and isolation level."),
+                                              labels: [("status", status), ("isolation_level", level)]),
+                duration: registry.makeValueHistogram(descriptor: Self.name("execution_duration_seconds", "Wall time of executions, by isolation level."),
+                                                      labels: [("isolation_level", level)], buckets: Self.durationBuckets))
+            cache[key] = made
+            return made
+        }
+        series.counter.increment()
+        series.duration.record(seconds)
     }
 
     /// A sandbox or exec refused by admission: `global_limit`, `uid_limit`, `shutting_down`.

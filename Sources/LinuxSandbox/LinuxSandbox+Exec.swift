@@ -296,6 +296,11 @@ struct ExecMonitor {
     /// The first failure record the report pipe carried.
     var setupFailure: sbx_report?
     private var reportBuffer: [UInt8] = []
+    /// One-shot: the pipe on which PID 1 writes how the command ended, just before it exits.
+    var statusFD: Int32 = -1
+    /// What PID 1 wrote there. Once it is known and the output is drained, the loop ends without
+    /// waiting for PID 1 itself to be gone (its exit tears down the namespaces, which takes a while).
+    var status: sbx_exit?
 
     var stdinOffset = 0
     var stdinOpen = true
@@ -336,6 +341,9 @@ struct ExecMonitor {
             if let exitTime {
                 if !stdout.open && !stderr.open && reportFD < 0 { break }
                 if now >= exitTime + Self.drainGrace { break }
+            } else if status != nil && !stdout.open && !stderr.open && reportFD < 0 {
+                exitTime = now
+                break
             }
             if !timedOut && now >= deadline {
                 timedOut = true
@@ -350,6 +358,7 @@ struct ExecMonitor {
             if stdinOpen { fds.append(pollfd(fd: stdinFD, events: Int16(POLLOUT), revents: 0)) }
             if reportFD >= 0 { fds.append(pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)) }
             if exitTime == nil { fds.append(pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)) }
+            if statusFD >= 0 && status == nil && exitTime == nil { fds.append(pollfd(fd: statusFD, events: Int16(POLLIN), revents: 0)) }
             var wait = exitTime.map { $0 + Self.drainGrace - now } ?? (timedOut ? 0.1 : deadline - now)
             wait = max(0, min(wait, 60))
             let ready = poll(&fds, nfds_t(fds.count), Int32((wait * 1000).rounded(.up)))
@@ -367,6 +376,8 @@ struct ExecMonitor {
                     feedStdin()
                 case reportFD:
                     readReport()
+                case statusFD:
+                    readStatus()
                 default:
                     break
                 }
@@ -377,6 +388,16 @@ struct ExecMonitor {
         if stderr.open { stderr.open = false; closeFD(stderrFD) }
         if stdinOpen { stdinOpen = false; closeFD(stdinFD) }
         if reportFD >= 0 { close(reportFD); reportFD = -1 }
+    }
+
+    /// PID 1 writes its `sbx_exit` in one write (smaller than PIPE_BUF, so it arrives whole);
+    /// EOF without it means PID 1 died first (killed with everything else).
+    private mutating func readStatus() {
+        var exit = sbx_exit()
+        let n = withUnsafeMutableBytes(of: &exit) { read(statusFD, $0.baseAddress, $0.count) }
+        if n < 0 && (Sys.errno == EINTR || Sys.errno == EAGAIN) { return }
+        if n == MemoryLayout<sbx_exit>.size { status = exit }
+        statusFD = -1   // read once: the caller owns and closes the descriptor
     }
 
     private mutating func readReport() {

@@ -80,9 +80,14 @@ public final class LinuxSandboxEngine: Sendable {
     ///
     /// The same isolation as `create` + `exec`, done in one step: the sandbox's PID 1 starts the
     /// command itself and the whole sandbox is torn down when it ends (or times out).
+    ///
+    /// `onEnded`: called (on the engine's thread) with the result as soon as the command's end
+    /// and all its output are known, while the sandbox is still being torn down; `run` returns the
+    /// same result once the teardown is done. A caller can overlap its own work (writing the
+    /// record) with the teardown. Not called when the command timed out or PID 1 died unreported.
     public func run(
         _ spec: SandboxSpec, _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil,
-        attachments: LaunchAttachments = .init()
+        attachments: LaunchAttachments = .init(), onEnded: (@Sendable (ExecResult) -> Void)? = nil
     ) async throws(LinuxSandboxError) -> ExecResult {
         try Self.validate(spec)
         try attachments.validate()
@@ -92,7 +97,7 @@ public final class LinuxSandboxEngine: Sendable {
         let result: Result<ExecResult, LinuxSandboxError> = await onDedicatedThread {
             Result { () throws(LinuxSandboxError) in
                 try self.runBlocking(spec, request, limitsEnforced: enforced, timeout: timeout, onOutput: onOutput,
-                                     attachments: attachments)
+                                     attachments: attachments, onEnded: onEnded)
             }
         }
         return try result.get()
@@ -466,7 +471,8 @@ public final class LinuxSandboxEngine: Sendable {
     /// clone, no exec cgroup and no namespace entry are needed.
     func runBlocking(
         _ spec: SandboxSpec, _ request: ExecRequest, limitsEnforced: Bool, timeout: Double,
-        onOutput: (@Sendable (OutputChunk) -> Void)?, attachments: LaunchAttachments = .init()
+        onOutput: (@Sendable (OutputChunk) -> Void)?, attachments: LaunchAttachments = .init(),
+        onEnded: (@Sendable (ExecResult) -> Void)? = nil
     ) throws(LinuxSandboxError) -> ExecResult {
         let plan = CommandPlan(spec: spec, request: request)
         var pipes = try CommandPipes()
@@ -497,6 +503,7 @@ public final class LinuxSandboxEngine: Sendable {
             pidfd: pidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
             onOutput: onOutput, kill: { _ = self.cgroup.kill(cgroupPath) })
         monitor.reportFD = launched.reportFD
+        monitor.statusFD = statusRead
         monitor.run()
         pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
@@ -507,7 +514,12 @@ public final class LinuxSandboxEngine: Sendable {
         // PID 1 wrote how the command ended just before exiting; nothing there means it was
         // killed with everything else (timeout, OOM of the whole sandbox).
         var exit = sbx_exit()
-        let n = withUnsafeMutableBytes(of: &exit) { read(statusRead, $0.baseAddress, $0.count) }
+        var n = MemoryLayout<sbx_exit>.size
+        if let status = monitor.status {
+            exit = status
+        } else {
+            n = withUnsafeMutableBytes(of: &exit) { read(statusRead, $0.baseAddress, $0.count) }
+        }
         close(statusRead)
         statusRead = -1
         var exitCode: Int32?
@@ -523,11 +535,19 @@ public final class LinuxSandboxEngine: Sendable {
         let memory = availableControllers.contains("memory")
         let peak = (memory ? cgroup.memoryPeak(cgroupPath) : nil) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
         let oomKilled = memory && cgroup.oomKills(cgroupPath) > 0
-        return ExecResult(
+        let result = ExecResult(
             exitCode: exitCode, signal: signal, stdout: monitor.stdout.kept, stderr: monitor.stderr.kept,
             stdoutTruncated: monitor.stdout.truncated, stderrTruncated: monitor.stderr.truncated,
             wallTime: end - start, timedOut: monitor.timedOut, oomKilled: oomKilled,
             usage: ResourceUsage(cpuMicroseconds: cpu, memoryPeakBytes: peak), limitsEnforced: limitsEnforced)
+        if monitor.status != nil && !monitor.timedOut {
+            // The command ended and reported: PID 1 is on its way out. Hand the result over now,
+            // then give PID 1 the time its exit takes so the teardown finds the sandbox empty.
+            onEnded?(result)
+            var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&pfd, 1, 5_000)
+        }
+        return result
     }
 }
 

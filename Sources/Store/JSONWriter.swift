@@ -47,6 +47,12 @@ enum JSONWriter {
 
     static func appendString(_ text: String, to output: inout String) {
         output += "\""
+        // Most strings (ids, commands, policy names, short output) need no escape: one append.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            output += text
+            output += "\""
+            return
+        }
         var start = text.unicodeScalars.startIndex
         var index = start
         let scalars = text.unicodeScalars

@@ -45,6 +45,13 @@ extension LinuxSandboxEngine: SandboxEngine {
                       onOutput: output.map(Self.forward), attachments: Self.launchAttachments(spec.attachments))
     }
 
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?,
+                        onEnded: @escaping @Sendable (ExecResult) -> Void) async throws -> ExecResult {
+        try await run(Self.sandboxSpec(spec), Self.request(exec, daemonEnvironment: spec.attachments.environment),
+                      onOutput: output.map(Self.forward), attachments: Self.launchAttachments(spec.attachments),
+                      onEnded: onEnded)
+    }
+
     static func sandboxSpec(_ spec: EngineSandboxSpec) -> SandboxSpec {
         SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement,
                     environment: spec.attachments.environment(over: spec.environment),

@@ -57,6 +57,11 @@ public protocol SandboxEngine: Sendable {
     func reapLeftovers() async throws -> Int
     /// One-shot: build, run one command, tear down — as one step when the engine can do it faster.
     func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> ExecResult
+    /// `runOnce` that may also hand the result to `onEnded` as soon as the command's end is
+    /// known, before the sandbox's teardown is done (the Supervisor writes the record meanwhile).
+    /// It returns the same result when the teardown is done. Engines without that moment never call it.
+    func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?,
+                 onEnded: @escaping @Sendable (ExecResult) -> Void) async throws -> ExecResult
     /// Drops what the engine keeps besides sandboxes (the level-3 warm pool); called once at daemon stop.
     func shutdown() async
 }
@@ -64,6 +69,12 @@ public protocol SandboxEngine: Sendable {
 extension SandboxEngine {
     /// Nothing to drop.
     public func shutdown() async {}
+
+    /// No early outcome: `onEnded` is never called.
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?,
+                        onEnded: @escaping @Sendable (ExecResult) -> Void) async throws -> ExecResult {
+        try await runOnce(spec, exec, output: output)
+    }
 
     /// Create + exec + destroy, for engines without a faster one-shot path.
     public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?) async throws -> ExecResult {

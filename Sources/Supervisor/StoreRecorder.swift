@@ -30,7 +30,14 @@ public actor StoreRecorder: ExecutionRecorder {
     private let runningRowDelay: Duration
     /// `running` rows not yet queued: an exec that ends within `runningRowDelay` never writes one
     /// (its final row is the only commit), a longer one gets it queued when the delay passes.
-    private var deferredStarts: [UUID: ExecutionRecord] = [:]
+    private var deferredStarts: [UUID: (record: ExecutionRecord, due: ContinuousClock.Instant)] = [:]
+    /// One task queues the deferred `running` rows that come due, alive only while some wait (a
+    /// sleeping task per exec cost a timer and a wake-up each, most for execs long finished).
+    private var deferredStartTicker = false
+    /// One task expires stalled waiters, alive only while some wait (instead of a timer per commit).
+    private var commitWatchdog = false
+    /// When each waiter started waiting, for the watchdog.
+    private var waitingSince: [UInt64: (record: UUID, since: ContinuousClock.Instant)] = [:]
 
     private struct Pending {
         var record: ExecutionRecord
@@ -76,17 +83,39 @@ public actor StoreRecorder: ExecutionRecorder {
             enqueue(record, waiter: nil)
             return
         }
-        deferredStarts[record.id] = record
+        deferredStarts[record.id] = (record, ContinuousClock.now + runningRowDelay)
+        guard !deferredStartTicker else { return }
+        deferredStartTicker = true
         let delay = runningRowDelay
         Task { [weak self] in
-            try? await Task.sleep(for: delay)
-            await self?.queueDeferredStart(record.id)
+            var next: ContinuousClock.Instant? = .now + delay
+            while let due = next {
+                try? await Task.sleep(until: due, clock: .continuous)
+                guard let self else { return }
+                next = await self.queueDueStarts()
+            }
         }
     }
 
+    /// Queues every deferred `running` row that is due; returns when the next one is due, or nil
+    /// (the ticker stops) when none waits.
+    private func queueDueStarts() -> ContinuousClock.Instant? {
+        let now = ContinuousClock.now
+        var next: ContinuousClock.Instant?
+        for (id, entry) in deferredStarts {
+            if entry.due <= now {
+                queueDeferredStart(id)
+            } else if next == nil || entry.due < next! {
+                next = entry.due
+            }
+        }
+        if next == nil { deferredStartTicker = false }
+        return next
+    }
+
     private func queueDeferredStart(_ id: UUID) {
-        guard let record = deferredStarts.removeValue(forKey: id) else { return }
-        enqueue(record, waiter: nil)
+        guard let entry = deferredStarts.removeValue(forKey: id) else { return }
+        enqueue(entry.record, waiter: nil)
     }
 
     public func recordFinished(_ record: ExecutionRecord) async throws {
@@ -94,18 +123,36 @@ public actor StoreRecorder: ExecutionRecorder {
         deferredStarts[id] = nil
         let waiter = nextWaiter
         nextWaiter += 1
-        let timeout = commitTimeout
-        let timer = Task { [weak self] in
-            while true {
-                try await Task.sleep(for: timeout)
-                guard let self, await self.expireIfStalled(waiter, record: id, after: timeout) else { return }
-            }
-        }
-        defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             waiters[waiter] = continuation
+            waitingSince[waiter] = (id, .now)
+            startCommitWatchdog()
             enqueue(record, waiter: waiter)
         }
+    }
+
+    /// Checks the waiters every quarter of `commitTimeout` while any wait: one that has waited
+    /// `commitTimeout` is given up on when the database failed or committed nothing for that long.
+    private func startCommitWatchdog() {
+        guard !commitWatchdog else { return }
+        commitWatchdog = true
+        let period = commitTimeout / 4
+        Task { [weak self] in
+            while true {
+                try? await Task.sleep(for: period)
+                guard let self, await self.expireStalledWaiters() else { return }
+            }
+        }
+    }
+
+    /// Returns whether the watchdog goes on (some waiter remains).
+    private func expireStalledWaiters() -> Bool {
+        let now = ContinuousClock.now
+        for (waiter, entry) in waitingSince where now - entry.since >= commitTimeout {
+            _ = expireIfStalled(waiter, record: entry.record, after: commitTimeout)
+        }
+        if waitingSince.isEmpty { commitWatchdog = false }
+        return commitWatchdog
     }
 
     public func flush(timeout: Duration) async -> Int {
@@ -140,6 +187,7 @@ public actor StoreRecorder: ExecutionRecorder {
         guard waiters[waiter] != nil else { return false }
         if lastError == nil, ContinuousClock.now - lastProgress < stall { return true }
         guard let continuation = waiters.removeValue(forKey: waiter) else { return false }
+        waitingSince[waiter] = nil
         let reason = lastError ?? "the database did not answer"
         continuation.resume(throwing: APIError(.unavailable, "execution record \(id.uuidString.lowercased()) is not yet committed: \(reason)"))
         return false
@@ -148,6 +196,7 @@ public actor StoreRecorder: ExecutionRecorder {
     private func resume(_ keys: [UInt64], throwing error: (any Error)? = nil) {
         for key in keys {
             guard let continuation = waiters.removeValue(forKey: key) else { continue }
+            waitingSince[key] = nil
             if let error { continuation.resume(throwing: error) } else { continuation.resume() }
         }
     }

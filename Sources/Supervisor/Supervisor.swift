@@ -7,6 +7,7 @@ import ControlAPI
 import DaemonMetrics
 import Logging
 import SandboxCore
+import Synchronization
 
 /// The daemon's brain: admission, the sandbox registry, the exec lifecycle and its records.
 ///
@@ -457,7 +458,7 @@ public final class Supervisor: SandboxService {
         let executionID = UUID()
         let startedAt = Date()
         let clock = ContinuousClock.now
-        var draft = ExecutionRecord(
+        let draft = ExecutionRecord(
             id: executionID, sessionID: description.sessionID, agentType: description.agentType,
             inputData: Self.recordedInput(payload, applied: applied), sandboxID: description.sandboxID, status: .running,
             isolationLevel: IsolationLevel(rawValue: description.isolationLevel), policy: description.policy,
@@ -466,8 +467,47 @@ public final class Supervisor: SandboxService {
         await records.recordStarted(draft)
         tools.begin(sandboxID: description.sandboxID, executionID: executionID)
 
+        /// The final row and the answer from a result; returns once the row is committed.
+        @Sendable func finish(_ outcome: ExecResult, errorMessage: String?) async throws -> ExecutionResult {
+            // An exec the engine could not run has no result of its own: status `error`.
+            let status = errorMessage == nil ? outcome.status : .error
+            let result = ExecutionResult(
+                executionID: executionID, sandboxID: description.sandboxID, status: status, exitCode: outcome.exitCode,
+                signal: outcome.signal, stdout: String(decoding: outcome.stdout, as: UTF8.self),
+                stderr: String(decoding: outcome.stderr, as: UTF8.self), stdoutTruncated: outcome.stdoutTruncated,
+                stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallTime,
+                isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: outcome.limitsEnforced,
+                resourceUsage: outcome.usage, errorMessage: errorMessage,
+                requestedIsolationLevel: applied.requestedLevel.rawValue, levelRaisedBy: applied.level.raisedBy,
+                policyDigest: applied.digest)
+            metrics?.execFinished(status: status.rawValue, isolationLevel: description.isolationLevel, seconds: outcome.wallTime)
+
+            var final = draft
+            final.status = status
+            final.exitCode = outcome.exitCode
+            final.signal = outcome.signal
+            final.finishedAt = Date()
+            final.executionTime = outcome.wallTime
+            final.usage = outcome.usage
+            final.limitsEnforced = outcome.limitsEnforced
+            final.outputData = Self.recordedOutput(result)
+            final.code?.result = final.outputData
+            do {
+                try await records.recordFinished(final)
+            } catch {
+                // The result exists but its record could not be made durable: say so rather than pretend.
+                logger.error("recording execution failed", metadata: ["execution_id": "\(executionID)", "error": "\(error)"])
+                throw APIError(.unavailable, "the exec ran but its record could not be written: \(error)",
+                               details: ["execution_id": .string(executionID.uuidString.lowercased())])
+            }
+            return result
+        }
+
         var outcome: ExecResult
         var errorMessage: String?
+        // One-shot level 1: the engine reports the command's end before its sandbox is torn down;
+        // the final row is committed during the teardown instead of after it.
+        let early = EarlyCommit()
         do {
             var argv = payload.command ?? []
             if let language, let code = payload.code {
@@ -489,7 +529,9 @@ public final class Supervisor: SandboxService {
             case .sandbox(let sandbox):
                 outcome = try await sandbox.exec(exec, output: output)
             case .oneShot(let engine, let spec):
-                outcome = try await engine.runOnce(spec, exec, output: output)
+                outcome = try await engine.runOnce(spec, exec, output: output) { ended in
+                    early.start { try await finish(ended, errorMessage: nil) }
+                }
             }
         } catch {
             errorMessage = Self.apiError(error, doing: "the exec").message
@@ -498,41 +540,14 @@ public final class Supervisor: SandboxService {
                                  usage: .init(), limitsEnforced: false)
             logger.warning("exec failed", metadata: ["execution_id": "\(executionID)", "error": "\(error)"])
         }
-        // An exec the engine could not run has no result of its own: status `error`.
-        let status = errorMessage == nil ? outcome.status : .error
-        let limitsEnforced = outcome.limitsEnforced
         var oneShot = false
         if case .oneShot = target { oneShot = true }
         await tools.end(sandboxID: description.sandboxID, executionID: executionID, oneShot: oneShot)
-        let result = ExecutionResult(
-            executionID: executionID, sandboxID: description.sandboxID, status: status, exitCode: outcome.exitCode,
-            signal: outcome.signal, stdout: String(decoding: outcome.stdout, as: UTF8.self),
-            stderr: String(decoding: outcome.stderr, as: UTF8.self), stdoutTruncated: outcome.stdoutTruncated,
-            stderrTruncated: outcome.stderrTruncated, executionTime: outcome.wallTime,
-            isolationLevel: description.isolationLevel, policy: description.policy, limitsEnforced: limitsEnforced,
-            resourceUsage: outcome.usage, errorMessage: errorMessage,
-            requestedIsolationLevel: applied.requestedLevel.rawValue, levelRaisedBy: applied.level.raisedBy,
-            policyDigest: applied.digest)
-        metrics?.execFinished(status: status.rawValue, isolationLevel: description.isolationLevel, seconds: outcome.wallTime)
-
-        draft.status = status
-        draft.exitCode = outcome.exitCode
-        draft.signal = outcome.signal
-        draft.finishedAt = Date()
-        draft.executionTime = outcome.wallTime
-        draft.usage = outcome.usage
-        draft.limitsEnforced = limitsEnforced
-        draft.outputData = Self.recordedOutput(result)
-        draft.code?.result = draft.outputData
-        do {
-            try await records.recordFinished(draft)
-        } catch {
-            // The result exists but its record could not be made durable: say so rather than pretend.
-            logger.error("recording execution failed", metadata: ["execution_id": "\(executionID)", "error": "\(error)"])
-            throw APIError(.unavailable, "the exec ran but its record could not be written: \(error)",
-                           details: ["execution_id": .string(executionID.uuidString.lowercased())])
+        if let committing = early.task {
+            // The engine never fails after reporting the end; its record is the one being committed.
+            return try await committing.value
         }
-        return result
+        return try await finish(outcome, errorMessage: errorMessage)
     }
 
     /// The request as recorded in `input_data`: environment values are dropped (they are where
@@ -568,7 +583,7 @@ public final class Supervisor: SandboxService {
         let stderrCut = recorded.stderr.utf8.count > recordedOutputBytes
         if stdoutCut { recorded.stdout = prefix(recorded.stdout, bytes: recordedOutputBytes) }
         if stderrCut { recorded.stderr = prefix(recorded.stderr, bytes: recordedOutputBytes) }
-        guard case .object(var fields)? = try? JSONValue.encoding(recorded) else { return nil }
+        guard case .object(var fields) = recorded.jsonValue else { return nil }
         if stdoutCut { fields["stdout_recorded_truncated"] = .bool(true) }
         if stderrCut { fields["stderr_recorded_truncated"] = .bool(true) }
         return .object(fields)
@@ -591,6 +606,20 @@ public final class Supervisor: SandboxService {
         let hex = String(value, radix: 16)
         return "sbx-" + String(repeating: "0", count: 16 - hex.count) + hex
     }
+}
+
+/// The final row's commit, started from the engine's thread when a one-shot command's end is known.
+final class EarlyCommit: Sendable {
+    private let started = Mutex<Task<ExecutionResult, any Error>?>(nil)
+
+    /// Starts `commit` once; later calls are ignored.
+    func start(_ commit: @escaping @Sendable () async throws -> ExecutionResult) {
+        started.withLock { task in
+            if task == nil { task = Task { try await commit() } }
+        }
+    }
+
+    var task: Task<ExecutionResult, any Error>? { started.withLock { $0 } }
 }
 
 /// Whether shutdown started, and how many execs are between start and record.

@@ -35,8 +35,10 @@ enum SandboxDaemon {
                                     logger: Logger(label: "sandboxd.supervisor"), databaseTool: databaseTool, metrics: metrics)
         notifier.notify("STATUS=reaping what a previous run left")
         await supervisor.reapLeftovers()
-        // Start-up (configuration, policies, migrations, reaping) is done: hand its garbage back.
+        // Start-up (configuration, policies, migrations, reaping) is done: hand its garbage back,
+        // and unmap the code only start-up ran.
         malloc_trim(0)
+        StartupPages.release()
 
         // One event loop: the socket only carries small JSON requests; the work runs on the
         // engine's threads. (NIO's shared group would start one thread per core, each with its
