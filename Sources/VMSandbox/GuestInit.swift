@@ -19,6 +19,9 @@ enum GuestInit {
         exec 0<>/dev/console 1>&0 2>&0
         mount -t proc proc /proc || fail "mount proc /proc"
         mount -t sysfs sysfs /sys || fail "mount sysfs /sys"
+        # Guest uptime stamps (shell builtins, no fork) for the benchmark's time breakdown.
+        stamp() { read -r up _ < /proc/uptime; echo "guest-init: $1 at $up s"; }
+        stamp "kernel booted, init"
         while read -r module; do
             insmod "/lib/modules/$module.ko" || fail "insmod $module"
         done < /lib/modules/load-order
@@ -55,10 +58,12 @@ enum GuestInit {
         # The benchmark's baseline (sandboxd.raw=1): the same boot, then the command straight
         # from init, without agent, protocol or level-1 sandbox.
         if grep -q 'sandboxd.raw=1' /proc/cmdline; then
+            stamp "root ready"
             chroot $R /usr/bin/uname -r
+            stamp "command done"
             poweroff -f
         fi
-        echo "guest-init: root ready at $(cut -d' ' -f1 /proc/uptime) s"
+        stamp "root ready"
         umount /proc /sys
         # The agent's private libraries (the Swift runtime) sit next to it.
         exec switch_root $R /lib64/ld-linux-x86-64.so.2 --library-path /.sandbox/lib /.sandbox/sandbox-guest
