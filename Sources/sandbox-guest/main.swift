@@ -182,6 +182,8 @@ do {
     // Not found next to the executable: this process runs as the dynamic loader (/proc/self/exe
     // is ld.so), and the helper must be the image's, not one the host happens to have in /usr.
     configuration.spawnerPath = GuestPaths.spawner
+    // Requests come one at a time: one helper, not one per CPU (each is a process start under TCG).
+    configuration.spawnerCount = 1
     if testSysrq {
         configuration.procReadOnlyPaths.removeAll { $0 == "/proc/sysrq-trigger" }
         chmod("/proc/sysrq-trigger", 0o222)
