@@ -133,7 +133,7 @@ printBreakdown("raw boot", rawStamps, stages: [
 ], hostTotal: rawP50)
 printBreakdown("cold create+exec", coldStamps, stages: [
     ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("root ready", "modules, 9p mounts, root"),
-    ("agent code read", "agent's code read ahead"), ("started", "agent's main reached"), ("ready", "agent engine set up (hello)"),
+    ("started", "agent's main reached"), ("ready", "agent engine set up (hello)"),
     ("sandbox configured", "level-1 sandbox configured"), ("first exec done", "uname -r through it"),
 ], hostTotal: coldP50)
 // Host clock against guest uptime: what the host adds before the kernel runs (QEMU start,

@@ -150,14 +150,6 @@ public struct GuestImageBuilder: Sendable {
             let guestShares = shares + [RuntimeShare(tag: "agent", path: "/.sandbox")]
             try base.addFile("shares", contents: Array(guestShares.map { "\($0.tag) \($0.path)\n" }.joined().utf8))
             try base.addFile("links", contents: Array(links.map { "\($0.0) \($0.1)\n" }.joined().utf8))
-            // The code segments of the agent, the spawn helper and their libraries, which init
-            // reads ahead in large 9p reads before starting the agent (see GuestInit).
-            var prefetch = Self.executableRanges(of: agentBinary).map { "sandbox-guest \($0.offset) \($0.length)\n" }
-            prefetch += Self.executableRanges(of: spawnerBinary).map { "sandboxd-spawner \($0.offset) \($0.length)\n" }
-            for library in libraries {
-                prefetch += Self.executableRanges(of: library.path).map { "lib/\(library.name) \($0.offset) \($0.length)\n" }
-            }
-            try base.addFile("prefetch", contents: Array(prefetch.joined().utf8))
             try base.addFile("init", contents: Array(GuestInit.script.utf8), mode: 0o755)
             try base.addFile("bin/busybox", contents: busybox, mode: 0o755)
             let baseBytes = base.bytes
@@ -398,32 +390,6 @@ public struct GuestImageBuilder: Sendable {
         } catch {
             throw VMSandboxError(.imageBuild, "sha256sum \(path): \(error)")
         }
-    }
-
-    /// File ranges of an ELF file's executable load segments (code, and the Swift metadata
-    /// linked next to it), without its data: a static agent's data holds ~34 MB of ICU tables it
-    /// never reads at start. Empty when the file is not a 64-bit little-endian ELF.
-    static func executableRanges(of path: String) -> [(offset: Int, length: Int)] {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
-        defer { try? handle.close() }
-        guard let header = try? handle.read(upToCount: 64), header.count == 64,
-              header.starts(with: [0x7f, 0x45, 0x4c, 0x46, 2, 1]) else { return [] }
-        func integer(_ bytes: Data, _ offset: Int, _ width: Int) -> Int {
-            var value = 0
-            for index in (0..<width).reversed() { value = value << 8 | Int(bytes[bytes.startIndex + offset + index]) }
-            return value
-        }
-        let tableOffset = integer(header, 0x20, 8), entrySize = integer(header, 0x36, 2), count = integer(header, 0x38, 2)
-        guard entrySize >= 56, count > 0, count < 256, (try? handle.seek(toOffset: UInt64(tableOffset))) != nil,
-              let table = try? handle.read(upToCount: entrySize * count), table.count == entrySize * count else { return [] }
-        var ranges: [(offset: Int, length: Int)] = []
-        for index in 0..<count {
-            let entry = table.subdata(in: (table.startIndex + index * entrySize)..<(table.startIndex + (index + 1) * entrySize))
-            // PT_LOAD with PF_X.
-            guard integer(entry, 0, 4) == 1, integer(entry, 4, 4) & 1 != 0 else { continue }
-            ranges.append((integer(entry, 8, 8), integer(entry, 0x20, 8)))
-        }
-        return ranges
     }
 
     static func readStaticBusybox() throws(VMSandboxError) -> [UInt8] {

@@ -65,14 +65,6 @@ enum GuestInit {
             poweroff -f
         fi
         stamp "root ready"
-        # The code segments of the agent, its spawn helper and their libraries (/prefetch: "file
-        # offset length", from the image builder) read ahead in large sequential 9p reads, which
-        # QEMU copies straight into guest memory. Otherwise the agent's start faults them in a
-        # cluster of pages at a time, a 9p round trip each, which is slow under TCG.
-        while read -r file offset length; do
-            dd if="$R/.sandbox/$file" of=/dev/null bs=65536 skip=$((offset / 65536)) count=$(((offset % 65536 + length + 65535) / 65536)) 2>/dev/null
-        done < /prefetch
-        stamp "agent code read"
         umount /proc /sys
         # The agent's private libraries (the Swift runtime) sit next to it.
         exec switch_root $R /lib64/ld-linux-x86-64.so.2 --library-path /.sandbox/lib /.sandbox/sandbox-guest
