@@ -32,8 +32,8 @@ enum GuestInit {
         chmod 0700 $R/root
         # cache=loose: programs read the same libraries again and again, and every 9p round trip
         # is slow under TCG; the runtime does not change under a running guest. msize (and with it
-        # the read-ahead on a page fault) stays at 256 KiB: 512000, the transport's maximum, made
-        # the agent's start slower (more bytes copied per fault, which is the cost under TCG).
+        # the read-around on a page fault) stays at 256 KiB: 512000, the transport's maximum, was
+        # no faster for the agent's start (docs/vm-sandbox.md, "Figures").
         while read -r tag path; do
             mkdir -p "$R$path"
             mount -t 9p -o ro,nodev,trans=virtio,version=9p2000.L,msize=262144,cache=loose "$tag" "$R$path" || fail "mount 9p $tag $path"
