@@ -53,3 +53,8 @@ public func bwrapArguments(_ bwrap: String, options: [String] = [], command: [St
     }
     return arguments + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"] + command
 }
+
+/// The host's load average (1, 5, 15 minutes), printed next to figures measured on a shared machine.
+public func loadAverage() -> String {
+    ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
+}

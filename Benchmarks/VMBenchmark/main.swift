@@ -26,6 +26,33 @@ func rawBoot(image: GuestImage, scratch: String) throws -> (Double, String) {
     return (elapsed, (try? String(contentsOfFile: console, encoding: .utf8)) ?? "")
 }
 
+/// Guest uptime stamps from a console log: "guest-init: root ready at 3.71 s" → ["root ready": 3.71].
+func guestStamps(_ console: String) -> [String: Double] {
+    var stamps: [String: Double] = [:]
+    for line in console.split(whereSeparator: \.isNewline) {
+        guard let colon = line.firstIndex(of: ":"), line.hasPrefix("guest-init") || line.hasPrefix("sandbox-guest") else { continue }
+        let text = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        guard let at = text.range(of: " at ", options: .backwards) else { continue }
+        let value = text[at.upperBound...].split(separator: " ").first.flatMap { Double($0) }
+        if let value { stamps[String(text[..<at.lowerBound])] = value }
+    }
+    return stamps
+}
+
+/// One line per stage: the median guest uptime at which it ended, and the median step from the stage before.
+func printBreakdown(_ title: String, _ rounds: [[String: Double]], stages: [(String, String)], hostTotal: Double) {
+    print("  \(title) (guest uptime, p50 over \(rounds.count) rounds; host total p50 \(String(format: "%.2f", hostTotal)) s):")
+    var previous: String?
+    for (key, label) in stages {
+        let at = rounds.compactMap { $0[key] }
+        guard !at.isEmpty else { continue }
+        let steps = previous.map { previous in rounds.compactMap { round in round[key].flatMap { end in round[previous].map { end - $0 } } } } ?? at
+        let padded = label.padding(toLength: 34, withPad: " ", startingAt: 0)
+        print("    \(padded) at " + String(format: "%6.2f s  (+%.2f s)", percentile(at, 50), percentile(steps, 50)))
+        previous = key
+    }
+}
+
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 let scratch = NSTemporaryDirectory() + "sandboxd-vm-bench-\(getpid())"
 try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
@@ -38,42 +65,75 @@ let coldEngine = try await VMSandboxEngine.start(configuration: .init(
 let release = coldEngine.image.kernelPackage.description
 
 var raw: [Double] = [], cold: [Double] = []
+var rawStamps: [[String: Double]] = [], coldStamps: [[String: Double]] = []
+var coldCreate: [Double] = []
 for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
     let (rawSeconds, console) = try rawBoot(image: coldEngine.image, scratch: scratch)
     guard console.contains("-amd64") else { print("raw boot printed no kernel release:\n\(console.suffix(2000))"); exit(1) }
     raw.append(rawSeconds)
+    rawStamps.append(guestStamps(console))
     let started = Date()
     let sandbox = try await coldEngine.create(SandboxSpec(id: "bench-cold-\(round)"))
+    coldCreate.append(Date().timeIntervalSince(started))
     let result = try await sandbox.exec(ExecRequest(["uname", "-r"]))
     cold.append(Date().timeIntervalSince(started))
     guard result.exitCode == 0, String(decoding: result.stdout, as: UTF8.self).contains("-amd64") else { print("cold exec failed: \(result)"); exit(1) }
+    // The agent logs its first exec's end just after sending the result.
+    try await Task.sleep(for: .milliseconds(300))
+    coldStamps.append(guestStamps((try? String(contentsOfFile: sandbox.consoleLogPath, encoding: .utf8)) ?? ""))
     await sandbox.destroy()
-    print(String(format: "  round %d: raw boot %.2f s, cold create+exec %.2f s", round + 1, rawSeconds, cold.last!))
+    print(String(format: "  round %d: raw boot %.2f s, cold create+exec %.2f s (load %@)", round + 1, rawSeconds, cold.last!, loadAverage() as NSString))
 }
 await coldEngine.shutdown()
 
 let warmEngine = try await VMSandboxEngine.start(configuration: .init(
     stateDirectory: scratch + "/state-warm", imageCacheDirectory: packageRoot + "/.build-guest",
     cgroupSubtree: "sandboxd-vm-bench", accelerator: .tcg, poolSize: 1)) { _ in }
-var warm: [Double] = []
+var warm: [Double] = [], warmCommand: [Double] = []
+// VM_BENCH_WARM_COMMAND (words split on spaces) tells the warm path's parts apart, e.g. a command
+// whose files the pool's warm-up already read (`/bin/sh -c true`) against one it did not.
+let warmCommandLine = ProcessInfo.processInfo.environment["VM_BENCH_WARM_COMMAND"].map { $0.split(separator: " ").map(String.init) } ?? ["uname", "-r"]
 for round in 0..<environmentInt("VM_BENCH_WARM", 6) {
     var waited = 0
     while warmEngine.pooledCount == 0, waited < 3000 { try await Task.sleep(for: .milliseconds(100)); waited += 1 }
     let started = Date()
     let sandbox = try await warmEngine.create(SandboxSpec(id: "bench-warm-\(round)"))
-    let result = try await sandbox.exec(ExecRequest(["uname", "-r"]))
+    let result = try await sandbox.exec(ExecRequest(warmCommandLine))
     let elapsed = Date().timeIntervalSince(started)
     guard result.exitCode == 0, sandbox.fromPool else {
         print("warm run \(round) failed or was not pooled: exit \(String(describing: result.exitCode)); pool: \(warmEngine.lastPoolError ?? "no error")")
         exit(1)
     }
     warm.append(elapsed)
+    warmCommand.append(result.wallTime)
     await sandbox.destroy()
 }
 await warmEngine.shutdown()
 
 let rawP50 = percentile(raw, 50), coldP50 = percentile(cold, 50), warmP50 = percentile(warm, 50)
-print("VM sandbox (level 3, TCG, \(release), 768 MiB, 1 vCPU), command: uname -r")
+print("VM sandbox (level 3, TCG, \(release), 768 MiB, 1 vCPU), command: uname -r; load average \(loadAverage())")
 print(String(format: "  raw qemu boot + command   p50 %7.2f s   (n=%d, baseline)", rawP50, raw.count))
 print(String(format: "  cold create+exec          p50 %7.2f s   %.2fx raw   (target <= 1.2x)", coldP50, coldP50 / rawP50))
+printBreakdown("raw boot", rawStamps, stages: [
+    ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("root ready", "modules, 9p mounts, root"),
+    ("command done", "uname -r from init"),
+], hostTotal: rawP50)
+printBreakdown("cold create+exec", coldStamps, stages: [
+    ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("root ready", "modules, 9p mounts, root"),
+    ("started", "agent's main reached"), ("ready", "agent engine set up (hello)"),
+    ("sandbox configured", "level-1 sandbox configured"), ("first exec done", "uname -r through it"),
+], hostTotal: coldP50)
+// Host clock against guest uptime: what the host adds before the kernel runs (QEMU start,
+// firmware, loading kernel and initramfs; for cold also the jail) and after the last stamp.
+let rawOutside = zip(raw, rawStamps).compactMap { total, stamps in stamps["command done"].map { total - $0 } }
+let coldBeforeConfigured = zip(coldCreate, coldStamps).compactMap { create, stamps in stamps["sandbox configured"].map { create - $0 } }
+let coldExecHost = zip(cold, coldCreate).map { $0 - $1 }
+let coldExecGuest = coldStamps.compactMap { stamps in stamps["first exec done"].flatMap { done in stamps["sandbox configured"].map { done - $0 } } }
+if !raw.isEmpty {
+    print(String(format: "  host vs guest clock: raw: QEMU start to kernel + power-off and exit p50 %.2f s; cold: QEMU start to kernel + host side of hello/configure p50 %.2f s; cold exec round trip on the host p50 %.2f s (guest: configured → first exec done p50 %.2f s)",
+                 percentile(rawOutside, 50), percentile(coldBeforeConfigured, 50), percentile(coldExecHost, 50), percentile(coldExecGuest, 50)))
+}
+print("  warm-pool create+exec: \(warmCommandLine.joined(separator: " "))")
 print(String(format: "  warm-pool create+exec     p50 %7.1f ms  p90 %.1f ms  %.3fx raw  (n=%d, target p50 <= 100 ms)", warmP50 * 1000, percentile(warm, 90) * 1000, warmP50 / rawP50, warm.count))
+print(String(format: "    of which the command itself (spawn to exit, measured in the guest) p50 %.1f ms; load average %@",
+             percentile(warmCommand, 50) * 1000, loadAverage() as NSString))

@@ -36,6 +36,9 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
     /// The spawn helper (`sandboxd-spawner`, built with the daemon) that clones new sandboxes;
     /// nil: `defaultSpawnerPath()`.
     public var spawnerPath: String?
+    /// How many spawn helpers the engine keeps; nil: one per CPU, 2–4. A caller that creates one
+    /// sandbox at a time (the level-3 guest agent) needs one, and each costs a process start.
+    public var spawnerCount: Int?
 
     public init(
         cgroupRoot: String = "/sys/fs/cgroup",

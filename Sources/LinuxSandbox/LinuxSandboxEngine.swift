@@ -53,7 +53,8 @@ public final class LinuxSandboxEngine: Sendable {
         }
         seccomp = try SeccompProgram.standard.get()
         hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
-        spawner = try Spawner(path: configuration.spawnerPath ?? LinuxSandboxConfiguration.defaultSpawnerPath())
+        spawner = try Spawner(path: configuration.spawnerPath ?? LinuxSandboxConfiguration.defaultSpawnerPath(),
+                              count: configuration.spawnerCount)
     }
 
     // MARK: - Public API

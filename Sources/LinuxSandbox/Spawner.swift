@@ -36,10 +36,10 @@ final class Spawner: Sendable {
     private let next = Atomic<Int>(0)
 
     /// Starts the helpers. Throws when the executable is missing or not safe to run as root.
-    init(path: String) throws(LinuxSandboxError) {
+    init(path: String, count requested: Int? = nil) throws(LinuxSandboxError) {
         self.path = path
         try Self.checkExecutable(path)
-        let count = max(2, min(4, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let count = requested.map { max(1, $0) } ?? max(2, min(4, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         var started: [Slot] = []
         do throws(LinuxSandboxError) {
             for _ in 0..<count { started.append(Slot(try Self.start(path))) }

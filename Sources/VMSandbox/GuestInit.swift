@@ -19,6 +19,9 @@ enum GuestInit {
         exec 0<>/dev/console 1>&0 2>&0
         mount -t proc proc /proc || fail "mount proc /proc"
         mount -t sysfs sysfs /sys || fail "mount sysfs /sys"
+        # Guest uptime stamps (shell builtins, no fork) for the benchmark's time breakdown.
+        stamp() { read -r up _ < /proc/uptime; echo "guest-init: $1 at $up s"; }
+        stamp "kernel booted, init"
         while read -r module; do
             insmod "/lib/modules/$module.ko" || fail "insmod $module"
         done < /lib/modules/load-order
@@ -28,7 +31,9 @@ enum GuestInit {
         mkdir -p $R/etc $R/proc $R/sys $R/dev $R/tmp $R/run $R/var/tmp $R/root $R/.sandbox
         chmod 0700 $R/root
         # cache=loose: programs read the same libraries again and again, and every 9p round trip
-        # is slow under TCG; the runtime does not change under a running guest.
+        # is slow under TCG; the runtime does not change under a running guest. msize (and with it
+        # the read-around on a page fault) stays at 256 KiB: 512000, the transport's maximum, was
+        # no faster for the agent's start (docs/vm-sandbox.md, "Figures").
         while read -r tag path; do
             mkdir -p "$R$path"
             mount -t 9p -o ro,nodev,trans=virtio,version=9p2000.L,msize=262144,cache=loose "$tag" "$R$path" || fail "mount 9p $tag $path"
@@ -55,10 +60,12 @@ enum GuestInit {
         # The benchmark's baseline (sandboxd.raw=1): the same boot, then the command straight
         # from init, without agent, protocol or level-1 sandbox.
         if grep -q 'sandboxd.raw=1' /proc/cmdline; then
+            stamp "root ready"
             chroot $R /usr/bin/uname -r
+            stamp "command done"
             poweroff -f
         fi
-        echo "guest-init: root ready at $(cut -d' ' -f1 /proc/uptime) s"
+        stamp "root ready"
         umount /proc /sys
         # The agent's private libraries (the Swift runtime) sit next to it.
         exec switch_root $R /lib64/ld-linux-x86-64.so.2 --library-path /.sandbox/lib /.sandbox/sandbox-guest
