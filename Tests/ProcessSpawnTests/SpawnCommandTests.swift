@@ -16,6 +16,13 @@ struct SpawnCommandTests {
         return names.sorted { Int($0) ?? 0 < Int($1) ?? 0 }
     }
 
+    /// Where a symbolic link points ("" when it cannot be read).
+    static func link(_ path: String) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+    }
+
     @Test("only stdio and the passed descriptors cross, even ones of ours without close-on-exec")
     func onlyNamedDescriptorsCross() throws {
         var leaked: [Int32] = [-1, -1]
@@ -39,7 +46,12 @@ struct SpawnCommandTests {
             comm = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : ""
         }
         try #require(comm == "sleep\n", "the child never became sleep")
-        #expect(Self.entries("/proc/\(pid)/fd") == ["0", "1", "2", "3"])
+        // What each of its descriptors is (sleep may briefly hold one of its own, e.g. a locale file).
+        let held = Dictionary(uniqueKeysWithValues: Self.entries("/proc/\(pid)/fd").map { ($0, Self.link("/proc/\(pid)/fd/" + $0)) })
+        #expect(held["0"] == "/dev/null" && held["1"] == "/dev/null" && held["2"] == "/dev/null", "\(held)")
+        #expect(held["3"] == Self.link("/proc/self/fd/\(passed[1])"), "\(held)")
+        let leakedPipe = Self.link("/proc/self/fd/\(leaked[0])")
+        #expect(leakedPipe.hasPrefix("pipe:") && !held.values.contains(leakedPipe), "\(held) has our \(leakedPipe)")
         // And 3 is our pipe.
         var through = SpawnCommand(["/bin/sh", "-c", "echo through-3 >&3"])
         through.passedDescriptors = [passed[1]]
