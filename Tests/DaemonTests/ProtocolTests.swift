@@ -59,14 +59,14 @@ struct ProtocolTests {
         let adminUID = try TestHost.ensureUser(Self.admin, groups: ["sandboxd", "sandboxd-admin"])
         try await withServer { server in
             for (user, uid, admin) in [(Self.alice, aliceUID, false), (Self.bob, bobUID, false), (Self.admin, adminUID, true)] {
-                let response = try TestHost.curl(server.socketPath, "GET", "/v1/info", as: user, contentType: nil)
+                let response = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/info", as: user, contentType: nil)
                 #expect(response.status == 200, "\(user): \(response.body) \(response.result.stderr)")
                 let info = try JSONDecoder().decode(InfoResponse.self, from: Data(response.body.utf8))
                 #expect(info.caller.uid == uid)
                 #expect(info.caller.admin == admin, "\(user) admin")
                 #expect(info.caller.pid > 0)
             }
-            let root = try TestHost.curl(server.socketPath, "GET", "/v1/info", contentType: nil)
+            let root = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/info", contentType: nil)
             let info = try JSONDecoder().decode(InfoResponse.self, from: Data(root.body.utf8))
             #expect(info.caller.uid == 0 && info.caller.admin)
         }
@@ -77,10 +77,10 @@ struct ProtocolTests {
         guard TestHost.isRoot else { print("skipped: needs root to create users"); return }
         _ = try TestHost.ensureUser(Self.outsider, groups: [])
         try await withServer { server in
-            let response = try TestHost.curl(server.socketPath, "GET", "/v1/health", as: Self.outsider, contentType: nil)
+            let response = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/health", as: Self.outsider, contentType: nil)
             #expect(response.status == 0)
             #expect(response.result.status == 7, "curl exit \(response.result.status): \(response.result.stderr)") // couldn't connect
-            let ctl = try TestHost.run(["/usr/sbin/runuser", "-u", Self.outsider, "--", TestHost.product("sandboxctl"),
+            let ctl = try await TestHost.runOnThread(["/usr/sbin/runuser", "-u", Self.outsider, "--", TestHost.product("sandboxctl"),
                                         "info", "--socket", server.socketPath])
             #expect(ctl.status == 125)
             #expect(ctl.stderr.contains("permission denied"), "\(ctl.stderr)")
@@ -90,7 +90,7 @@ struct ProtocolTests {
     @Test("health answers ok")
     func health() async throws {
         try await withServer { server in
-            let response = try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil)
+            let response = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/health", contentType: nil)
             #expect(response.status == 200)
             let health = try JSONDecoder().decode(HealthResponse.self, from: Data(response.body.utf8))
             #expect(health.status == "ok")
@@ -111,7 +111,7 @@ struct ProtocolTests {
                 (#"[1]"#, "invalid_json", "JSON object"),
             ]
             for (body, code, fragment) in cases {
-                let response = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(body.utf8))
+                let response = try await TestHost.curlOnThread(server.socketPath, "POST", "/v1/run", body: Data(body.utf8))
                 #expect(response.status == 400, "\(body) → \(response.status) \(response.body)")
                 let error = try errorBody(response.body)
                 #expect(error.code == code, "\(body) → \(error.code)")
@@ -124,11 +124,11 @@ struct ProtocolTests {
     func wrongContentType() async throws {
         try await withServer { server in
             for type in ["application/x-www-form-urlencoded", "text/plain"] {
-                let response = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8), contentType: type)
+                let response = try await TestHost.curlOnThread(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8), contentType: type)
                 #expect(response.status == 415)
                 #expect(try errorBody(response.body).code == "unsupported_media_type")
             }
-            let charset = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8),
+            let charset = try await TestHost.curlOnThread(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8),
                                             contentType: "application/json; charset=utf-8")
             #expect(charset.status != 415)
         }
@@ -138,13 +138,13 @@ struct ProtocolTests {
     func hugeBody() async throws {
         try await withServer(.init(maxBodyBytes: 64 * 1024)) { server in
             let huge = Data(#"{"command":["true"],"stdin":""#.utf8) + Data(repeating: UInt8(ascii: "a"), count: 8 << 20) + Data(#""}"#.utf8)
-            let response = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: huge)
+            let response = try await TestHost.curlOnThread(server.socketPath, "POST", "/v1/run", body: huge)
             #expect(response.status == 413, "\(response.body) \(response.result.stderr)")
             #expect(try errorBody(response.body).code == "payload_too_large")
             // Without Content-Length (chunked): the limit still holds while reading.
-            let chunked = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: huge, extra: ["-H", "Transfer-Encoding: chunked"])
+            let chunked = try await TestHost.curlOnThread(server.socketPath, "POST", "/v1/run", body: huge, extra: ["-H", "Transfer-Encoding: chunked"])
             #expect(chunked.status == 413, "\(chunked.body) \(chunked.result.stderr)")
-            let after = try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil)
+            let after = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/health", contentType: nil)
             #expect(after.status == 200)
         }
     }
@@ -153,16 +153,16 @@ struct ProtocolTests {
     func unknownRoutes() async throws {
         try await withServer { server in
             for (method, path) in [("GET", "/v2/anything"), ("GET", "/"), ("DELETE", "/v1/health"), ("PATCH", "/v1/sandboxes")] {
-                let response = try TestHost.curl(server.socketPath, method, path, contentType: nil)
+                let response = try await TestHost.curlOnThread(server.socketPath, method, path, contentType: nil)
                 #expect([404, 405].contains(response.status), "\(method) \(path) → \(response.status)")
                 let error = try errorBody(response.body)
                 #expect(["not_found", "method_not_allowed"].contains(error.code))
                 #expect(error.message.contains(path))
             }
-            let missing = try TestHost.curl(server.socketPath, "GET", "/v1/sandboxes/sbx-0000000000000000", contentType: nil)
+            let missing = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/sandboxes/sbx-0000000000000000", contentType: nil)
             #expect(missing.status == 404)
             #expect(try errorBody(missing.body).code == "not_found")
-            let badID = try TestHost.curl(server.socketPath, "GET", "/v1/executions/not-a-uuid", contentType: nil)
+            let badID = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/executions/not-a-uuid", contentType: nil)
             #expect(badID.status == 404)
         }
     }
@@ -170,12 +170,12 @@ struct ProtocolTests {
     @Test("query parameters are checked: unknown names, bad limits, bad stream values")
     func queryParameters() async throws {
         try await withServer { server in
-            let unknown = try TestHost.curl(server.socketPath, "GET", "/v1/executions?sandbox=x", contentType: nil)
+            let unknown = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/executions?sandbox=x", contentType: nil)
             #expect(unknown.status == 400)
             #expect(try errorBody(unknown.body).code == "unknown_field")
-            let limit = try TestHost.curl(server.socketPath, "GET", "/v1/executions?limit=100000", contentType: nil)
+            let limit = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/executions?limit=100000", contentType: nil)
             #expect(limit.status == 400)
-            let stream = try TestHost.curl(server.socketPath, "POST", "/v1/run?stream=sse", body: Data(#"{"command":["true"]}"#.utf8))
+            let stream = try await TestHost.curlOnThread(server.socketPath, "POST", "/v1/run?stream=sse", body: Data(#"{"command":["true"]}"#.utf8))
             #expect(stream.status == 400)
             #expect(try errorBody(stream.body).message.contains("ndjson"))
         }
@@ -184,10 +184,10 @@ struct ProtocolTests {
     @Test("without a database nothing runs and history says why (503), instead of running unrecorded")
     func noDatabase() async throws {
         try await withServer { server in
-            let run = try TestHost.curl(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8))
+            let run = try await TestHost.curlOnThread(server.socketPath, "POST", "/v1/run", body: Data(#"{"command":["true"]}"#.utf8))
             #expect(run.status == 503)
             #expect(try errorBody(run.body).message.contains("database"))
-            let history = try TestHost.curl(server.socketPath, "GET", "/v1/executions", contentType: nil)
+            let history = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/executions", contentType: nil)
             #expect(history.status == 503)
         }
     }
@@ -198,7 +198,7 @@ struct ProtocolTests {
             #expect(throws: ControlListenerError.self) {
                 try ControlListener.path(server.socketPath, group: nil).open()
             }
-            let health = try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil)
+            let health = try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/health", contentType: nil)
             #expect(health.status == 200)
         }
         // A stale socket: bound, then its listener closed.
@@ -209,7 +209,7 @@ struct ProtocolTests {
         // Bound and listening in a process that then exits: no copy of that listener ever exists
         // in this one, where any child another test starts (curl, a daemon) holds a copy of every
         // descriptor until its exec. (Sandboxes are cloned by the spawner, never from here.)
-        let made = try TestHost.run(["/usr/bin/python3", "-c",
+        let made = try await TestHost.runOnThread(["/usr/bin/python3", "-c",
                                      "import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()", stale])
         try #require(made.status == 0 && FileManager.default.fileExists(atPath: stale), "\(made.stderr)")
         let second = try ControlListener.path(stale, group: nil).open()
@@ -289,15 +289,15 @@ struct ProtocolTests {
     }
 
     @Test("sandboxctl says the daemon is not running when there is no socket, and exits 125")
-    func sandboxctlNotRunning() throws {
-        let result = try TestHost.run([TestHost.product("sandboxctl"), "info", "--socket", "/tmp/no-such-dir-\(getpid())/sandboxd.sock"])
+    func sandboxctlNotRunning() async throws {
+        let result = try await TestHost.runOnThread([TestHost.product("sandboxctl"), "info", "--socket", "/tmp/no-such-dir-\(getpid())/sandboxd.sock"])
         #expect(result.status == 125)
         #expect(result.stderr.contains("sandboxd is not running"), "\(result.stderr)")
         let refused = "/tmp/sandboxd-refused-\(getpid()).sock"
         let listener = try ControlListener.path(refused, group: nil).open()
         close(listener.fd) // the file stays, nobody listens: connection refused
         defer { unlink(refused) }
-        let second = try TestHost.run([TestHost.product("sandboxctl"), "ps", "--socket", refused])
+        let second = try await TestHost.runOnThread([TestHost.product("sandboxctl"), "ps", "--socket", refused])
         #expect(second.status == 125)
         #expect(second.stderr.contains("not running"), "\(second.stderr)")
     }
@@ -305,10 +305,10 @@ struct ProtocolTests {
     @Test("sandboxctl info works over the socket, as text and as JSON")
     func sandboxctlInfo() async throws {
         try await withServer { server in
-            let text = try TestHost.run([TestHost.product("sandboxctl"), "info", "--socket", server.socketPath])
+            let text = try await TestHost.runOnThread([TestHost.product("sandboxctl"), "info", "--socket", server.socketPath])
             #expect(text.status == 0, "\(text.stderr)")
             #expect(text.stdout.contains("isolation levels"))
-            let json = try TestHost.run([TestHost.product("sandboxctl"), "info", "-o", "json", "--socket", server.socketPath])
+            let json = try await TestHost.runOnThread([TestHost.product("sandboxctl"), "info", "-o", "json", "--socket", server.socketPath])
             #expect(json.status == 0)
             let info = try JSONDecoder().decode(InfoResponse.self, from: Data(json.stdout.utf8))
             #expect(info.caller.uid == getuid())
@@ -342,7 +342,7 @@ struct ProtocolTests {
             #expect(error.code == code, "\(name): \(answer.body)")
             #expect(error.message.contains(mentions), "\(name): \(error.message)")
             // The daemon is unharmed: the next connection is served.
-            #expect(try TestHost.curl(server.socketPath, "GET", "/v1/health", contentType: nil).status == 200)
+            #expect(try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/health", contentType: nil).status == 200)
             let text = String(decoding: metrics.exposition(), as: UTF8.self)
             #expect(metricValue(text, "sandboxd_api_errors_total{code=\"\(code)\"}") == 1, "\(text)")
         }
@@ -356,9 +356,9 @@ struct ProtocolTests {
         let metrics = DaemonMetrics()
         try await withServer(metrics: metrics) { server in
             // Something to count first: an unknown endpoint is a not_found error.
-            #expect(try TestHost.curl(server.socketPath, "GET", "/v1/nothing", contentType: nil).status == 404)
+            #expect(try await TestHost.curlOnThread(server.socketPath, "GET", "/v1/nothing", contentType: nil).status == 404)
             for user in [nil, Self.admin] {
-                let response = try TestHost.curl(server.socketPath, "GET", "/metrics", as: user, contentType: nil)
+                let response = try await TestHost.curlOnThread(server.socketPath, "GET", "/metrics", as: user, contentType: nil)
                 #expect(response.status == 200, "\(user ?? "root"): \(response.body)")
                 #expect(response.body.contains("# TYPE sandboxd_sandboxes_alive gauge"), "\(response.body)")
                 #expect(metricValue(response.body, "sandboxd_sandboxes_alive") == 0, "\(response.body)")
@@ -367,7 +367,7 @@ struct ProtocolTests {
             let raw = try RawExchange(socket: server.socketPath, sending: Array("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
             #expect(raw.status == 200)
             #expect(raw.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8", "\(raw.headers)")
-            let refused = try TestHost.curl(server.socketPath, "GET", "/metrics", as: Self.alice, contentType: nil)
+            let refused = try await TestHost.curlOnThread(server.socketPath, "GET", "/metrics", as: Self.alice, contentType: nil)
             #expect(refused.status == 403, "\(refused.body)")
             let error = try errorBody(refused.body)
             #expect(error.code == "forbidden")
@@ -375,7 +375,7 @@ struct ProtocolTests {
         }
         // Without metrics configured there is no such endpoint.
         try await withServer { server in
-            let missing = try TestHost.curl(server.socketPath, "GET", "/metrics", contentType: nil)
+            let missing = try await TestHost.curlOnThread(server.socketPath, "GET", "/metrics", contentType: nil)
             #expect(missing.status == 404, "\(missing.body)")
         }
     }

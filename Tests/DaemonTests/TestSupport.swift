@@ -36,6 +36,26 @@ enum TestHost {
         return Result(status: output.termination.status, stdout: output.outputText, stderr: output.errorText)
     }
 
+    /// `run` on a thread of its own. An async test that waits for a child talking to an
+    /// in-process server must not hold one of the few cooperative threads that server needs to
+    /// answer it (with two cores there are two; a blocked pair starves the server).
+    @discardableResult
+    static func runOnThread(_ argv: [String], input: Data = Data(), environment: [String: String]? = nil) async throws -> Result {
+        try await onThread { try run(argv, input: input, environment: environment) }
+    }
+
+    /// `curl` on a thread of its own (see `runOnThread`).
+    static func curlOnThread(_ socket: String, _ method: String, _ path: String, as user: String? = nil, body: Data? = nil,
+                             contentType: String? = "application/json", extra: [String] = []) async throws -> (status: Int, body: String, result: Result) {
+        try await onThread { try curl(socket, method, path, as: user, body: body, contentType: contentType, extra: extra) }
+    }
+
+    private static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Swift.Result { try body() }) }.start()
+        }
+    }
+
     static func ensureGroup(_ name: String) throws {
         if getgrnam(name) == nil { try run(["/usr/sbin/groupadd", "--system", name]) }
     }
