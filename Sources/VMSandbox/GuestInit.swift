@@ -25,6 +25,7 @@ enum GuestInit {
         while read -r module; do
             insmod "/lib/modules/$module.ko" || fail "insmod $module"
         done < /lib/modules/load-order
+        stamp "modules loaded"
 
         R=/newroot
         mount -t tmpfs -o mode=0755 tmpfs $R || fail "mount tmpfs $R"
