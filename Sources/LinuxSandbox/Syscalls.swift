@@ -1,5 +1,6 @@
 import CLinuxSandbox
 import SystemPackage
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -96,6 +97,11 @@ final class CArena {
     var isContiguous: Bool { base != nil && overflow.isEmpty }
 
     init() {
+        if let spare = Self.spareBlocks.withLock({ $0.popLast() }) {
+            base = UnsafeMutableRawPointer(bitPattern: spare.address)
+            reserved = spare.size
+            return
+        }
         // Address space only (pages are touched as used); where overcommit is strict and even
         // 1 MiB cannot be had, the arena still works for direct clones.
         var block: UnsafeMutableRawPointer?
@@ -109,15 +115,36 @@ final class CArena {
     }
 
     deinit {
-        if let base { munmap(base, reserved) }
         for p in overflow { free(p) }
+        guard let base else { return }
+        // Kept for the next launch: mapping a block, faulting in its first pages and unmapping
+        // it (a TLB shootdown across the daemon's threads) cost every launch. Pages past the
+        // first `keptBytes` go back to the kernel, so a rare big request does not stay resident.
+        if used > Self.keptBytes {
+            _ = madvise(base + Self.keptBytes, reserved - Self.keptBytes, MADV_DONTNEED)
+        }
+        let kept = Self.spareBlocks.withLock { spares in
+            guard spares.count < Self.maximumSpares else { return false }
+            spares.append((UInt(bitPattern: base), reserved))
+            return true
+        }
+        if !kept { munmap(base, reserved) }
     }
+
+    /// Blocks of finished arenas, ready for reuse (addresses; only one arena owns a block).
+    private static let spareBlocks = Mutex<[(address: UInt, size: Int)]>([])
+    /// Spare blocks kept at most (more launches at once than this map their own).
+    private static let maximumSpares = 16
+    /// Bytes of a spare block left resident (a typical launch uses a few KiB).
+    private static let keptBytes = 64 * 1024
 
     /// Uninitialized memory for `bytes` bytes at a multiple of `alignment` (≤ 16).
     func allocate(_ bytes: Int, alignment: Int) -> UnsafeMutableRawPointer {
         let size = max(1, bytes)
         let offset = (used + alignment - 1) & ~(alignment - 1)
         if let base, offset + size <= reserved {
+            // A reused block holds an earlier request's bytes: no stale byte goes out as padding.
+            if offset > used { (base + used).initializeMemory(as: UInt8.self, repeating: 0, count: offset - used) }
             used = offset + size
             return base + offset
         }
@@ -168,34 +195,10 @@ final class CArena {
     }
 }
 
-/// Runs blocking work on its own thread, never on the cooperative pool.
+/// Runs blocking work on one of the engine's own threads (`BlockingThreads`), never on the
+/// cooperative pool; it starts at once, whatever else is blocked.
 func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
-        let box = Box { continuation.resume(returning: body()) }
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        pthread_attr_setstacksize(&attributes, 256 * 1024)
-        var thread = pthread_t()
-        let unmanaged = Unmanaged.passRetained(box)
-        let rc = pthread_create(&thread, &attributes, { arg in
-            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-            box.run()
-            return nil
-        }, unmanaged.toOpaque())
-        pthread_attr_destroy(&attributes)
-        if rc != 0 {
-            // No thread to be had: run inline rather than lose the work.
-            unmanaged.release()
-            box.run()
-        }
+        BlockingThreads.shared.submit { continuation.resume(returning: body()) }
     }
 }
-
-private final class Box: @unchecked Sendable {
-    let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
-}
-
-
-
