@@ -55,13 +55,15 @@ func printBreakdown(_ title: String, _ rounds: [[String: Double]], stages: [(Str
 
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 let scratch = NSTemporaryDirectory() + "sandboxd-vm-bench-\(getpid())"
+// This run's own cgroup subtree, removed at the end (engines leave their parent directory to the caller).
+let cgroupSubtree = "sandboxd-vm-bench-\(getpid())"
 try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(atPath: scratch) }
 guard getuid() == 0 else { print("VMBenchmark: needs root (jailed QEMU); skipped"); exit(0) }
 
 let coldEngine = try await VMSandboxEngine.start(configuration: .init(
     stateDirectory: scratch + "/state-cold", imageCacheDirectory: packageRoot + "/.build-guest",
-    cgroupSubtree: "sandboxd-vm-bench", accelerator: .tcg, poolSize: 0)) { print("  \($0)") }
+    cgroupSubtree: cgroupSubtree, accelerator: .tcg, poolSize: 0)) { print("  \($0)") }
 let release = coldEngine.image.kernelPackage.description
 
 var raw: [Double] = [], cold: [Double] = []
@@ -85,10 +87,11 @@ for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
     print(String(format: "  round %d: raw boot %.2f s, cold create+exec %.2f s (load %@)", round + 1, rawSeconds, cold.last!, loadAverage() as NSString))
 }
 await coldEngine.shutdown()
+rmdir(coldEngine.cgroupParent)
 
 let warmEngine = try await VMSandboxEngine.start(configuration: .init(
     stateDirectory: scratch + "/state-warm", imageCacheDirectory: packageRoot + "/.build-guest",
-    cgroupSubtree: "sandboxd-vm-bench", accelerator: .tcg, poolSize: 1)) { _ in }
+    cgroupSubtree: cgroupSubtree, accelerator: .tcg, poolSize: 1)) { _ in }
 var warm: [Double] = [], warmCommand: [Double] = []
 // VM_BENCH_WARM_COMMAND (words split on spaces) tells the warm path's parts apart, e.g. a command
 // whose files the pool's warm-up already read (`/bin/sh -c true`) against one it did not.
@@ -109,6 +112,7 @@ for round in 0..<environmentInt("VM_BENCH_WARM", 6) {
     await sandbox.destroy()
 }
 await warmEngine.shutdown()
+rmdir(warmEngine.cgroupParent)
 
 let rawP50 = percentile(raw, 50), coldP50 = percentile(cold, 50), warmP50 = percentile(warm, 50)
 print("VM sandbox (level 3, TCG, \(release), 768 MiB, 1 vCPU), command: uname -r; load average \(loadAverage())")
