@@ -204,8 +204,9 @@ struct ProtocolTests {
         // A stale socket: bound, then its listener closed.
         let directory = "/tmp/sandboxd-stale-\(getpid())"
         mkdir(directory, 0o755)
-        defer { rmdir(directory) }
         let stale = directory + "/s.sock"
+        // Also when a check below fails: nothing of this test stays in /tmp.
+        defer { unlink(stale); rmdir(directory) }
         // Bound and listening in a process that then exits: no copy of that listener ever exists
         // in this one, where any child another test starts (curl, a daemon) holds a copy of every
         // descriptor until its exec. (Sandboxes are cloned by the spawner, never from here.)
