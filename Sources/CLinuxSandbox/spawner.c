@@ -338,6 +338,18 @@ static int write_id_maps(int pid, uint32_t id) {
     return rc < 0 ? rc : write_map(pid, "gid_map", id);
 }
 
+/// Puts the received descriptors, in order, into the config's fields that expect one (those
+/// not -1). Returns 0 when every field got one and none was left over, -1 otherwise.
+static int place_fds(int **fields, int nfields, const int *fds, unsigned nfds) {
+    unsigned used = 0;
+    for (int i = 0; i < nfields; i++) {
+        if (*fields[i] < 0) continue;
+        if (used == nfds) return -1;
+        *fields[i] = fds[used++];
+    }
+    return used == nfds ? 0 : -1;
+}
+
 /// Runs an exec request whose block is in `buffer`: assigns the descriptors, clones the exec's
 /// first process, answers with its pid, pidfd and report descriptor. Returns 0 to go on, -1
 /// when the engine is gone.
@@ -349,13 +361,7 @@ static int serve_exec(int sock, const struct spawner_request *header, int *fds, 
     if (reloc_final(&b, &config->final) < 0) goto answer;
     int *fields[SPAWNER_MAX_FDS];
     int nfields = exec_fd_fields(config, fields);
-    unsigned used = 0;
-    for (int i = 0; i < nfields; i++) {
-        if (*fields[i] < 0) continue;
-        if (used == nfds) goto answer;
-        *fields[i] = fds[used++];
-    }
-    if (used != nfds || config->init_pidfd < 0 || config->cgroup_fd < 0) goto answer;
+    if (place_fds(fields, nfields, fds, nfds) < 0 || config->init_pidfd < 0 || config->cgroup_fd < 0) goto answer;
     config->stack = exec_stack;
     config->stack_size = sizeof exec_stack;
     config->argv_area = argv_area;
@@ -412,14 +418,7 @@ static int serve_one(int sock, const struct spawner_request *header, int *fds, u
     if (header->host_id == 0 || reloc_config(&b, config) < 0) goto answer;
     int *fields[SPAWNER_MAX_FDS];
     int nfields = fd_fields(config, fields);
-    if (nfields < 0) goto answer;
-    unsigned used = 0;
-    for (int i = 0; i < nfields; i++) {
-        if (*fields[i] < 0) continue;
-        if (used == nfds) goto answer;
-        *fields[i] = fds[used++];
-    }
-    if (used != nfds) goto answer;
+    if (nfields < 0 || place_fds(fields, nfields, fds, nfds) < 0) goto answer;
     // A one-shot PID 1 blanks the command line of what it was cloned from: ours.
     config->argv_area = argv_area;
     config->argv_area_len = argv_area_len;
