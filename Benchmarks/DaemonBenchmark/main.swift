@@ -67,6 +67,12 @@ func residentKiB(_ pid: pid_t) -> Int? {
     return nil
 }
 
+/// The first three fields of /proc/loadavg (other work on the machine skews every figure here).
+func loadAverage() -> String {
+    let text = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?"
+    return text.split(separator: " ").prefix(3).joined(separator: " ")
+}
+
 func mib(_ kib: Int?) -> String { kib.map { String(format: "%.1f MiB", Double($0) / 1024) } ?? "?" }
 
 /// One keep-alive HTTP/1.1 connection on a Unix socket, blocking. Content-Length answers only
@@ -252,6 +258,7 @@ shutdown_grace_period: 5
 func removeDirectory() { _ = spawnAndWait(["/bin/rm", "-rf", directory]) }
 
 print("daemon benchmark: \(daemonPath)")
+print("load average at start: \(loadAverage())")
 print("baseline: \(bwrap.joined(separator: " "))")
 guard let daemon = spawn([daemonPath, "--config", configPath], log: logPath) else { fail("cannot start \(daemonPath)") }
 func daemonLog() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -404,6 +411,8 @@ print("sandboxd resident memory (VmRSS)")
 print("  idle after start                     \(mib(rssIdle))   (target < 30 MiB)")
 print("  peak under load                      \(mib(peak.peak))")
 print("  idle after the load                  \(mib(rssAfter))")
+
+print("load average at the end: \(loadAverage())")
 
 stopDaemon()
 removeDirectory()

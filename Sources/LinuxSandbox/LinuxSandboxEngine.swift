@@ -104,6 +104,41 @@ public final class LinuxSandboxEngine: Sendable {
         return try result.get()
     }
 
+    /// One-shot that answers at the command's end: returns the result as soon as the command
+    /// has ended and all its output is read, while the sandbox's teardown goes on on the engine's
+    /// thread. `tornDown` is called exactly once, on that thread, when the sandbox is gone (or,
+    /// when the request was refused before anything started, before this throws). When the end
+    /// is not reported early (a timeout, PID 1 killed unreported, a failed setup), this returns
+    /// or throws when `run` would, just before `tornDown` is called.
+    public func runAnsweringAtEnd(
+        _ spec: SandboxSpec, _ request: ExecRequest, attachments: LaunchAttachments = .init(),
+        tornDown: @escaping @Sendable () -> Void
+    ) async throws(LinuxSandboxError) -> ExecResult {
+        let enforced: Bool
+        do throws(LinuxSandboxError) {
+            try Self.validate(spec)
+            try attachments.validate()
+            try LinuxSandbox.validate(request)
+            enforced = try limitsEnforced(for: spec)
+        } catch {
+            tornDown()
+            throw error
+        }
+        let timeout = request.timeout ?? spec.limits.executionTimeout
+        let result: Result<ExecResult, LinuxSandboxError> = await withCheckedContinuation { continuation in
+            let answer = AnswerOnce(continuation)
+            BlockingThreads.shared.submit {
+                let outcome = Result { () throws(LinuxSandboxError) in
+                    try self.runBlocking(spec, request, limitsEnforced: enforced, timeout: timeout, onOutput: nil,
+                                         attachments: attachments, onEnded: { answer.resume(.success($0)) })
+                }
+                answer.resume(outcome)
+                tornDown()
+            }
+        }
+        return try result.get()
+    }
+
     /// Whether `spec`'s limits can all be enforced here. Throws `controllersMissing` when they
     /// cannot and the spec says strict; returns false for best-effort (rlimits then apply).
     public func limitsEnforced(for spec: SandboxSpec) throws(LinuxSandboxError) -> Bool {
@@ -562,4 +597,20 @@ func killAndReap(_ pidfd: Int32) {
         _ = poll(&pfd, 1, 5_000)
     }
     close(pidfd)
+}
+
+/// A continuation resumed by the first of several callers (the command's end, or the run's return).
+private final class AnswerOnce: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Result<ExecResult, LinuxSandboxError>, Never>?>
+
+    init(_ continuation: CheckedContinuation<Result<ExecResult, LinuxSandboxError>, Never>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(_ value: Result<ExecResult, LinuxSandboxError>) {
+        continuation.withLock { pending in
+            defer { pending = nil }
+            return pending
+        }?.resume(returning: value)
+    }
 }

@@ -52,6 +52,11 @@ extension LinuxSandboxEngine: SandboxEngine {
                       onEnded: onEnded)
     }
 
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, tornDown: @escaping @Sendable () -> Void) async throws -> ExecResult {
+        try await runAnsweringAtEnd(Self.sandboxSpec(spec), Self.request(exec, daemonEnvironment: spec.attachments.environment),
+                                    attachments: Self.launchAttachments(spec.attachments), tornDown: tornDown)
+    }
+
     static func sandboxSpec(_ spec: EngineSandboxSpec) -> SandboxSpec {
         SandboxSpec(id: spec.id, limits: spec.limits, enforcement: spec.enforcement,
                     environment: spec.attachments.environment(over: spec.environment),

@@ -62,6 +62,10 @@ public protocol SandboxEngine: Sendable {
     /// It returns the same result when the teardown is done. Engines without that moment never call it.
     func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?,
                  onEnded: @escaping @Sendable (ExecResult) -> Void) async throws -> ExecResult
+    /// One-shot that returns as soon as the command's end is known (the Supervisor records it and
+    /// answers meanwhile); the sandbox's teardown goes on, and `tornDown` is called exactly once
+    /// when it is gone — also when this throws. Engines without that moment return after the teardown.
+    func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, tornDown: @escaping @Sendable () -> Void) async throws -> ExecResult
     /// Drops what the engine keeps besides sandboxes (the level-3 warm pool); called once at daemon stop.
     func shutdown() async
 }
@@ -69,6 +73,12 @@ public protocol SandboxEngine: Sendable {
 extension SandboxEngine {
     /// Nothing to drop.
     public func shutdown() async {}
+
+    /// No early answer: returns after the teardown, `tornDown` called just before.
+    public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, tornDown: @escaping @Sendable () -> Void) async throws -> ExecResult {
+        defer { tornDown() }
+        return try await runOnce(spec, exec, output: nil)
+    }
 
     /// No early outcome: `onEnded` is never called.
     public func runOnce(_ spec: EngineSandboxSpec, _ exec: EngineExec, output: OutputSink?,

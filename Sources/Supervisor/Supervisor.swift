@@ -28,6 +28,8 @@ public final class Supervisor: SandboxService {
     var policyLogger: Logger { logger }
     private let startedAt = ContinuousClock.now
     private let state = ShutdownState()
+    /// Every exec (persistent or one-shot) from its start to its record: shutdown waits for them.
+    private let inFlight = InFlightCount()
     /// The policies in force; replaced whole by ``reloadPolicies(caller:)`` and `SIGHUP`.
     public let policyStore: PolicyStore
     /// Egress proxies and database roles of live sandboxes.
@@ -129,10 +131,10 @@ public final class Supervisor: SandboxService {
         await registry.stopAccepting()
         let deadline = ContinuousClock.now + .milliseconds(Int64(configuration.gracePeriodSeconds * 1000))
         // Every exec (persistent or one-shot) counts from its start to its record.
-        while await state.inFlight > 0, ContinuousClock.now < deadline {
+        while inFlight.count > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        let remaining = await state.inFlight
+        let remaining = inFlight.count
         if remaining > 0 {
             logger.warning("grace period of \(configuration.gracePeriodSeconds) s over; killing \(remaining) running execs")
         }
@@ -150,7 +152,7 @@ public final class Supervisor: SandboxService {
         await tools.close()
         // Execs killed above finish and write their records; wait for them before the final flush.
         let settle = ContinuousClock.now + .seconds(5)
-        while await state.inFlight > 0, ContinuousClock.now < settle {
+        while inFlight.count > 0, ContinuousClock.now < settle {
             try? await Task.sleep(for: .milliseconds(20))
         }
         if let records {
@@ -440,21 +442,26 @@ public final class Supervisor: SandboxService {
                          description: SandboxDescription, applied: AppliedPolicy, caller: Caller,
                          output: OutputSink?) async throws -> ExecutionResult {
         let records = try requireRecords()
-        await state.enter()
+        inFlight.enter()
+        // Set when the exec's one-shot sandbox is torn down after the answer: it leaves the
+        // in-flight count itself once gone.
+        var leavesAtTeardown = false
         do {
             let result = try await executeRecorded(payload, language: language, target: target, description: description,
-                                                   applied: applied, caller: caller, output: output, records: records)
-            await state.leave()
+                                                   applied: applied, caller: caller, output: output, records: records,
+                                                   leavesAtTeardown: &leavesAtTeardown)
+            if !leavesAtTeardown { inFlight.leave() }
             return result
         } catch {
-            await state.leave()
+            if !leavesAtTeardown { inFlight.leave() }
             throw error
         }
     }
 
     private func executeRecorded(_ payload: ExecPayload, language: CodeLanguage?, target: ExecTarget,
                                  description: SandboxDescription, applied: AppliedPolicy, caller: Caller,
-                                 output: OutputSink?, records: any ExecutionRecorder) async throws -> ExecutionResult {
+                                 output: OutputSink?, records: any ExecutionRecorder,
+                                 leavesAtTeardown: inout Bool) async throws -> ExecutionResult {
         let executionID = UUID()
         let startedAt = Date()
         let clock = ContinuousClock.now
@@ -528,6 +535,14 @@ public final class Supervisor: SandboxService {
             switch target {
             case .sandbox(let sandbox):
                 outcome = try await sandbox.exec(exec, output: output)
+            case .oneShot(let engine, let spec) where output == nil && spec.attachments.isEmpty:
+                // Nothing of the daemon's is attached to the sandbox (no proxy, no database role),
+                // so nothing is left to close after the command: the engine answers at the
+                // command's end, the record is committed and the answer sent while the engine's
+                // thread tears the sandbox down. It counts as in flight until it is gone.
+                let inFlight = self.inFlight
+                leavesAtTeardown = true
+                outcome = try await engine.runOnce(spec, exec, tornDown: { inFlight.leave() })
             case .oneShot(let engine, let spec):
                 outcome = try await engine.runOnce(spec, exec, output: output) { ended in
                     early.start { try await finish(ended, errorMessage: nil) }
@@ -622,10 +637,19 @@ final class EarlyCommit: Sendable {
     var task: Task<ExecutionResult, any Error>? { started.withLock { $0 } }
 }
 
-/// Whether shutdown started, and how many execs are between start and record.
+/// Execs between their start and their record (and, for a one-shot sandbox torn down after
+/// its answer, until it is gone): what shutdown waits for.
+final class InFlightCount: Sendable {
+    private let value = Mutex(0)
+
+    func enter() { value.withLock { $0 += 1 } }
+    func leave() { value.withLock { $0 -= 1 } }
+    var count: Int { value.withLock { $0 } }
+}
+
+/// Whether shutdown started.
 actor ShutdownState {
     private(set) var stopping = false
-    private(set) var inFlight = 0
     private var task: Task<Void, Never>?
 
     func shutdown(_ body: @escaping @Sendable () async -> Void) async {
@@ -633,8 +657,6 @@ actor ShutdownState {
         if task == nil { task = Task { await body() } }
         await task!.value
     }
-    func enter() { inFlight += 1 }
-    func leave() { inFlight -= 1 }
 }
 
 extension Duration {
