@@ -176,16 +176,14 @@ final class JailedQEMU: @unchecked Sendable {
             arguments += ["-virtfs", "local,path=\(path),mount_tag=\(share.tag),security_model=none,readonly=on,multidevs=remap"]
         }
         arguments += [
+            // ttyS0 is the console, ttyS1 the agent's channel (AgentSerialPort): legacy 16550 UARTs
+            // the kernel's built-in 8250 driver serves, so the channel adds no PCI device and no module.
             "-chardev", "socket,id=console,fd=4", "-serial", "chardev:console",
-            "-device", "virtio-serial-pci,id=vs0",
-            "-chardev", "socket,id=agent,fd=3",
-            "-device", "virtserialport,bus=vs0.0,chardev=agent,name=\(agentPortName)",
+            "-chardev", "socket,id=agent,fd=3", "-serial", "chardev:agent",
             "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         ]
         return arguments
     }
-
-    static let agentPortName = "org.sandboxd.agent"
 
     /// The benchmark's baseline: the same machine, kernel, initramfs and shares, unjailed, with
     /// no agent port, and `sandboxd.raw=1` so that init runs `uname -r` itself and powers off.

@@ -2,8 +2,8 @@
 //
 // The initramfs's /init (busybox) has loaded the virtio modules, mounted the runtime shares
 // read-only, the generated /etc, proc, sysfs, cgroup2 (every controller enabled), devtmpfs and the
-// tmpfs scratch places, and switched root. This program greets the host on the virtio-serial port
-// "org.sandboxd.agent" and serves one request at a time (AgentFrame): configure builds a level-1
+// tmpfs scratch places, and switched root. This program greets the host on its serial port
+// (ttyS1, AgentSerialPort) and serves one request at a time (AgentFrame): configure builds a level-1
 // sandbox (LinuxSandbox: namespaces, real cgroup v2 limits, seccomp, no capabilities) from the
 // host's spec; exec runs commands in it, streaming output; putFile/getFile stay inside its
 // workspace; shutdown powers off.
@@ -12,8 +12,6 @@ import Foundation
 import LinuxSandbox
 import SandboxCore
 import VMAgentProtocol
-
-let portName = "org.sandboxd.agent"
 
 func log(_ message: String) {
     FileHandle.standardError.write(Data("sandbox-guest: \(message)\n".utf8))
@@ -28,22 +26,6 @@ func powerOff(_ reason: String) -> Never {
     _ = write(fd, "o", 1)
     sleep(5)
     exit(1)
-}
-
-/// /dev/vportNpM whose /sys/class/virtio-ports name is `portName`; waits for udev-less devtmpfs.
-func findPort() -> String? {
-    for _ in 0..<500 {
-        if let entries = try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/virtio-ports") {
-            for entry in entries.sorted() {
-                let name = (try? String(contentsOfFile: "/sys/class/virtio-ports/\(entry)/name", encoding: .utf8)) ?? ""
-                if name.trimmingCharacters(in: .whitespacesAndNewlines) == portName, access("/dev/\(entry)", F_OK) == 0 {
-                    return "/dev/\(entry)"
-                }
-            }
-        }
-        usleep(10_000)
-    }
-    return nil
 }
 
 /// Serialises frame writes from the request loop and the exec's output thread.
@@ -105,7 +87,11 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) async {
             let result = try await sandbox.exec(request) { chunk in
                 writer.send(AgentFrame(chunk.stream == .stdout ? .stdout : .stderr, chunk.bytes))
             }
-            writer.send(try AgentFrame(.execResult, json: result))
+            // The output went out as stdout/stderr frames already; the host puts it back together.
+            var summary = result
+            summary.stdout = []
+            summary.stderr = []
+            writer.send(try AgentFrame(.execResult, json: summary))
             if !state.execLogged {
                 state.execLogged = true
                 log("first exec done at \(uptime()) s")
@@ -158,9 +144,11 @@ func uptime() -> String {
 }
 log("started at \(uptime()) s")
 signal(SIGPIPE, SIG_IGN)
-guard let portPath = findPort() else { powerOff("no virtio-serial port named \(portName)") }
-let portFD = open(portPath, O_RDWR | O_CLOEXEC)
-guard portFD >= 0 else { powerOff("open(\(portPath)): \(String(cString: strerror(errno)))") }
+let portFD: Int32
+switch AgentSerialPort.open() {
+case .success(let fd): portFD = fd
+case .failure(let error): powerOff("agent port: \(error)")
+}
 let writer = PortWriter(fd: portFD)
 
 var uts = utsname()
@@ -205,9 +193,9 @@ while true {
         if errno == EINTR || errno == EAGAIN { continue }
         powerOff("read from the agent port: \(String(cString: strerror(errno)))")
     }
-    // The port is connected from QEMU's start (a socket QEMU inherits); end of file means the
-    // daemon's end closed: it exited or dropped this guest. Nobody is left to serve.
-    if count == 0 { powerOff("the host closed the agent port") }
+    // A raw UART with VMIN=1 never reads 0 bytes; should it, nobody is left to serve. (A host
+    // that goes away does not show here: its launcher kills this QEMU instead.)
+    if count == 0 { powerOff("end of file on the agent port") }
     decoder.append(buffer[0..<count])
     do {
         while let frame = try decoder.next() {
