@@ -185,6 +185,15 @@ let state = AgentState(engine: engine)
 log("ready at \(uptime()) s after boot")
 writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
 
+// A cold guest's first spec came in the initramfs (GuestPaths.bootSpec): it is answered after
+// the hello exactly as a configure the host sent would be, without waiting for the host.
+if let spec = FileManager.default.contents(atPath: GuestPaths.bootSpec) {
+    unlink(GuestPaths.bootSpec)
+    let done = DispatchSemaphore(value: 0)
+    Task.detached { await handle(AgentFrame(.configure, [UInt8](spec)), state: state, writer: writer); done.signal() }
+    done.wait()
+}
+
 var decoder = AgentFrameDecoder()
 var buffer = [UInt8](repeating: 0, count: 1 << 16)
 while true {
