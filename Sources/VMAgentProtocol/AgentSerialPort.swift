@@ -28,10 +28,10 @@ public enum AgentSerialPort {
         var settings = termios()
         guard tcgetattr(fd, &settings) == 0 else { return failed("tcgetattr(\(path))", fd) }
         cfmakeraw(&settings)
-        settings.c_iflag &= ~tcflag_t(IXOFF | IXANY | IMAXBEL | INPCK)
+        settings.c_iflag &= ~(tcflag_t(IXOFF) | tcflag_t(IXANY) | tcflag_t(IMAXBEL) | tcflag_t(INPCK))
         settings.c_iflag |= tcflag_t(IGNBRK)
-        settings.c_cflag &= ~tcflag_t(CRTSCTS | HUPCL | CSTOPB)
-        settings.c_cflag |= tcflag_t(CLOCAL | CREAD)
+        settings.c_cflag &= ~(tcflag_t(CRTSCTS) | tcflag_t(HUPCL) | tcflag_t(CSTOPB))
+        settings.c_cflag |= tcflag_t(CLOCAL) | tcflag_t(CREAD)
         // read() returns as soon as one byte is there.
         withUnsafeMutableBytes(of: &settings.c_cc) { cc in
             cc[Int(VMIN)] = 1
