@@ -119,11 +119,11 @@ print("VM sandbox (level 3, TCG, \(release), 768 MiB, 1 vCPU), command: uname -r
 print(String(format: "  raw qemu boot + command   p50 %7.2f s   (n=%d, baseline)", rawP50, raw.count))
 print(String(format: "  cold create+exec          p50 %7.2f s   %.2fx raw   (target <= 1.2x)", coldP50, coldP50 / rawP50))
 printBreakdown("raw boot", rawStamps, stages: [
-    ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p modules"), ("root ready", "9p mounts, guest root"),
+    ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p, console modules"), ("root ready", "9p mounts, guest root"),
     ("command done", "uname -r from init"),
 ], hostTotal: rawP50)
 printBreakdown("cold create+exec", coldStamps, stages: [
-    ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p modules"), ("root ready", "9p mounts, guest root"),
+    ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p, console modules"), ("root ready", "9p mounts, guest root"),
     ("started", "agent's main reached"), ("ready", "agent engine set up (hello)"),
     ("sandbox configured", "level-1 sandbox configured"), ("first exec done", "uname -r through it"),
 ], hostTotal: coldP50)

@@ -1,6 +1,6 @@
 import Foundation
 
-/// One message between the daemon and `sandbox-guest`, on the agent's serial port (`AgentSerialPort`).
+/// One message between the daemon and `sandbox-guest`, on the virtio-serial port.
 ///
 /// Wire format: a 4-byte big-endian length `n` (kind + payload), one kind byte, `n - 1` payload
 /// bytes. JSON payloads carry SandboxCore's Codable values; stream and file payloads are raw
@@ -123,7 +123,7 @@ public struct AgentHello: Codable, Hashable, Sendable {
     public var kernelRelease: String
     /// cgroup2 controllers available at the guest's root.
     public var controllers: [String]
-    /// 2: the agent's channel is a serial port and `execResult` carries no output.
+    /// 2: `execResult` carries no output, and a cold guest answers its boot spec after the hello.
     public static let currentVersion = 2
 
     public init(version: Int = Self.currentVersion, kernelRelease: String, controllers: [String]) {

@@ -58,9 +58,8 @@ public struct GuestImageBuilder: Sendable {
     /// Host `/etc` entries copied into the guest's generated `/etc` (not secrets).
     public var hostEtcPaths: [String]
 
-    /// Modules the init loads; their dependencies come along. The agent's channel is a legacy
-    /// UART (built into the kernel), so no console module.
-    public static let moduleRoots = ["virtio_pci", "9pnet_virtio", "9p"]
+    /// Modules the init loads; their dependencies come along.
+    public static let moduleRoots = ["virtio_pci", "9pnet_virtio", "9p", "virtio_console"]
     static let formatVersion = "vm-image 1"
     static let busyboxPath = "/bin/busybox"
 

@@ -1,6 +1,6 @@
 /// The level-3 guest's `/init` (busybox sh, PID 1 until it switches root).
 ///
-/// It loads the virtio and 9p modules, builds the guest root on a tmpfs:
+/// It loads the virtio, 9p and virtio-console modules, builds the guest root on a tmpfs:
 /// the host's runtime directories read-only over 9p (`/shares`: "tag path" lines, never the
 /// host's `/`), the runtime's symlinks (`/links`), the generated `/etc` (`/guest-etc`), fresh
 /// proc, sysfs, cgroup2 (every controller enabled), devtmpfs, devpts and tmpfs scratch places;

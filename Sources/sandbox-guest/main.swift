@@ -2,8 +2,8 @@
 //
 // The initramfs's /init (busybox) has loaded the virtio modules, mounted the runtime shares
 // read-only, the generated /etc, proc, sysfs, cgroup2 (every controller enabled), devtmpfs and the
-// tmpfs scratch places, and switched root. This program greets the host on its serial port
-// (ttyS1, AgentSerialPort) and serves one request at a time (AgentFrame): configure builds a level-1
+// tmpfs scratch places, and switched root. This program greets the host on the virtio-serial port
+// "org.sandboxd.agent" and serves one request at a time (AgentFrame): configure builds a level-1
 // sandbox (LinuxSandbox: namespaces, real cgroup v2 limits, seccomp, no capabilities) from the
 // host's spec; exec runs commands in it, streaming output; putFile/getFile stay inside its
 // workspace; shutdown powers off.
@@ -12,6 +12,8 @@ import Foundation
 import LinuxSandbox
 import SandboxCore
 import VMAgentProtocol
+
+let portName = "org.sandboxd.agent"
 
 func log(_ message: String) {
     FileHandle.standardError.write(Data("sandbox-guest: \(message)\n".utf8))
@@ -26,6 +28,22 @@ func powerOff(_ reason: String) -> Never {
     _ = write(fd, "o", 1)
     sleep(5)
     exit(1)
+}
+
+/// /dev/vportNpM whose /sys/class/virtio-ports name is `portName`; waits for udev-less devtmpfs.
+func findPort() -> String? {
+    for _ in 0..<500 {
+        if let entries = try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/virtio-ports") {
+            for entry in entries.sorted() {
+                let name = (try? String(contentsOfFile: "/sys/class/virtio-ports/\(entry)/name", encoding: .utf8)) ?? ""
+                if name.trimmingCharacters(in: .whitespacesAndNewlines) == portName, access("/dev/\(entry)", F_OK) == 0 {
+                    return "/dev/\(entry)"
+                }
+            }
+        }
+        usleep(10_000)
+    }
+    return nil
 }
 
 /// Serialises frame writes from the request loop and the exec's output thread.
@@ -144,11 +162,9 @@ func uptime() -> String {
 }
 log("started at \(uptime()) s")
 signal(SIGPIPE, SIG_IGN)
-let portFD: Int32
-switch AgentSerialPort.open() {
-case .success(let fd): portFD = fd
-case .failure(let error): powerOff("agent port: \(error)")
-}
+guard let portPath = findPort() else { powerOff("no virtio-serial port named \(portName)") }
+let portFD = open(portPath, O_RDWR | O_CLOEXEC)
+guard portFD >= 0 else { powerOff("open(\(portPath)): \(String(cString: strerror(errno)))") }
 let writer = PortWriter(fd: portFD)
 
 var uts = utsname()
@@ -202,9 +218,9 @@ while true {
         if errno == EINTR || errno == EAGAIN { continue }
         powerOff("read from the agent port: \(String(cString: strerror(errno)))")
     }
-    // A raw UART with VMIN=1 never reads 0 bytes; should it, nobody is left to serve. (A host
-    // that goes away does not show here: its launcher kills this QEMU instead.)
-    if count == 0 { powerOff("end of file on the agent port") }
+    // The port is connected from QEMU's start (a socket QEMU inherits); end of file means the
+    // daemon's end closed: it exited or dropped this guest. Nobody is left to serve.
+    if count == 0 { powerOff("the host closed the agent port") }
     decoder.append(buffer[0..<count])
     do {
         while let frame = try decoder.next() {

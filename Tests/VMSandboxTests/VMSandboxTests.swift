@@ -33,11 +33,11 @@ struct VMSandboxTests {
         }
     }
 
-    @Test("a mebibyte of binary output and a mebibyte file cross the agent's serial channel byte-exact")
+    @Test("a mebibyte of binary output and a mebibyte file cross the agent's channel byte-exact")
     func largeTransfersAreExact() async throws {
         let sandbox = try await SharedVMEngine.shared.servingSandbox()
-        // Every byte value, including the ones a cooked tty would eat or rewrite (NUL, XON 0x11,
-        // XOFF 0x13, CR, LF, ^C, ^D, DEL), in a pattern that never repeats with a short period.
+        // Every byte value, including the ones a tty in cooked mode would eat or rewrite (NUL,
+        // XON 0x11, XOFF 0x13, CR, LF, ^C, ^D, DEL), in a pattern that never repeats with a short period.
         func pattern(_ count: Int, seed: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ ($0 >> 8) &+ seed) } }
         let stdoutSize = 1 << 20, stderrSize = 64 << 10
         let script = """
@@ -59,7 +59,7 @@ struct VMSandboxTests {
         #expect(!result.stdoutTruncated && !result.stderrTruncated)
         #expect(streamed.withLock { $0 } == result.stdout, "the streamed chunks are the result's stdout")
 
-        // Host → guest: more than the guest tty's buffer (≈640 KiB) in one frame, then back.
+        // Host → guest in one frame much larger than the port's buffers, then back.
         let file = pattern(1 << 20, seed: 3)
         started = Date()
         try await sandbox.writeWorkspaceFile("pattern.bin", contents: file)
