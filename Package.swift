@@ -132,7 +132,7 @@ let package = Package(
         // Level-3 maintenance without the daemon: image build (with progress), accelerator probe, one run.
         .executableTarget(name: "sandbox-vm", dependencies: ["VMSandbox", "SandboxCore"]),
 
-        .testTarget(name: "VMSandboxTests", dependencies: ["VMSandbox", "VMAgentProtocol", "SandboxCore"]),
+        .testTarget(name: "VMSandboxTests", dependencies: ["VMSandbox", "VMAgentProtocol", "SandboxCore", "QEMUGuest"]),
 
         // Egress proxy cost against direct connections (make bench; Benchmarks/run).
         .executableTarget(name: "EgressBenchmark", dependencies: [

@@ -19,7 +19,9 @@ public struct AgentFrame: Hashable, Sendable {
         case stdout = 4
         /// guest → host: a chunk of the running command's stderr.
         case stderr = 5
-        /// guest → host: JSON `ExecResult`, the end of an exec.
+        /// guest → host: JSON `ExecResult`, the end of an exec, with empty `stdout` and `stderr`:
+        /// the output crossed as `stdout`/`stderr` frames (the kept part, at most the sandbox's
+        /// output limit), and the host puts it back together (version 2).
         case execResult = 6
         /// host → guest: `AgentFilePut` header length (4 bytes BE), JSON header, file bytes.
         case putFile = 7
@@ -121,7 +123,8 @@ public struct AgentHello: Codable, Hashable, Sendable {
     public var kernelRelease: String
     /// cgroup2 controllers available at the guest's root.
     public var controllers: [String]
-    public static let currentVersion = 1
+    /// 2: `execResult` carries no output, and a cold guest answers its boot spec after the hello.
+    public static let currentVersion = 2
 
     public init(version: Int = Self.currentVersion, kernelRelease: String, controllers: [String]) {
         self.version = version

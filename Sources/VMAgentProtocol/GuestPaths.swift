@@ -4,4 +4,8 @@ public enum GuestPaths {
     public static let agentDirectory = "/.sandbox"
     /// The level-1 engine's spawn helper, placed next to the agent by the image builder.
     public static let spawner = agentDirectory + "/sandboxd-spawner"
+    /// Where the host's spec for the first sandbox sits in a cold guest's initramfs, when it is there.
+    public static let initramfsBootSpec = "/boot-spec.json"
+    /// Where init leaves it for the agent (a root-only tmpfs file; the agent reads and removes it).
+    public static let bootSpec = "/run/sandboxd-boot-spec.json"
 }

@@ -108,7 +108,12 @@ final class AgentConnection: @unchecked Sendable {
             }
             decoder.append(buffer[0..<count])
             do {
-                while let frame = try decoder.next() { deliver(frame) }
+                while let frame = try decoder.next() {
+                    guard deliver(frame) else {
+                        reason = "protocol violation from the guest: more than \(Self.pendingLimit) frames or \(Self.pendingByteLimit) bytes that no request asked for"
+                        break loop
+                    }
+                }
             } catch {
                 reason = "protocol violation from the guest: \(error)"
                 break loop
@@ -123,17 +128,25 @@ final class AgentConnection: @unchecked Sendable {
         waiting?.continuation.resume(throwing: VMSandboxError(.guestGone, reason))
     }
 
-    private func deliver(_ frame: AgentFrame) {
+    /// Frames kept while no request waits: the hello, the answer to a boot spec. A guest that
+    /// sends more than this unasked is hostile or broken, and its connection ends.
+    static let pendingLimit = 8
+    static let pendingByteLimit = 1 << 20
+
+    /// False when the frame was unasked for and the pending limits are exceeded.
+    private func deliver(_ frame: AgentFrame) -> Bool {
         lock.lock()
         guard let current = waiter else {
             pending.append(frame)
+            let withinLimits = pending.count <= Self.pendingLimit && pending.reduce(0, { $0 + $1.payload.count }) <= Self.pendingByteLimit
             lock.unlock()
-            return
+            return withinLimits
         }
         let done = current.onFrame(frame)
         if done { waiter = nil }
         lock.unlock()
         if done { current.continuation.resume() }
+        return true
     }
 }
 

@@ -57,6 +57,10 @@ enum GuestInit {
             mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$R$dir" || fail "mount tmpfs $dir"
         done
         mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs $R/run || fail "mount tmpfs /run"
+        # A cold guest's first sandbox spec, handed over at boot (GuestPaths.bootSpec).
+        if [ -f /boot-spec.json ]; then
+            (umask 077; cp /boot-spec.json $R/run/sandboxd-boot-spec.json) || fail "copy the boot spec"
+        fi
         mount -o remount,ro $R || fail "remount $R read-only"
         # The benchmark's baseline (sandboxd.raw=1): the same boot, then the command straight
         # from init, without agent, protocol or level-1 sandbox.

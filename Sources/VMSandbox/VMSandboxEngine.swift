@@ -237,18 +237,28 @@ public final class VMSandboxEngine: Sendable {
         // commands go first.
         refillPool(after: pooled == nil ? 0 : configuration.poolRefillDelay)
         let (machine, hello): (JailedQEMU, AgentHello)
-        if let pooled { (machine, hello) = pooled } else { (machine, hello) = try await boot(shape) }
+        if let pooled { (machine, hello) = pooled } else { (machine, hello) = try await boot(shape, spec: spec) }
         let sandbox = VMSandbox(spec: spec, machine: machine, hello: hello, accelerator: accelerator, fromPool: pooled != nil) { [weak self] machine in
             self?.release(machine)
         }
         // The pooled guest's sandbox was built from poolSpec and has run only `true`.
         if pooled != nil, Self.poolSpec(configuration.poolLimits).matches(spec) { return sandbox }
         do {
-            let frame = try AgentFrame(.configure, json: spec)
+            // A fresh guest got the spec in its initramfs and answers it after its hello, as it
+            // would a configure: nothing to send, one round trip less. A pooled guest is sent it.
+            let frame = pooled == nil ? nil : try AgentFrame(.configure, json: spec)
             let failure = NSLockedValue<AgentFailure?>(nil)
+            let unexpected = NSLockedValue<AgentFrame.Kind?>(nil)
             try await machine.connection.request(frame, timeout: 60) { reply in
-                if reply.kind == .error { failure.withLock { $0 = try? reply.decode(AgentFailure.self) } }
+                switch reply.kind {
+                case .ok: break
+                case .error: failure.withLock { $0 = (try? reply.decode(AgentFailure.self)) ?? AgentFailure(code: "unknown", message: "unreadable error") }
+                default: unexpected.withLock { $0 = reply.kind }
+                }
                 return true
+            }
+            if let kind = unexpected.withLock({ $0 }) {
+                throw VMSandboxError(.protocolViolation, "the guest answered configure with \(kind)")
             }
             if let failure = failure.withLock({ $0 }) {
                 throw VMSandboxError(.guest, "configuring the guest sandbox: \(failure.message)", guestCode: failure.code)
@@ -277,8 +287,15 @@ public final class VMSandboxEngine: Sendable {
         return MachineShape(memoryMiB: memory, cpus: cpus)
     }
 
-    /// Starts a jailed QEMU and waits for its agent's hello.
-    func boot(_ shape: MachineShape, forPool: Bool = false) async throws(VMSandboxError) -> (JailedQEMU, AgentHello) {
+    /// Starts a jailed QEMU and waits for its agent's hello. With `spec`, the guest builds that
+    /// sandbox as it starts (the spec is in its initramfs) and its answer follows the hello.
+    func boot(_ shape: MachineShape, forPool: Bool = false, spec: SandboxSpec? = nil) async throws(VMSandboxError) -> (JailedQEMU, AgentHello) {
+        var bootSpec: [UInt8]?
+        if let spec {
+            do { bootSpec = Array(try JSONEncoder().encode(spec)) } catch {
+                throw VMSandboxError(.invalidRequest, "sandbox spec: \(error)")
+            }
+        }
         let count = configuration.qemuUIDCount
         let claimed: UInt32? = state.withLock { s in
             guard let free = (0..<count).first(where: { !s.usedSlots.contains($0) }) else { return nil }
@@ -290,7 +307,7 @@ public final class VMSandboxEngine: Sendable {
         let machine: JailedQEMU
         do {
             machine = try JailedQEMU(name: name, shape: shape, accelerator: accelerator.accelerator,
-                                     uid: configuration.qemuUIDBase + slot, settings: settings)
+                                     uid: configuration.qemuUIDBase + slot, settings: settings, bootSpec: bootSpec)
         } catch {
             _ = state.withLock { $0.usedSlots.remove(slot) }
             throw error
@@ -350,7 +367,7 @@ public final class VMSandboxEngine: Sendable {
                 var booted: (JailedQEMU, AgentHello)?
                 var failure: String?
                 do {
-                    booted = try await boot(shape, forPool: true)
+                    booted = try await boot(shape, forPool: true, spec: Self.poolSpec(configuration.poolLimits))
                 } catch {
                     failure = "boot: \(error)"
                 }
@@ -379,13 +396,12 @@ public final class VMSandboxEngine: Sendable {
         }
     }
 
-    /// Runs one throwaway sandbox in a pooled guest, so that the runtime's pages are in the
-    /// guest's cache and the agent's first real configure and exec are quick. Returns why the
-    /// guest failed at it (it is then not pooled), nil on success.
+    /// Waits for the pooled guest's answer to its boot spec (the pool's sandbox), then runs `true`
+    /// in it, so that the runtime's pages are in the guest's cache and the first real exec is
+    /// quick. Returns why the guest failed at it (it is then not pooled), nil on success.
     func warmUp(_ machine: JailedQEMU) async -> String? {
         do {
-            let spec = Self.poolSpec(configuration.poolLimits)
-            for frame in [try AgentFrame(.configure, json: spec), try AgentFrame(.exec, json: ExecRequest(["/bin/sh", "-c", "true"]))] {
+            for frame in [nil, try AgentFrame(.exec, json: ExecRequest(["/bin/sh", "-c", "true"]))] {
                 let answer = NSLockedValue<AgentFrame?>(nil)
                 try await machine.connection.request(frame, timeout: 120) { reply in
                     switch reply.kind {
@@ -395,7 +411,7 @@ public final class VMSandboxEngine: Sendable {
                 }
                 guard let reply = answer.withLock({ $0 }), reply.kind == .ok || reply.kind == .execResult else {
                     let reply = answer.withLock { $0 }
-                    return "\(frame.kind) answered \(reply.map { "\($0.kind) \(String(decoding: $0.payload, as: UTF8.self))" } ?? "nothing")"
+                    return "\(frame?.kind ?? .configure) answered \(reply.map { "\($0.kind) \(String(decoding: $0.payload, as: UTF8.self))" } ?? "nothing")"
                 }
             }
             return nil

@@ -105,7 +105,11 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) async {
             let result = try await sandbox.exec(request) { chunk in
                 writer.send(AgentFrame(chunk.stream == .stdout ? .stdout : .stderr, chunk.bytes))
             }
-            writer.send(try AgentFrame(.execResult, json: result))
+            // The output went out as stdout/stderr frames already; the host puts it back together.
+            var summary = result
+            summary.stdout = []
+            summary.stderr = []
+            writer.send(try AgentFrame(.execResult, json: summary))
             if !state.execLogged {
                 state.execLogged = true
                 log("first exec done at \(uptime()) s")
@@ -196,6 +200,15 @@ do {
 let state = AgentState(engine: engine)
 log("ready at \(uptime()) s after boot")
 writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
+
+// A cold guest's first spec came in the initramfs (GuestPaths.bootSpec): it is answered after
+// the hello exactly as a configure the host sent would be, without waiting for the host.
+if let spec = FileManager.default.contents(atPath: GuestPaths.bootSpec) {
+    unlink(GuestPaths.bootSpec)
+    let done = DispatchSemaphore(value: 0)
+    Task.detached { await handle(AgentFrame(.configure, [UInt8](spec)), state: state, writer: writer); done.signal() }
+    done.wait()
+}
 
 var decoder = AgentFrameDecoder()
 var buffer = [UInt8](repeating: 0, count: 1 << 16)

@@ -1,4 +1,5 @@
 import Foundation
+import QEMUGuest
 import SandboxCore
 import Testing
 import VMAgentProtocol
@@ -86,5 +87,71 @@ struct AgentProtocolTests {
         let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1
         #expect(size <= 4096 && maximum <= 4096, "size \(size), largest seen \(maximum)")
         #expect(tail.hasSuffix("console line 2999\n"), "\(tail)")
+    }
+
+    @Test("a guest that floods frames nobody asked for loses its connection; the hello and one answer wait")
+    func unaskedFramesAreBounded() async throws {
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[1]) }
+        let connection = AgentConnection(fd: pair[0])
+        func send(_ frame: AgentFrame) {
+            let bytes = frame.encoded()
+            _ = bytes.withUnsafeBytes { write(pair[1], $0.baseAddress, $0.count) }
+        }
+        // What a cold guest sends unasked: its hello, then the answer to its boot spec.
+        send(try AgentFrame(.hello, json: AgentHello(kernelRelease: "test", controllers: [])))
+        send(AgentFrame(.ok))
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(connection.closed == nil)
+        let kinds = NSLockedValue<[AgentFrame.Kind]>([])
+        for _ in 0..<2 {
+            try await connection.request(nil, timeout: 5) { frame in kinds.withLock { $0.append(frame.kind) }; return true }
+        }
+        #expect(kinds.withLock { $0 } == [.hello, .ok])
+        // Then a flood of output frames that no exec asked for.
+        for _ in 0..<(AgentConnection.pendingLimit + 1) { send(AgentFrame(.stdout, [UInt8](repeating: 65, count: 100))) }
+        var reason: String?
+        for _ in 0..<100 where reason == nil {
+            try await Task.sleep(for: .milliseconds(20))
+            reason = connection.closed
+        }
+        #expect(reason?.contains("no request asked for") == true, "\(reason ?? "still open")")
+    }
+
+    @Test("streamed output is kept up to the output limit per stream, and marked truncated beyond it")
+    func streamedOutputIsBounded() {
+        var output = StreamedOutput(limit: 10)
+        #expect(output.take(Array(0..<6), stream: .stdout) == Array(0..<6))
+        #expect(output.take(Array(6..<16), stream: .stdout) == Array(6..<10))
+        #expect(output.take([1], stream: .stdout).isEmpty)
+        #expect(output.take(Array(0..<10), stream: .stderr).count == 10)
+        #expect(output.stdout == Array(0..<10) && output.stdoutTruncated)
+        #expect(output.stderr.count == 10 && !output.stderrTruncated)
+    }
+
+    @Test("a boot spec is appended to the initramfs as its own archive, in a file that is already unlinked")
+    func bootSpecInitramfs() throws {
+        let directory = NSTemporaryDirectory() + "bootspec-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var base = CPIOArchive()
+        try base.addFile("init", contents: Array("#!/bin/sh\n".utf8), mode: 0o755)
+        let baseBytes = base.finished()
+        #expect(FileManager.default.createFile(atPath: directory + "/base.cpio", contents: Data(baseBytes)))
+        let spec = Array(try JSONEncoder().encode(SandboxSpec(id: "boot-spec-test", environment: ["A": "1"])))
+        let fd = try JailedQEMU.initramfs(directory + "/base.cpio", withBootSpec: spec, in: directory)
+        defer { close(fd) }
+        #expect(access(directory + "/initramfs.cpio", F_OK) != 0, "the file is unlinked")
+        var info = stat()
+        #expect(fstat(fd, &info) == 0 && info.st_mode & 0o777 == 0o644, "readable through /proc/self/fd by QEMU's uid")
+        let size = Int(lseek(fd, 0, SEEK_END))
+        var bytes = [UInt8](repeating: 0, count: size)
+        #expect(pread(fd, &bytes, size, 0) == size)
+        #expect(Array(bytes.prefix(baseBytes.count)) == baseBytes, "the image's archive comes first, unchanged")
+        let appended = Array(bytes.dropFirst(baseBytes.count))
+        let text = String(decoding: appended, as: UTF8.self)
+        #expect(appended.starts(with: Array("070701".utf8)), "a newc archive follows")
+        #expect(text.contains("boot-spec.json") && text.contains("boot-spec-test"))
     }
 }

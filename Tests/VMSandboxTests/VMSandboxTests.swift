@@ -33,6 +33,43 @@ struct VMSandboxTests {
         }
     }
 
+    @Test("a mebibyte of binary output and a mebibyte file cross the agent's channel byte-exact")
+    func largeTransfersAreExact() async throws {
+        let sandbox = try await SharedVMEngine.shared.servingSandbox()
+        // Every byte value, including the ones a tty in cooked mode would eat or rewrite (NUL,
+        // XON 0x11, XOFF 0x13, CR, LF, ^C, ^D, DEL), in a pattern that never repeats with a short period.
+        func pattern(_ count: Int, seed: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ ($0 >> 8) &+ seed) } }
+        let stdoutSize = 1 << 20, stderrSize = 64 << 10
+        let script = """
+            import sys
+            def pattern(n, seed): return bytes(((i * 131 + (i >> 8) + seed) & 0xff) for i in range(n))
+            sys.stdout.buffer.write(pattern(\(stdoutSize), 0)); sys.stdout.flush()
+            sys.stderr.buffer.write(pattern(\(stderrSize), 7)); sys.stderr.flush()
+            """
+        let streamed = NSLockedValue<[UInt8]>([])
+        var started = Date()
+        let result = try await sandbox.exec(ExecRequest(["python3", "-c", script], timeout: 240)) { chunk in
+            if chunk.stream == .stdout { streamed.withLock { $0 += chunk.bytes } }
+        }
+        print(String(format: "vm test: %d + %d bytes of output in %.2f s", stdoutSize, stderrSize, Date().timeIntervalSince(started)))
+        #expect(result.exitCode == 0, "\(result.err.prefix(500))")
+        #expect(result.stdout.count == stdoutSize)
+        #expect(result.stdout == pattern(stdoutSize, seed: 0), "stdout differs from the pattern")
+        #expect(result.stderr == pattern(stderrSize, seed: 7), "stderr differs from the pattern")
+        #expect(!result.stdoutTruncated && !result.stderrTruncated)
+        #expect(streamed.withLock { $0 } == result.stdout, "the streamed chunks are the result's stdout")
+
+        // Host → guest in one frame much larger than the port's buffers, then back.
+        let file = pattern(1 << 20, seed: 3)
+        started = Date()
+        try await sandbox.writeWorkspaceFile("pattern.bin", contents: file)
+        let sum = try await sandbox.exec(ExecRequest(["sha256sum", "pattern.bin"]))
+        #expect(sum.out.split(separator: " ").first.map(String.init) == SHA256.hex(of: file), "\(sum.out) \(sum.err)")
+        let back = try await sandbox.readWorkspaceFile("pattern.bin")
+        print(String(format: "vm test: 1 MiB file put, summed and read back in %.2f s", Date().timeIntervalSince(started)))
+        #expect(back == file, "the file read back differs (\(back.count) bytes)")
+    }
+
     @Test("files persist between execs and file put/get stay inside the workspace")
     func filesPersist() async throws {
         let sandbox = try await SharedVMEngine.shared.servingSandbox()
