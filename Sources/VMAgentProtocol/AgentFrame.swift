@@ -1,4 +1,10 @@
+// FoundationEssentials, not Foundation: the guest agent links this module, and Foundation would
+// bring ICU (34 MB) into it. Its JSONEncoder/JSONDecoder are the ones Foundation re-exports.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// One message between the daemon and `sandbox-guest`, on the virtio-serial port.
 ///
