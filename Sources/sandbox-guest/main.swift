@@ -213,6 +213,12 @@ let kernelCommandLine = (readText("/proc/cmdline") ?? "").split(whereSeparator: 
 let testHooks = kernelCommandLine.contains("sandboxd.test_hooks=1")
 let testSysrq = kernelCommandLine.contains("sandboxd.test_sysrq=1")
 
+// The hello goes out before the engine is set up: the host's answer (`configure`) then travels
+// while this guest builds the engine (cgroup subtree, seccomp filter, spawn helper: 0.1-0.2 s
+// under TCG), and waits in the port until the loop below reads it. Should the engine fail, its
+// error frame answers that first request, and the guest powers off.
+writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
+
 let engine: LinuxSandboxEngine
 do {
     var configuration = LinuxSandboxConfiguration(cgroupRoot: "/sys/fs/cgroup", stateDirectory: "/run/sandboxd")
@@ -232,7 +238,6 @@ do {
 }
 let state = AgentState(engine: engine)
 log("ready at \(uptime()) s after boot")
-writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
 
 var decoder = AgentFrameDecoder()
 var buffer = [UInt8](repeating: 0, count: 1 << 16)
