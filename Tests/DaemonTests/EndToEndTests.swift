@@ -35,10 +35,13 @@ struct EndToEndTests {
 
         /// - Parameter vm: the `vm` section; level 3 is off unless a test needs it (each guest boot costs seconds of CPU).
         init(extraConfiguration: String = "", vm: String = "vm:\n  enabled: false") throws {
+            Self.removeDeadRuns()
             var template = Array("/tmp/sandboxd-e2e-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
             directory = String(cString: made)
             chmod(directory, 0o755)
+            // Which test process owns this daemon: a later run removes what a killed run left.
+            try String(getpid()).write(toFile: directory + "/" + Self.ownerFile, atomically: true, encoding: .utf8)
             socket = directory + "/run/sandboxd.sock"
             config = directory + "/sandboxd.yaml"
             log = directory + "/daemon.log"
@@ -62,6 +65,7 @@ struct EndToEndTests {
 
         func start() async throws {
             process = try SpawnedProcess(launcher + [TestHost.product("sandboxd"), "--config", config], logPath: log)
+            try String(process!.pid).write(toFile: directory + "/" + Self.daemonFile, atomically: true, encoding: .utf8)
             for _ in 0..<600 {
                 // A killed daemon leaves its socket file: wait until someone answers on it.
                 if TestHost.canConnect(socket) { return }
@@ -107,6 +111,35 @@ struct EndToEndTests {
                 for _ in 0..<9000 where running.poll() == nil { usleep(10_000) }
                 process = nil
             }
+            Self.removeLeftovers(directory: directory, cgroupDirectory: cgroupDirectory)
+        }
+
+        static let ownerFile = "owner.pid"
+        static let daemonFile = "daemon.pid"
+
+        /// Daemons of test processes that are gone (a run killed before its cleanup): their
+        /// PostgreSQL, sandboxes, guests, cgroup subtrees and directories.
+        static func removeDeadRuns() {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? [] where entry.hasPrefix("sandboxd-e2e-") {
+                let directory = "/tmp/" + entry
+                guard let text = try? String(contentsOfFile: directory + "/" + ownerFile, encoding: .utf8),
+                      let owner = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), owner != getpid(), kill(owner, 0) != 0, errno == ESRCH else { continue }
+                let cgroupRoot = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.procs") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup"
+                // A dead owner's daemon may still run (the test process was SIGKILLed): its pid is in the state directory.
+                // Only when that pid still runs this daemon's config (pids are reused).
+                if let daemonPid = (try? String(contentsOfFile: directory + "/" + daemonFile, encoding: .utf8)).flatMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }), daemonPid > 1,
+                   let commandLine = try? String(contentsOfFile: "/proc/\(daemonPid)/cmdline", encoding: .utf8),
+                   commandLine.contains(directory + "/sandboxd.yaml") {
+                    kill(daemonPid, SIGKILL)
+                    usleep(200_000)
+                }
+                removeLeftovers(directory: directory, cgroupDirectory: cgroupRoot + "/" + entry)
+            }
+        }
+
+        /// Stops the embedded cluster, kills what is left in the daemon's cgroup subtrees (level 1
+        /// and the guests' `-vm` one), removes them and the directory.
+        static func removeLeftovers(directory: String, cgroupDirectory: String) {
             // The embedded cluster outlives a SIGKILLed daemon: stop it by its data directory.
             let data = directory + "/state/postgres/data"
             if FileManager.default.fileExists(atPath: data + "/postmaster.pid") {
@@ -114,7 +147,7 @@ struct EndToEndTests {
                                        "stop", "-D", data, "-m", "immediate"])
             }
             try? FileManager.default.removeItem(atPath: directory)
-            // The subtree itself; sandboxes of a SIGKILLed daemon that no restart reaped are killed first.
+            // The subtrees; sandboxes and guests of a SIGKILLed daemon that no restart reaped are killed first.
             func remove(_ path: String) {
                 for entry in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where !entry.contains(".") {
                     remove(path + "/" + entry)
@@ -125,6 +158,7 @@ struct EndToEndTests {
                 }
             }
             remove(cgroupDirectory)
+            remove(cgroupDirectory + "-vm")
         }
 
         func ctl(_ arguments: [String], as user: String? = nil, input: Data = Data()) throws -> TestHost.Result {
