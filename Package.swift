@@ -24,8 +24,13 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
-        // Value types, configuration and policy parsing. No I/O.
-        .target(name: "SandboxCore", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // What a sandbox engine takes and gives back (SandboxSpec, ResourceLimits, ExecRequest,
+        // ExecResult, ByteCount). Standard library only: the level-3 guest agent links it, and
+        // Foundation (with ICU) would make that static agent ~4x larger and slower to start.
+        .target(name: "SandboxValues"),
+
+        // Policies, configuration and records, parsed from YAML (Yams); re-exports SandboxValues. No I/O.
+        .target(name: "SandboxCore", dependencies: ["SandboxValues", .product(name: "Yams", package: "Yams")]),
 
         // libpq, found by pkg-config.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
@@ -82,7 +87,7 @@ let package = Package(
 
         // Level 1: rootfs plan, cgroup v2, seccomp, spawn, exec, output capture, timeouts.
         .target(name: "LinuxSandbox", dependencies: [
-            "SandboxCore", "CLinuxSandbox", "CSeccomp",
+            "SandboxValues", "CLinuxSandbox", "CSeccomp",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
@@ -118,16 +123,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
 
-        // Level 3: the daemon ↔ guest agent wire format (frames, Codable messages).
-        .target(name: "VMAgentProtocol", dependencies: ["SandboxCore"]),
+        // Level 3: the daemon ↔ guest agent wire format (frames, Codable messages). FoundationEssentials
+        // only (JSON without ICU), like everything the guest agent links.
+        .target(name: "VMAgentProtocol", dependencies: ["SandboxValues"]),
 
         // Level 3: guest image, jailed QEMU, KVM/TCG choice, agent connection, warm pool.
         .target(name: "VMSandbox", dependencies: ["VMAgentProtocol", "QEMUGuest", "SandboxCore"]),
 
         // The level-3 guest's PID 1 and agent: serves VMAgentProtocol on virtio-serial and runs
         // commands in a LinuxSandbox inside the guest. The image carries the Swift runtime
-        // libraries it links (GuestImageBuilder), not the toolchain directory.
-        .executableTarget(name: "sandbox-guest", dependencies: ["VMAgentProtocol", "LinuxSandbox", "SandboxCore"]),
+        // libraries it links (GuestImageBuilder), not the toolchain directory. No Foundation, no
+        // Yams (SandboxCore): a small static agent starts sooner under TCG (docs/vm-sandbox.md).
+        .executableTarget(name: "sandbox-guest", dependencies: ["VMAgentProtocol", "LinuxSandbox", "SandboxValues"]),
 
         // Level-3 maintenance without the daemon: image build (with progress), accelerator probe, one run.
         .executableTarget(name: "sandbox-vm", dependencies: ["VMSandbox", "SandboxCore"]),

@@ -1,4 +1,4 @@
-import SandboxCore
+import SandboxValues
 import CLinuxSandbox
 
 #if canImport(Glibc)

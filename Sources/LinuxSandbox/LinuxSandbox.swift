@@ -1,5 +1,5 @@
 import CLinuxSandbox
-import SandboxCore
+import SandboxValues
 import SystemPackage
 import Synchronization
 

@@ -1,5 +1,5 @@
 import CLinuxSandbox
-import SandboxCore
+import SandboxValues
 import Synchronization
 
 #if canImport(Glibc)

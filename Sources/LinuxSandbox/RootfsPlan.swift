@@ -1,5 +1,5 @@
 import CLinuxSandbox
-import SandboxCore
+import SandboxValues
 
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,4 @@
+import SandboxValues
 import Yams
 
 extension DaemonConfiguration {

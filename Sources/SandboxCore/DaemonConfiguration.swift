@@ -1,3 +1,5 @@
+import SandboxValues
+
 /// The daemon's settings, resolved from `sandboxd.yaml`, the `POSTGRES_*` environment variables and
 /// built-in defaults (docs/configuration.md has the table of keys and the precedence).
 ///

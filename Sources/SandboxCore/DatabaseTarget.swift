@@ -1,3 +1,5 @@
+import SandboxValues
+
 /// Where the daemon's PostgreSQL is and how to log in: everything the Store needs to build its
 /// connection settings, already resolved from `POSTGRES_URL`, `POSTGRES_*` and `sandboxd.yaml`.
 public struct DatabaseTarget: Hashable, Sendable, CustomStringConvertible, CustomReflectable {

@@ -1,4 +1,5 @@
 import Foundation
+import SandboxValues
 
 /// One execution as recorded in `agent_executions` (and, for code runs, `code_executions`).
 ///

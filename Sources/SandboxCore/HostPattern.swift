@@ -1,3 +1,5 @@
+import SandboxValues
+
 /// One entry of `network.allowed_hosts`: an exact host name, or `*.suffix` for every name below it.
 ///
 /// Names are compared case-insensitively and without a trailing dot. `*.example.com` matches

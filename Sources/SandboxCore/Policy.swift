@@ -1,3 +1,5 @@
+import SandboxValues
+
 /// A security policy (`policies/NAME.yaml`): what a sandbox may reach, see, use and inherit.
 ///
 /// Parsed by ``init(yaml:file:hostCores:)``; the exact meaning of every key is in `policies/README.md`.

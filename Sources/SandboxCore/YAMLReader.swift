@@ -1,3 +1,4 @@
+import SandboxValues
 import Yams
 
 /// Why one YAML value was refused; the reader adds file, line and key.

@@ -1,9 +1,8 @@
-import Foundation
-
 /// One message between the daemon and `sandbox-guest`, on the virtio-serial port.
 ///
 /// Wire format: a 4-byte big-endian length `n` (kind + payload), one kind byte, `n - 1` payload
-/// bytes. JSON payloads carry SandboxCore's Codable values; stream and file payloads are raw
+/// bytes. JSON payloads carry SandboxValues' Codable values (`AgentJSON`: the guest agent links no
+/// Foundation, not even FoundationEssentials); stream and file payloads are raw
 /// bytes. One request is in flight at a time; the guest answers every request with `ok`,
 /// `error`, `execResult` (after any `stdout`/`stderr` chunks) or `fileData`.
 public struct AgentFrame: Hashable, Sendable {
@@ -54,12 +53,12 @@ public struct AgentFrame: Hashable, Sendable {
     /// A frame whose payload is `value` as JSON.
     public init<Value: Encodable>(_ kind: Kind, json value: Value) throws {
         self.kind = kind
-        self.payload = Array(try JSONEncoder().encode(value))
+        self.payload = try AgentJSON.encode(value)
     }
 
     /// The payload decoded from JSON.
     public func decode<Value: Decodable>(_ type: Value.Type) throws -> Value {
-        try JSONDecoder().decode(type, from: Data(payload))
+        try AgentJSON.decode(type, from: payload)
     }
 
     /// The bytes on the wire.
@@ -141,7 +140,7 @@ public struct AgentFilePut: Codable, Hashable, Sendable {
 
     /// header length (4 bytes BE) + JSON header + contents.
     public func frame(contents: [UInt8]) throws -> AgentFrame {
-        let header = Array(try JSONEncoder().encode(self))
+        let header = try AgentJSON.encode(self)
         let count = UInt32(header.count)
         return AgentFrame(.putFile, [UInt8(count >> 24), UInt8(count >> 16 & 0xff), UInt8(count >> 8 & 0xff), UInt8(count & 0xff)] + header + contents)
     }
@@ -151,7 +150,7 @@ public struct AgentFilePut: Codable, Hashable, Sendable {
         guard payload.count >= 4 else { throw AgentProtocolError("putFile payload shorter than its header length") }
         let count = Int(payload[0]) << 24 | Int(payload[1]) << 16 | Int(payload[2]) << 8 | Int(payload[3])
         guard count <= payload.count - 4 else { throw AgentProtocolError("putFile header length \(count) exceeds the payload") }
-        let header = try JSONDecoder().decode(AgentFilePut.self, from: Data(payload[4..<(4 + count)]))
+        let header = try AgentJSON.decode(AgentFilePut.self, from: Array(payload[4..<(4 + count)]))
         return (header, Array(payload[(4 + count)...]))
     }
 }

@@ -7,16 +7,55 @@
 // sandbox (LinuxSandbox: namespaces, real cgroup v2 limits, seccomp, no capabilities) from the
 // host's spec; exec runs commands in it, streaming output; putFile/getFile stay inside its
 // workspace; shutdown powers off.
+//
+// It links no Foundation (and so no ICU) and no Yams: only the standard library, Glibc, Dispatch,
+// Synchronization and what LinuxSandbox and VMAgentProtocol (FoundationEssentials) need. Its start
+// (a static executable paged in over 9p and relocated under TCG) is on every cold create's path.
 import Dispatch
-import Foundation
 import LinuxSandbox
-import SandboxCore
+import SandboxValues
+import Synchronization
 import VMAgentProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
 
 let portName = "org.sandboxd.agent"
 
 func log(_ message: String) {
-    FileHandle.standardError.write(Data("sandbox-guest: \(message)\n".utf8))
+    let line = Array("sandbox-guest: \(message)\n".utf8)
+    var offset = 0
+    while offset < line.count {
+        let written = line[offset...].withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        if written > 0 { offset += written } else if written < 0, errno == EINTR { continue } else { return }
+    }
+}
+
+/// The contents of a small file (procfs, sysfs) as text; nil when it cannot be opened.
+func readText(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count > 0 { bytes += chunk[0..<count]; continue }
+        if count < 0, errno == EINTR { continue }
+        return count == 0 ? String(decoding: bytes, as: UTF8.self) : nil
+    }
+}
+
+/// The entry names of a directory, sorted; empty when it cannot be read.
+func directoryEntries(_ path: String) -> [String] {
+    guard let directory = opendir(path) else { return [] }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        if name != ".", name != ".." { names.append(name) }
+    }
+    return names.sorted()
 }
 
 func powerOff(_ reason: String) -> Never {
@@ -33,12 +72,10 @@ func powerOff(_ reason: String) -> Never {
 /// /dev/vportNpM whose /sys/class/virtio-ports name is `portName`; waits for udev-less devtmpfs.
 func findPort() -> String? {
     for _ in 0..<500 {
-        if let entries = try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/virtio-ports") {
-            for entry in entries.sorted() {
-                let name = (try? String(contentsOfFile: "/sys/class/virtio-ports/\(entry)/name", encoding: .utf8)) ?? ""
-                if name.trimmingCharacters(in: .whitespacesAndNewlines) == portName, access("/dev/\(entry)", F_OK) == 0 {
-                    return "/dev/\(entry)"
-                }
+        for entry in directoryEntries("/sys/class/virtio-ports") {
+            let name = readText("/sys/class/virtio-ports/\(entry)/name") ?? ""
+            if name.trimmingWhitespace() == portName, access("/dev/\(entry)", F_OK) == 0 {
+                return "/dev/\(entry)"
             }
         }
         usleep(10_000)
@@ -49,12 +86,12 @@ func findPort() -> String? {
 /// Serialises frame writes from the request loop and the exec's output thread.
 final class PortWriter: @unchecked Sendable {
     private let fd: Int32
-    private let lock = NSLock()
+    private let lock = Mutex(())
     init(fd: Int32) { self.fd = fd }
 
     func send(_ frame: AgentFrame) {
         let bytes = frame.encoded()
-        lock.withLock {
+        lock.withLock { _ in
             var offset = 0
             while offset < bytes.count {
                 let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -158,7 +195,7 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) async {
 // MARK: - main
 
 func uptime() -> String {
-    ((try? String(contentsOfFile: "/proc/uptime", encoding: .utf8)) ?? "?").split(separator: " ").first.map(String.init) ?? "?"
+    (readText("/proc/uptime") ?? "?").split(separator: " ").first.map(String.init) ?? "?"
 }
 log("started at \(uptime()) s")
 signal(SIGPIPE, SIG_IGN)
@@ -170,15 +207,21 @@ let writer = PortWriter(fd: portFD)
 var uts = utsname()
 uname(&uts)
 let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-let controllers = ((try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.controllers", encoding: .utf8)) ?? "")
+let controllers = (readText("/sys/fs/cgroup/cgroup.controllers") ?? "")
     .split(whereSeparator: \.isWhitespace).map(String.init)
 
 /// Test switches on the kernel command line: `sandboxd.test_hooks=1` lets the host ask for a
 /// panic; `sandboxd.test_sysrq=1` (the daemon's `vm.test_hooks`) lets a sandboxed command write
 /// `/proc/sysrq-trigger`, so a test can crash this guest from inside with `echo c > /proc/sysrq-trigger`.
-let kernelCommandLine = ((try? String(contentsOfFile: "/proc/cmdline", encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace)
+let kernelCommandLine = (readText("/proc/cmdline") ?? "").split(whereSeparator: \.isWhitespace)
 let testHooks = kernelCommandLine.contains("sandboxd.test_hooks=1")
 let testSysrq = kernelCommandLine.contains("sandboxd.test_sysrq=1")
+
+// The hello goes out before the engine is set up: the host's answer (`configure`) then travels
+// while this guest builds the engine (cgroup subtree, seccomp filter, spawn helper: 0.1-0.2 s
+// under TCG), and waits in the port until the loop below reads it. Should the engine fail, its
+// error frame answers that first request, and the guest powers off.
+writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
 
 let engine: LinuxSandboxEngine
 do {
@@ -199,7 +242,6 @@ do {
 }
 let state = AgentState(engine: engine)
 log("ready at \(uptime()) s after boot")
-writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
 
 // A cold guest's first spec came in the initramfs (GuestPaths.bootSpec): it is answered after
 // the hello exactly as a configure the host sent would be, without waiting for the host.

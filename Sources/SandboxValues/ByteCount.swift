@@ -83,7 +83,7 @@ public struct ByteCount: Hashable, Sendable, Comparable, Codable, CustomStringCo
 
 extension String {
     /// Without leading and trailing spaces, tabs and newlines (no Foundation needed).
-    func trimmingWhitespace() -> String {
+    package func trimmingWhitespace() -> String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
         return String(self[first...last])
