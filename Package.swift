@@ -123,8 +123,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/StoreBenchmark"),
 
-        // Level 3: the daemon ↔ guest agent wire format (frames, Codable messages). FoundationEssentials
-        // only (JSON without ICU), like everything the guest agent links.
+        // Level 3: the daemon ↔ guest agent wire format (frames, Codable messages). No Foundation (its
+        // own strict Codable JSON reader, SandboxValues' JSONText writer), like everything the agent links.
         .target(name: "VMAgentProtocol", dependencies: ["SandboxValues"]),
 
         // Level 3: guest image, jailed QEMU, KVM/TCG choice, agent connection, warm pool.

@@ -1,3 +1,5 @@
+import SandboxValues
+
 /// JSON for the agent's messages, without Foundation.
 ///
 /// The guest agent links this module, and FoundationEssentials' JSONEncoder/JSONDecoder cost it
@@ -470,7 +472,7 @@ final class EncodingSlot {
             output.append(UInt8(ascii: "{"))
             for (position, key) in object.keys.enumerated() {
                 if position > 0 { output.append(UInt8(ascii: ",")) }
-                AgentJSONText.appendString(key, to: &output)
+                JSONText.appendString(key, to: &output)
                 output.append(UInt8(ascii: ":"))
                 try object.slots[key]!.write(to: &output, codingPath: codingPath + [AgentJSONKey(key)])
             }
@@ -523,36 +525,22 @@ final class EncodingArray {
     }
 }
 
+/// Scalars as JSON text, written by SandboxValues' `JSONText` (the project's one JSON writer).
 enum AgentJSONText {
-    static func appendString(_ string: String, to output: inout [UInt8]) {
-        output.append(UInt8(ascii: "\""))
-        for byte in string.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): output += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case UInt8(ascii: "\\"): output += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case 0x0a: output += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case 0x0d: output += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case 0x09: output += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-            case 0..<0x20:
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                output += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xf)]]
-            default: output.append(byte)
-            }
-        }
-        output.append(UInt8(ascii: "\""))
-    }
-
     static func string(_ string: String) -> [UInt8] {
         var output: [UInt8] = []
-        appendString(string, to: &output)
+        JSONText.appendString(string, to: &output)
         return output
     }
 
     static func float(_ value: Double, codingPath: [any CodingKey]) throws -> [UInt8] {
-        guard value.isFinite else {
+        var output: [UInt8] = []
+        do {
+            try JSONText.appendNumber(value, to: &output, nonFinite: .refuse)
+        } catch {
             throw EncodingError.invalidValue(value, .init(codingPath: codingPath, debugDescription: "\(value) is not a JSON number"))
         }
-        return Array(value.description.utf8)
+        return output
     }
 }
 
