@@ -31,8 +31,8 @@ func log(_ message: String) {
     }
 }
 
-/// The contents of a small file (procfs, sysfs) as text; nil when it cannot be opened.
-func readText(_ path: String) -> String? {
+/// The contents of a small file (procfs, sysfs, the boot spec); nil when it cannot be read.
+func readBytes(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -42,8 +42,13 @@ func readText(_ path: String) -> String? {
         let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if count > 0 { bytes += chunk[0..<count]; continue }
         if count < 0, errno == EINTR { continue }
-        return count == 0 ? String(decoding: bytes, as: UTF8.self) : nil
+        return count == 0 ? bytes : nil
     }
+}
+
+/// `readBytes` as text.
+func readText(_ path: String) -> String? {
+    readBytes(path).map { String(decoding: $0, as: UTF8.self) }
 }
 
 /// The entry names of a directory, sorted; empty when it cannot be read.
@@ -245,10 +250,10 @@ log("ready at \(uptime()) s after boot")
 
 // A cold guest's first spec came in the initramfs (GuestPaths.bootSpec): it is answered after
 // the hello exactly as a configure the host sent would be, without waiting for the host.
-if let spec = FileManager.default.contents(atPath: GuestPaths.bootSpec) {
+if let spec = readBytes(GuestPaths.bootSpec) {
     unlink(GuestPaths.bootSpec)
     let done = DispatchSemaphore(value: 0)
-    Task.detached { await handle(AgentFrame(.configure, [UInt8](spec)), state: state, writer: writer); done.signal() }
+    Task.detached { await handle(AgentFrame(.configure, spec), state: state, writer: writer); done.signal() }
     done.wait()
 }
 
