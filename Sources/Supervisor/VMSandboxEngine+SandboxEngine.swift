@@ -68,8 +68,8 @@ public final class VirtualMachineEngine: SandboxEngine {
         self.logger = logger
     }
 
-    /// Starts the engine in the background (once).
-    public func start() {
+    /// Starts the engine in the background (once); `onSettled` runs when it is ready or has failed.
+    public func start(onSettled: @escaping @Sendable () -> Void = {}) {
         let begin = phase.withLock { phase -> Bool in
             guard case .notStarted = phase else { return false }
             phase = .starting(since: .now, step: "starting")
@@ -100,6 +100,7 @@ public final class VirtualMachineEngine: SandboxEngine {
                     if case .starting = phase { phase = .failed("\(error)") }
                 }
             }
+            onSettled()
         }
     }
 

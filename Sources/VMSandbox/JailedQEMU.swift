@@ -147,7 +147,6 @@ final class JailedQEMU: @unchecked Sendable {
     /// directory and unlinked at once: QEMU reopens it through the inherited descriptor
     /// (`/proc/self/fd/6`), which checks only the file's own mode, and nothing is left on disk.
     static func initramfs(_ basePath: String, withBootSpec spec: [UInt8], in directory: String) throws(VMSandboxError) -> Int32 {
-        guard let base = FileManager.default.contents(atPath: basePath) else { throw .system("read", basePath) }
         var archive = CPIOArchive()
         do {
             try archive.addFile(String(GuestPaths.initramfsBootSpec.dropFirst()), contents: spec, mode: 0o600)
@@ -159,13 +158,35 @@ final class JailedQEMU: @unchecked Sendable {
         guard fd >= 0 else { throw .system("open", path) }
         unlink(path)
         fchmod(fd, 0o644)
-        let written = Self.writeAll(fd, [UInt8](base)) && Self.writeAll(fd, archive.finished())
-        guard written else {
+        // The base archive (megabytes) goes file to file in the kernel: read into the daemon's heap
+        // it stayed resident after the copy was freed (the idle daemon grew by ≈14 MiB).
+        let base = open(basePath, O_RDONLY | O_CLOEXEC)
+        guard base >= 0 else {
+            close(fd)
+            throw .system("open", basePath)
+        }
+        defer { close(base) }
+        guard Self.copyAll(from: base, to: fd) else {
+            let error = VMSandboxError.system("sendfile", basePath)
+            close(fd)
+            throw error
+        }
+        guard Self.writeAll(fd, archive.finished()) else {
             let error = VMSandboxError.system("write", path)
             close(fd)
             throw error
         }
         return fd
+    }
+
+    private static func copyAll(from source: Int32, to destination: Int32) -> Bool {
+        while true {
+            let count = sendfile(destination, source, nil, 1 << 20)
+            if count > 0 { continue }
+            if count == 0 { return true }
+            if errno == EINTR { continue }
+            return false
+        }
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {

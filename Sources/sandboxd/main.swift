@@ -184,7 +184,12 @@ func makeVMEngine(_ configuration: DaemonConfiguration, supervisor: SupervisorCo
     if configuration.vm.testHooks {
         logger.warning("vm.test_hooks is on: level-3 sandboxes can panic their own guests (tests only)")
     }
-    engine.start()
+    // Its start-up (image check, accelerator probe, pool) ends after the daemon's own: hand that
+    // garbage and code back too.
+    engine.start(onSettled: {
+        malloc_trim(0)
+        StartupPages.release()
+    })
     return engine
     #else
     problem = "this sandboxd was built without the level-3 engine"
@@ -202,6 +207,10 @@ func printError(_ text: String) {
 // one per database connection) would each pin some. Its work is spawning and waiting, not
 // allocating, so two arenas cost no measurable speed (DaemonBenchmark) and keep idle RSS down.
 _ = mallopt(M_ARENA_MAX, 2)
+// A fixed threshold for serving big blocks with mmap: glibc's default one rises to the largest
+// block freed so far, so after start-up read the guest agent (≈15 MB) to hash it, blocks of a few
+// MB came from the arenas and ≈8 MB of them stayed resident after they were freed.
+_ = mallopt(M_MMAP_THRESHOLD, 256 * 1024)
 
 // main.swift cannot carry @main; parse and run the async command by hand.
 do {
