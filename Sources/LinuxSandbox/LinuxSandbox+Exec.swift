@@ -259,25 +259,6 @@ extension LinuxSandbox {
     }
 }
 
-/// Output kept from one stream: at most `limit` bytes, the rest counted and dropped.
-struct CapturedOutput {
-    let limit: Int
-    var kept: [UInt8] = []
-    var truncated = false
-    var open = true
-
-    /// Keeps what fits; returns the kept part (for streaming).
-    mutating func take(_ chunk: UnsafeRawBufferPointer) -> ArraySlice<UInt8> {
-        let room = limit - kept.count
-        if chunk.count > room { truncated = true }
-        guard room > 0 else { return [] }
-        let taken = chunk.prefix(room)
-        let from = kept.count
-        kept.append(contentsOf: taken)
-        return kept[from...]
-    }
-}
-
 /// The poll loop of one exec, on the exec's own thread.
 struct ExecMonitor {
     let stdinFD: Int32
@@ -287,6 +268,9 @@ struct ExecMonitor {
     let pidfd: Int32
     var stdout: CapturedOutput
     var stderr: CapturedOutput
+    /// Whether each output pipe is still read (until its end of file, or the exec's end).
+    var stdoutOpen = true
+    var stderrOpen = true
     let deadline: Double
     let onOutput: (@Sendable (OutputChunk) -> Void)?
     let kill: () -> Void
@@ -339,9 +323,9 @@ struct ExecMonitor {
         while true {
             let now = Sys.monotonicNow()
             if let exitTime {
-                if !stdout.open && !stderr.open && reportFD < 0 { break }
+                if !stdoutOpen && !stderrOpen && reportFD < 0 { break }
                 if now >= exitTime + Self.drainGrace { break }
-            } else if status != nil && !stdout.open && !stderr.open && reportFD < 0 {
+            } else if status != nil && !stdoutOpen && !stderrOpen && reportFD < 0 {
                 exitTime = now
                 break
             }
@@ -353,8 +337,8 @@ struct ExecMonitor {
             if let killedAt, exitTime == nil, now > killedAt + 10 { break }   // unkillable: give up waiting
 
             var fds: [pollfd] = []
-            if stdout.open { fds.append(pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)) }
-            if stderr.open { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
+            if stdoutOpen { fds.append(pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)) }
+            if stderrOpen { fds.append(pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)) }
             if stdinOpen { fds.append(pollfd(fd: stdinFD, events: Int16(POLLOUT), revents: 0)) }
             if reportFD >= 0 { fds.append(pollfd(fd: reportFD, events: Int16(POLLIN), revents: 0)) }
             if exitTime == nil { fds.append(pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)) }
@@ -384,8 +368,8 @@ struct ExecMonitor {
             }
         }
         // Stop listening; whatever still holds the write ends gets EPIPE.
-        if stdout.open { stdout.open = false; closeFD(stdoutFD) }
-        if stderr.open { stderr.open = false; closeFD(stderrFD) }
+        if stdoutOpen { stdoutOpen = false; closeFD(stdoutFD) }
+        if stderrOpen { stderrOpen = false; closeFD(stderrFD) }
         if stdinOpen { stdinOpen = false; closeFD(stdinFD) }
         if reportFD >= 0 { close(reportFD); reportFD = -1 }
     }
@@ -432,7 +416,7 @@ struct ExecMonitor {
             }
             if n < 0 && (Sys.errno == EINTR) { continue }
             if n < 0 && Sys.errno == EAGAIN { return }
-            if stream == .stdout { stdout.open = false } else { stderr.open = false }
+            if stream == .stdout { stdoutOpen = false } else { stderrOpen = false }
             closeFD(fd)
             return
         }

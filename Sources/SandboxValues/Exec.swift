@@ -86,3 +86,28 @@ public struct OutputChunk: Hashable, Sendable {
         self.bytes = bytes
     }
 }
+
+/// Output kept from one stream of an exec: at most `limit` bytes, the rest counted as truncated
+/// and dropped. Level 1 fills it from the command's pipes, level 3 from the guest's stream frames.
+public struct CapturedOutput: Hashable, Sendable {
+    public let limit: Int
+    public private(set) var kept: [UInt8] = []
+    public private(set) var truncated = false
+
+    public init(limit: Int) { self.limit = limit }
+
+    /// Keeps what fits; returns the kept part (for streaming).
+    public mutating func take(_ chunk: UnsafeRawBufferPointer) -> ArraySlice<UInt8> {
+        let room = limit - kept.count
+        if chunk.count > room { truncated = true }
+        guard room > 0 else { return [] }
+        let from = kept.count
+        kept.append(contentsOf: chunk.prefix(room))
+        return kept[from...]
+    }
+
+    /// `take` for bytes in an array.
+    public mutating func take(_ chunk: [UInt8]) -> ArraySlice<UInt8> {
+        chunk.withUnsafeBytes { take($0) }
+    }
+}

@@ -72,7 +72,8 @@ public final class VMSandbox: Sendable {
         // The output crosses the channel once, as it streams: the agent's execResult carries none
         // (protocol version 2). What is kept here is bounded by the sandbox's output limit, whatever
         // a hostile guest sends; the caller's onOutput sees the same bytes.
-        let captured = NSLockedValue(StreamedOutput(limit: Int(clamping: spec.limits.outputLimit.bytes)))
+        let limit = Int(clamping: spec.limits.outputLimit.bytes)
+        let captured = NSLockedValue((stdout: CapturedOutput(limit: limit), stderr: CapturedOutput(limit: limit)))
         let reply = try await call(frame, timeout: timeout) { frame in
             let stream: OutputChunk.Stream
             switch frame.kind {
@@ -80,8 +81,8 @@ public final class VMSandbox: Sendable {
             case .stderr: stream = .stderr
             default: return true
             }
-            let kept = captured.withLock { $0.take(frame.payload, stream: stream) }
-            if !kept.isEmpty { onOutput?(OutputChunk(stream: stream, bytes: kept)) }
+            let kept = captured.withLock { stream == .stdout ? $0.stdout.take(frame.payload) : $0.stderr.take(frame.payload) }
+            if !kept.isEmpty { onOutput?(OutputChunk(stream: stream, bytes: Array(kept))) }
             return false
         }
         guard reply.kind == .execResult, var result = try? reply.decode(ExecResult.self) else {
@@ -91,10 +92,10 @@ public final class VMSandbox: Sendable {
             throw VMSandboxError(.protocolViolation, "the guest's execResult carries output; protocol version \(AgentHello.currentVersion) streams it only")
         }
         let output = captured.withLock { $0 }
-        result.stdout = output.stdout
-        result.stderr = output.stderr
-        result.stdoutTruncated = result.stdoutTruncated || output.stdoutTruncated
-        result.stderrTruncated = result.stderrTruncated || output.stderrTruncated
+        result.stdout = output.stdout.kept
+        result.stderr = output.stderr.kept
+        result.stdoutTruncated = result.stdoutTruncated || output.stdout.truncated
+        result.stderrTruncated = result.stderrTruncated || output.stderr.truncated
         return result
     }
 
@@ -175,31 +176,6 @@ public final class VMSandbox: Sendable {
         let machine = self.machine
         await onThread { machine.terminate() }
         onEnd(machine)
-    }
-}
-
-/// An exec's streamed output, at most `limit` bytes per stream.
-struct StreamedOutput {
-    let limit: Int
-    var stdout: [UInt8] = []
-    var stderr: [UInt8] = []
-    var stdoutTruncated = false
-    var stderrTruncated = false
-
-    init(limit: Int) { self.limit = max(limit, 0) }
-
-    /// Keeps what fits; returns the kept part.
-    mutating func take(_ bytes: [UInt8], stream: OutputChunk.Stream) -> [UInt8] {
-        let room = limit - (stream == .stdout ? stdout.count : stderr.count)
-        let kept = Array(bytes.prefix(max(room, 0)))
-        if stream == .stdout {
-            stdout += kept
-            if kept.count < bytes.count { stdoutTruncated = true }
-        } else {
-            stderr += kept
-            if kept.count < bytes.count { stderrTruncated = true }
-        }
-        return kept
     }
 }
 

@@ -121,13 +121,13 @@ struct AgentProtocolTests {
 
     @Test("streamed output is kept up to the output limit per stream, and marked truncated beyond it")
     func streamedOutputIsBounded() {
-        var output = StreamedOutput(limit: 10)
-        #expect(output.take(Array(0..<6), stream: .stdout) == Array(0..<6))
-        #expect(output.take(Array(6..<16), stream: .stdout) == Array(6..<10))
-        #expect(output.take([1], stream: .stdout).isEmpty)
-        #expect(output.take(Array(0..<10), stream: .stderr).count == 10)
-        #expect(output.stdout == Array(0..<10) && output.stdoutTruncated)
-        #expect(output.stderr.count == 10 && !output.stderrTruncated)
+        var stdout = CapturedOutput(limit: 10), stderr = CapturedOutput(limit: 10)
+        #expect(Array(stdout.take(Array(0..<6))) == Array(0..<6))
+        #expect(Array(stdout.take(Array(6..<16))) == Array(6..<10))
+        #expect(stdout.take([1]).isEmpty)
+        #expect(stderr.take(Array(0..<10)).count == 10)
+        #expect(stdout.kept == Array(0..<10) && stdout.truncated)
+        #expect(stderr.kept.count == 10 && !stderr.truncated)
     }
 
     @Test("a boot spec is appended to the initramfs as its own archive, in a file that is already unlinked")
