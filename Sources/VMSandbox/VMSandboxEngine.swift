@@ -290,9 +290,10 @@ public final class VMSandboxEngine: Sendable {
     /// Starts a jailed QEMU and waits for its agent's hello. With `spec`, the guest builds that
     /// sandbox as it starts (the spec is in its initramfs) and its answer follows the hello.
     func boot(_ shape: MachineShape, forPool: Bool = false, spec: SandboxSpec? = nil) async throws(VMSandboxError) -> (JailedQEMU, AgentHello) {
+        // The agent reads it as the payload of a configure frame: the same coder writes both.
         var bootSpec: [UInt8]?
         if let spec {
-            do { bootSpec = Array(try JSONEncoder().encode(spec)) } catch {
+            do { bootSpec = try AgentFrame(.configure, json: spec).payload } catch {
                 throw VMSandboxError(.invalidRequest, "sandbox spec: \(error)")
             }
         }
