@@ -90,11 +90,7 @@ public final class LinuxSandboxEngine: Sendable {
         _ spec: SandboxSpec, _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil,
         attachments: LaunchAttachments = .init(), onEnded: (@Sendable (ExecResult) -> Void)? = nil
     ) async throws(LinuxSandboxError) -> ExecResult {
-        try Self.validate(spec)
-        try attachments.validate()
-        try LinuxSandbox.validate(request)
-        let enforced = try limitsEnforced(for: spec)
-        let timeout = request.timeout ?? spec.limits.executionTimeout
+        let (enforced, timeout) = try checkOneShot(spec, request, attachments: attachments)
         let result: Result<ExecResult, LinuxSandboxError> = await onDedicatedThread {
             Result { () throws(LinuxSandboxError) in
                 try self.runBlocking(spec, request, limitsEnforced: enforced, timeout: timeout, onOutput: onOutput,
@@ -114,17 +110,13 @@ public final class LinuxSandboxEngine: Sendable {
         _ spec: SandboxSpec, _ request: ExecRequest, attachments: LaunchAttachments = .init(),
         tornDown: @escaping @Sendable () -> Void
     ) async throws(LinuxSandboxError) -> ExecResult {
-        let enforced: Bool
+        let enforced: Bool, timeout: Double
         do throws(LinuxSandboxError) {
-            try Self.validate(spec)
-            try attachments.validate()
-            try LinuxSandbox.validate(request)
-            enforced = try limitsEnforced(for: spec)
+            (enforced, timeout) = try checkOneShot(spec, request, attachments: attachments)
         } catch {
             tornDown()
             throw error
         }
-        let timeout = request.timeout ?? spec.limits.executionTimeout
         let result: Result<ExecResult, LinuxSandboxError> = await withCheckedContinuation { continuation in
             let answer = AnswerOnce(continuation)
             BlockingThreads.shared.submit {
@@ -137,6 +129,16 @@ public final class LinuxSandboxEngine: Sendable {
             }
         }
         return try result.get()
+    }
+
+    /// A one-shot's checks before anything starts: the spec, attachments and request are valid,
+    /// and whether the limits are enforced; with the exec's timeout.
+    private func checkOneShot(_ spec: SandboxSpec, _ request: ExecRequest, attachments: LaunchAttachments)
+        throws(LinuxSandboxError) -> (limitsEnforced: Bool, timeout: Double) {
+        try Self.validate(spec)
+        try attachments.validate()
+        try LinuxSandbox.validate(request)
+        return (try limitsEnforced(for: spec), request.timeout ?? spec.limits.executionTimeout)
     }
 
     /// Whether `spec`'s limits can all be enforced here. Throws `controllersMissing` when they
