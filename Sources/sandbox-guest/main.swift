@@ -9,7 +9,7 @@
 // workspace; shutdown powers off.
 //
 // It links no Foundation (and so no ICU) and no Yams: only the standard library, Glibc, Dispatch,
-// Synchronization and what LinuxSandbox and VMAgentProtocol (FoundationEssentials) need. Its start
+// Synchronization and what LinuxSandbox and VMAgentProtocol (no Foundation either) need. Its start
 // (a static executable paged in over 9p and relocated under TCG) is on every cold create's path.
 import Dispatch
 import LinuxSandbox
@@ -22,13 +22,20 @@ import Glibc
 
 let portName = "org.sandboxd.agent"
 
-func log(_ message: String) {
-    let line = Array("sandbox-guest: \(message)\n".utf8)
+/// Writes all of `bytes`; false (errno set) when a write fails.
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     var offset = 0
-    while offset < line.count {
-        let written = line[offset...].withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-        if written > 0 { offset += written } else if written < 0, errno == EINTR { continue } else { return }
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if written > 0 { offset += written; continue }
+        if written < 0, errno == EINTR || errno == EAGAIN { usleep(1000); continue }
+        return false
     }
+    return true
+}
+
+func log(_ message: String) {
+    _ = writeAll(2, Array("sandbox-guest: \(message)\n".utf8))
 }
 
 /// The contents of a small file (procfs, sysfs, the boot spec); nil when it cannot be read.
@@ -97,14 +104,8 @@ final class PortWriter: @unchecked Sendable {
     func send(_ frame: AgentFrame) {
         let bytes = frame.encoded()
         lock.withLock { _ in
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                if written > 0 { offset += written; continue }
-                if written < 0, errno == EINTR || errno == EAGAIN { usleep(1000); continue }
-                // The host end went away: nothing left to serve.
-                powerOff("write to the agent port: \(String(cString: strerror(errno)))")
-            }
+            // The host end went away: nothing left to serve.
+            guard writeAll(fd, bytes) else { powerOff("write to the agent port: \(String(cString: strerror(errno)))") }
         }
     }
 
@@ -250,11 +251,17 @@ log("ready at \(uptime()) s after boot")
 
 // A cold guest's first spec came in the initramfs (GuestPaths.bootSpec): it is answered after
 // the hello exactly as a configure the host sent would be, without waiting for the host.
+/// Handles one request to its end before the next is read.
+func serve(_ frame: AgentFrame) {
+    let done = DispatchSemaphore(value: 0)
+    // Detached: top-level code is on the main actor, which done.wait() is blocking.
+    Task.detached { await handle(frame, state: state, writer: writer); done.signal() }
+    done.wait()
+}
+
 if let spec = readBytes(GuestPaths.bootSpec) {
     unlink(GuestPaths.bootSpec)
-    let done = DispatchSemaphore(value: 0)
-    Task.detached { await handle(AgentFrame(.configure, spec), state: state, writer: writer); done.signal() }
-    done.wait()
+    serve(AgentFrame(.configure, spec))
 }
 
 var decoder = AgentFrameDecoder()
@@ -270,12 +277,7 @@ while true {
     if count == 0 { powerOff("the host closed the agent port") }
     decoder.append(buffer[0..<count])
     do {
-        while let frame = try decoder.next() {
-            let done = DispatchSemaphore(value: 0)
-            // Detached: top-level code is on the main actor, which done.wait() is blocking.
-            Task.detached { await handle(frame, state: state, writer: writer); done.signal() }
-            done.wait()
-        }
+        while let frame = try decoder.next() { serve(frame) }
     } catch {
         powerOff("malformed frame from the host: \(error)")
     }
