@@ -302,6 +302,13 @@ func engineSpec() -> SandboxSpec {
     limits.executionTimeout = 30
     return SandboxSpec(id: "bench-\(UInt64.random(in: 0..<UInt64.max))", limits: limits, enforcement: .bestEffort)
 }
+func policySpec() -> SandboxSpec {
+    var spec = engineSpec()
+    spec.limits.memory = .mebibytes(512); spec.limits.cpu = 0.5; spec.limits.pids = 256; spec.limits.tmpfsSize = .mebibytes(64)
+    spec.maskedPaths = ["/etc/shadow", "/etc/gshadow", "/root", "/home"]
+    return spec
+}
+var policyTimes: [Double] = []
 let truth = ExecRequest(["/bin/true"])
 for _ in 0..<warmup { _ = try? await engine.run(engineSpec(), truth) }
 var bwrapTimes: [Double] = [], keepAliveTimes: [Double] = [], freshTimes: [Double] = [], engineTimes: [Double] = []
@@ -309,6 +316,9 @@ for _ in 0..<iterations {
     let e0 = now()
     guard (try? await engine.run(engineSpec(), truth))?.exitCode == 0 else { stopDaemon(); removeDirectory(); fail("engine run failed") }
     engineTimes.append(now() - e0)
+    let p0 = now()
+    guard (try? await engine.run(policySpec(), truth))?.exitCode == 0 else { stopDaemon(); removeDirectory(); fail("engine run failed") }
+    policyTimes.append(now() - p0)
     var t0 = now()
     guard spawnAndWait(bwrap) else { stopDaemon(); removeDirectory(); fail("bwrap failed") }
     bwrapTimes.append(now() - t0)
@@ -332,6 +342,7 @@ print("  bwrap (baseline)                     \(ms(b50))  \(ms(b90))")
 print("  sandboxd, keep-alive connection      \(ms(k50))  \(ms(k90))")
 print("  sandboxd, new connection per run     \(ms(f50))  \(ms(f90))")
 print("  engine alone (LinuxSandbox library)  \(ms(e50))  \(ms(e90))")
+print("  engine, default policy's spec         \(ms(percentile(policyTimes, 50)))  \(ms(percentile(policyTimes, 90)))")
 print("  ratio keep-alive / bwrap             \(ratio(k50, b50))       \(ratio(k90, b90))     (target p50 ≤ 1.0×)")
 print("  ratio new connection / bwrap         \(ratio(f50, b50))       \(ratio(f90, b90))")
 print("  ratio engine alone / bwrap           \(ratio(e50, b50))       \(ratio(e90, b90))")
