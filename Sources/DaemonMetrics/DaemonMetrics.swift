@@ -83,6 +83,13 @@ public final class DaemonMetrics: Sendable {
         recordWriteFailures.increment()
     }
 
+    /// A level-1 one-shot run looked for a pre-built sandbox: `taken`, or the pool had none of its shape.
+    public func oneShotPool(taken: Bool) {
+        registry.makeCounter(descriptor: Self.name("one_shot_pool_total",
+            "Level-1 one-shot runs by whether a pre-built sandbox was ready (taken) or not (empty)."),
+                             labels: [("result", taken ? "taken" : "empty")]).increment()
+    }
+
     /// The egress proxy refused a connection (`reason`: `host_not_allowed`, `address_refused`, …).
     public func egressDenied(reason: String) {
         registry.makeCounter(descriptor: Self.name("egress_denials_total", "Connections refused by the egress proxy, by reason."),

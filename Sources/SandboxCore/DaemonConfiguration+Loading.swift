@@ -10,7 +10,7 @@ extension DaemonConfiguration {
     static let socketKeys = ["path", "group", "admin_group"]
     static let databaseKeys = ["url", "host", "port", "name", "user", "password", "password_file", "pool_size"]
     static let resourcesKeys = ["enforcement", "cgroup_root", "cgroup_subtree"]
-    static let sandboxKeys = ["uid_range_start", "uid_range_size", "max_sandboxes", "max_sandboxes_per_uid", "max_request_body"]
+    static let sandboxKeys = ["uid_range_start", "uid_range_size", "max_sandboxes", "max_sandboxes_per_uid", "max_request_body", "pool_size"]
     static let vmKeys = ["enabled", "accelerator", "pool_size", "image_directory", "test_hooks"]
 
     /// Every key the file may contain, as dotted paths (`socket.admin_group`).
@@ -89,6 +89,9 @@ extension DaemonConfiguration {
             if sandbox.maxSandboxesPerUID > sandbox.maxSandboxes {
                 section.report("\(sandbox.maxSandboxesPerUID) is more than sandbox.max_sandboxes (\(sandbox.maxSandboxes))",
                                key: "max_sandboxes_per_uid", at: section.mark(of: "max_sandboxes_per_uid") ?? section.mark(of: "max_sandboxes"))
+            }
+            if let size = section.value("pool_size", { (node) throws(ValueError) in try YAMLValue.integer(node, in: 0...64) }) {
+                sandbox.poolSize = size
             }
             if let size = section.value("max_request_body", YAMLValue.byteCount) {
                 if size.bytes == 0 { section.report("must be larger than 0", key: "max_request_body", at: section.mark(of: "max_request_body")) }

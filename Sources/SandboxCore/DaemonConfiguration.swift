@@ -87,13 +87,16 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
         public var maxSandboxesPerUID: Int
         /// Largest HTTP request body accepted on the control socket.
         public var maxRequestBody: ByteCount
+        /// Level-1 sandboxes built ahead, per recently run policy, for one-shot runs to take (0: none).
+        public var poolSize: Int
         public init(uidRangeStart: UInt32 = 524_288, uidRangeSize: UInt32 = 65_536, maxSandboxes: Int = 64,
-                    maxSandboxesPerUID: Int = 16, maxRequestBody: ByteCount = .mebibytes(16)) {
+                    maxSandboxesPerUID: Int = 16, maxRequestBody: ByteCount = .mebibytes(16), poolSize: Int = 2) {
             self.uidRangeStart = uidRangeStart
             self.uidRangeSize = uidRangeSize
             self.maxSandboxes = maxSandboxes
             self.maxSandboxesPerUID = maxSandboxesPerUID
             self.maxRequestBody = maxRequestBody
+            self.poolSize = poolSize
         }
     }
 
@@ -184,6 +187,7 @@ public struct DaemonConfiguration: Hashable, Sendable, CustomStringConvertible {
             "sandbox.max_sandboxes": String(sandbox.maxSandboxes),
             "sandbox.max_sandboxes_per_uid": String(sandbox.maxSandboxesPerUID),
             "sandbox.max_request_body": sandbox.maxRequestBody.description,
+            "sandbox.pool_size": String(sandbox.poolSize),
             "vm.enabled": String(vm.enabled),
             "vm.accelerator": vm.accelerator.rawValue,
             "vm.pool_size": String(vm.poolSize),

@@ -32,6 +32,8 @@ extension Supervisor {
             let set = try await policyStore.reload()
             let digests = set.names.compactMap { set[$0] }.map { "\($0.name)=\($0.digest.prefix(12))" }
             policyLogger.notice("policies reloaded (\(trigger)): \(digests.joined(separator: " "))")
+            // Sandboxes built ahead under the old rules would no longer be taken (the rules are part of their shape).
+            await pool?.clear()
             return set
         } catch {
             policyLogger.error("policy reload (\(trigger)) refused, the policies in force are unchanged: \(error.message)")

@@ -35,6 +35,8 @@ public final class Supervisor: SandboxService {
     /// Egress proxies and database roles of live sandboxes.
     private let tools: SandboxTools
     private let metrics: DaemonMetrics?
+    /// Level-1 sandboxes built while idle for one-shot runs (nil: `oneShotPoolSize` 0 or no level 1).
+    let pool: OneShotPool?
 
     /// - Parameters:
     ///   - engines: the engine serving each isolation level; a level without one is refused with
@@ -54,6 +56,22 @@ public final class Supervisor: SandboxService {
         self.runtimes = RuntimeCatalog(searchPath: configuration.runtimeSearchPath)
         self.logger = logger
         self.policyStore = PolicyStore(initial: configuration.policies, directory: configuration.policyDirectory)
+        if configuration.oneShotPoolSize > 0, let native = engines[.native] {
+            let pool = OneShotPool(engine: native, size: configuration.oneShotPoolSize, logger: logger, metrics: metrics)
+            self.pool = pool
+            let inFlight = self.inFlight
+            inFlight.whenIdle { generation in
+                guard pool.isShort else { return }
+                Task {
+                    // Only after a moment with nothing in flight: back-to-back runs keep the CPU.
+                    try? await Task.sleep(for: .milliseconds(5))
+                    guard inFlight.isIdle(since: generation) else { return }
+                    await pool.fill { inFlight.isIdle(since: generation) }
+                }
+            }
+        } else {
+            self.pool = nil
+        }
     }
 
     /// A Supervisor with at most a level-1 engine; nil when this build or host has none.
@@ -138,6 +156,7 @@ public final class Supervisor: SandboxService {
         if remaining > 0 {
             logger.warning("grace period of \(configuration.gracePeriodSeconds) s over; killing \(remaining) running execs")
         }
+        await pool?.stop()
         let sandboxes = await registry.drainAll()
         await withTaskGroup(of: Void.self) { group in
             for sandbox in sandboxes { group.addTask { await sandbox.destroy() } }
@@ -191,12 +210,13 @@ public final class Supervisor: SandboxService {
         let language = try request.payload.code.map { code throws(APIError) in try runtimes.resolve(code.language) }
         try checkPayload(request.payload)
         let inline = request.payload.code.flatMap { code in language?.inlineArgv(source: code.source) }
-        if request.payload.code == nil || inline != nil {
+        let prepared = try await prepare(request.sandbox, caller: caller, persistent: false, exec: request.payload)
+        if prepared.pooled == nil, request.payload.code == nil || inline != nil {
             // The engine's one-shot path: no separate init, no namespace entry, torn down by itself.
-            let (engine, spec, description, applied) = try await prepare(request.sandbox, caller: caller, persistent: false, exec: request.payload)
+            let description = prepared.description
             do {
-                let result = try await execute(request.payload, language: language, target: .oneShot(engine, spec),
-                                               description: description, applied: applied, caller: caller, output: output)
+                let result = try await execute(request.payload, language: language, target: .oneShot(prepared.engine, prepared.spec),
+                                               description: description, applied: prepared.applied, caller: caller, output: output)
                 await releaseSandbox(description.sandboxID)
                 return result
             } catch {
@@ -204,7 +224,8 @@ public final class Supervisor: SandboxService {
                 throw error
             }
         }
-        let (sandbox, description, applied) = try await build(request.sandbox, caller: caller, persistent: false, exec: request.payload)
+        // A pre-built sandbox, or code that needs a file written first: a sandbox, one exec, destroyed after the answer.
+        let (sandbox, description, applied) = try await build(prepared)
         let id = description.sandboxID
         do {
             _ = try await registry.beginExec(id, caller: caller, persistentOnly: false)
@@ -225,10 +246,18 @@ public final class Supervisor: SandboxService {
         await registry.release(id)
     }
 
+    /// Ends a one-shot run's sandbox: its admission slot is freed now, as the answer goes out; the
+    /// sandbox is destroyed (and its tools closed) after that, counted in flight until it is gone.
     private func finishOneShot(_ id: String, _ sandbox: any EngineSandbox) async {
         await registry.endExec(id)
-        await sandbox.destroy()
-        await releaseSandbox(id)
+        await registry.release(id)
+        inFlight.enter()
+        let (tools, inFlight) = (self.tools, self.inFlight)
+        Task {
+            await sandbox.destroy()
+            await tools.release(id)
+            inFlight.leave()
+        }
     }
 
     public func createSandbox(_ request: SandboxCreateRequest, caller: Caller) async throws -> SandboxDescription {
@@ -346,31 +375,48 @@ public final class Supervisor: SandboxService {
         }
     }
 
-    /// Admission, then the engine builds the sandbox. The slot is released whatever fails.
-    private func build(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool,
-                       exec: ExecPayload? = nil) async throws -> (any EngineSandbox, SandboxDescription, AppliedPolicy) {
-        let (engine, spec, description, applied) = try await prepare(request, caller: caller, persistent: persistent, exec: exec)
-        let id = description.sandboxID
+    /// Admission, then the engine builds the sandbox (or the pool had it built). The slot is released whatever fails.
+    private func build(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool) async throws
+        -> (any EngineSandbox, SandboxDescription, AppliedPolicy) {
+        try await build(try await prepare(request, caller: caller, persistent: persistent))
+    }
+
+    private func build(_ prepared: Prepared) async throws -> (any EngineSandbox, SandboxDescription, AppliedPolicy) {
+        let id = prepared.description.sandboxID
         let sandbox: any EngineSandbox
-        do {
-            sandbox = try await engine.createSandbox(spec)
-        } catch {
-            await releaseSandbox(id)
-            throw Self.apiError(error, doing: "creating the sandbox")
+        if let pooled = prepared.pooled {
+            sandbox = pooled
+        } else {
+            do {
+                sandbox = try await prepared.engine.createSandbox(prepared.spec)
+            } catch {
+                await releaseSandbox(id)
+                throw Self.apiError(error, doing: "creating the sandbox")
+            }
         }
         guard await registry.attach(id, sandbox: sandbox, limitsEnforced: sandbox.limitsEnforced) else {
             await sandbox.destroy()
             throw APIError(.shuttingDown, "sandboxd is shutting down; the new sandbox was destroyed")
         }
-        var built = description
+        var built = prepared.description
         built.limitsEnforced = sandbox.limitsEnforced
-        return (sandbox, built, applied)
+        return (sandbox, built, prepared.applied)
+    }
+
+    /// A sandbox about to be built (or taken from the pool), its admission slot already held.
+    struct Prepared {
+        var engine: any SandboxEngine
+        var spec: EngineSandboxSpec
+        var description: SandboxDescription
+        var applied: AppliedPolicy
+        /// Built ahead by the pool for this one-shot run (its id is the sandbox's id).
+        var pooled: (any EngineSandbox)?
     }
 
     /// Every check before a sandbox is built, and its admission slot (released by the caller on failure).
     /// `exec`: a one-shot run's payload, checked against the same policy before anything is reserved.
     private func prepare(_ request: SandboxCreateRequest, caller: Caller, persistent: Bool, exec: ExecPayload? = nil) async throws
-        -> (any SandboxEngine, EngineSandboxSpec, SandboxDescription, AppliedPolicy) {
+        -> Prepared {
         guard records != nil else {
             throw APIError(.unavailable, "no database is available; sandboxd refuses to run anything it cannot record")
         }
@@ -392,21 +438,40 @@ public final class Supervisor: SandboxService {
         if let sessionID = request.sessionID {
             try await checkSession(sessionID, caller: caller)
         }
-        let id = Self.newSandboxID()
+        var spec = EngineSandboxSpec(id: Self.newSandboxID(), isolationLevel: level, policy: policy, rules: applied.rules, limits: applied.limits,
+                                     environment: applied.environment, enforcement: configuration.limitEnforcement)
+        // A one-shot run at level 1 takes a sandbox of its exact spec if one was built ahead.
+        let poolable = !persistent && level == .native ? pool : nil
+        let pooled = poolable?.take(spec)
+        if let pooled { spec.id = pooled.id }
         let description = SandboxDescription(
-            sandboxID: id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
+            sandboxID: spec.id, ownerUID: caller.uid, state: "running", isolationLevel: level.rawValue, policy: policy,
             agentType: request.agentType ?? "default", sessionID: request.sessionID, createdAt: Date(), execCount: 0,
             limitsEnforced: false)
-        var spec = EngineSandboxSpec(id: id, isolationLevel: level, policy: policy, rules: applied.rules, limits: applied.limits,
-                                     environment: applied.environment, enforcement: configuration.limitEnforcement)
-        try await registry.reserve(description, persistent: persistent, defaults: request, applied: applied)
         do {
-            spec.attachments = try await tools.attach(sandboxID: id, policy: policy, rules: applied.rules, level: level)
+            try await registry.reserve(description, persistent: persistent, defaults: request, applied: applied)
         } catch {
-            await releaseSandbox(id)
+            if let pooled { poolable?.giveBack(pooled, shape: spec) }
+            throw error
+        }
+        do {
+            spec.attachments = try await tools.attach(sandboxID: spec.id, policy: policy, rules: applied.rules, level: level)
+        } catch {
+            if let pooled { poolable?.giveBack(pooled, shape: spec) }
+            await releaseSandbox(spec.id)
             throw Self.apiError(error, doing: "preparing the sandbox's tools")
         }
-        return (engine, spec, description, applied)
+        var prepared = Prepared(engine: engine, spec: spec, description: description, applied: applied, pooled: pooled?.sandbox)
+        if let poolable {
+            if spec.attachments.isEmpty {
+                poolable.remember(spec)
+            } else if let pooled {
+                // Built without the tools this run needs (the tools' configuration changed): not usable.
+                await pooled.sandbox.destroy()
+                prepared.pooled = nil
+            }
+        }
+        return prepared
     }
 
     /// An exec's own timeout and environment against its sandbox's policy (before it is recorded).
@@ -640,11 +705,35 @@ final class EarlyCommit: Sendable {
 /// Execs between their start and their record (and, for a one-shot sandbox torn down after
 /// its answer, until it is gone): what shutdown waits for.
 final class InFlightCount: Sendable {
-    private let value = Mutex(0)
+    private struct State {
+        var count = 0
+        /// Counts every `enter`: "idle since generation g" means nothing entered after g.
+        var generation: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    private let onIdle = Mutex<(@Sendable (UInt64) -> Void)?>(nil)
 
-    func enter() { value.withLock { $0 += 1 } }
-    func leave() { value.withLock { $0 -= 1 } }
-    var count: Int { value.withLock { $0 } }
+    func enter() { state.withLock { $0.count += 1; $0.generation &+= 1 } }
+
+    func leave() {
+        let idleAt: UInt64? = state.withLock { state in
+            state.count -= 1
+            return state.count == 0 ? state.generation : nil
+        }
+        if let idleAt, let body = onIdle.withLock({ $0 }) { body(idleAt) }
+    }
+
+    var count: Int { state.withLock { $0.count } }
+
+    /// Whether nothing is in flight and nothing entered since `generation`.
+    func isIdle(since generation: UInt64) -> Bool {
+        state.withLock { $0.count == 0 && $0.generation == generation }
+    }
+
+    /// Calls `body` (on the leaving thread, so it must be quick) each time the count drops to 0, with the generation then.
+    func whenIdle(_ body: @escaping @Sendable (UInt64) -> Void) {
+        onIdle.withLock { $0 = body }
+    }
 }
 
 /// Whether shutdown started.

@@ -6,6 +6,8 @@ public struct SupervisorConfiguration: Sendable, Hashable {
     public var maxSandboxes: Int
     /// Sandboxes one peer uid may have alive at once (admins included).
     public var maxSandboxesPerUID: Int
+    /// Level-1 sandboxes built ahead per recently run shape, for one-shot runs (0: every run builds its own).
+    public var oneShotPoolSize: Int = 0
     /// Exec timeout when neither the request nor the sandbox names one, in seconds.
     public var defaultTimeout: Double
     /// Largest timeout a request may ask for, in seconds.

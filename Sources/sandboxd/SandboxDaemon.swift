@@ -138,6 +138,7 @@ extension DaemonSettings {
             gracePeriodSeconds: configuration.shutdownGracePeriod,
             limitEnforcement: configuration.resources.enforcement,
             version: version)
+        supervisor.oneShotPoolSize = configuration.sandbox.poolSize
         logLevel = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
     }
 }

@@ -108,7 +108,11 @@ struct EndToEndTests {
         func cleanupNow() {
             if let running = process {
                 running.kill(SIGKILL)
-                for _ in 0..<9000 where running.poll() == nil { usleep(10_000) }
+                // Until reaped (poll reaps once; after that it reports nothing): at most 90 s.
+                for _ in 0..<9000 {
+                    if running.poll() != nil { break }
+                    usleep(10_000)
+                }
                 process = nil
             }
             Self.removeLeftovers(directory: directory, cgroupDirectory: cgroupDirectory)

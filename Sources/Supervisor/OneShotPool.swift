@@ -1,0 +1,180 @@
+import DaemonMetrics
+import Logging
+import SandboxCore
+import Synchronization
+
+/// Level-1 sandboxes built while the daemon is idle, each taken by one one-shot run and destroyed
+/// after it: the run pays an exec into a ready sandbox instead of building one (namespaces, the
+/// root's mounts, `pivot_root`, the cgroup).
+///
+/// A pooled sandbox is built from the same spec the run would have built (its "shape": every field
+/// but the id), never runs anything before it is taken, and is never used twice, so a run sees
+/// exactly what a freshly built sandbox shows. The shapes kept ready are the `maxShapes` most
+/// recently run (a policy reload changes the rules in the shape, so sandboxes of the old rules are
+/// no longer taken; ``clear()`` drops them). Only sandboxes with nothing of the daemon's attached
+/// (no egress proxy, no database role) are pooled: those tools belong to one sandbox id.
+///
+/// Building happens only when no exec is in flight (the caller checks, and checks again between
+/// builds), so the pool never competes with a run for the CPU. Pooled sandboxes are not counted by
+/// admission: they belong to no caller until taken. A daemon killed with some ready leaves them to
+/// the next start's reaper, like any other sandbox.
+final class OneShotPool: Sendable {
+    /// What a sandbox is built from, without its id (and so its host name, cgroup and state directory).
+    struct Shape: Hashable, Sendable {
+        let spec: EngineSandboxSpec
+        init(_ spec: EngineSandboxSpec) {
+            var spec = spec
+            spec.id = ""
+            self.spec = spec
+        }
+    }
+
+    struct Ready: Sendable {
+        let id: String
+        let sandbox: any EngineSandbox
+    }
+
+    private struct State {
+        var ready: [Shape: [Ready]] = [:]
+        /// Shapes of recent runs, most recent last.
+        var wanted: [Shape] = []
+        var filling = false
+        var stopped = false
+    }
+
+    private let engine: any SandboxEngine
+    /// Sandboxes kept ready per shape.
+    let size: Int
+    private let maxShapes: Int
+    private let logger: Logger
+    private let metrics: DaemonMetrics?
+    private let state = Mutex(State())
+
+    init(engine: any SandboxEngine, size: Int, maxShapes: Int = 4, logger: Logger, metrics: DaemonMetrics?) {
+        self.engine = engine
+        self.size = size
+        self.maxShapes = maxShapes
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// A ready sandbox of `spec`'s shape (with its own id), or nil when none is ready.
+    func take(_ spec: EngineSandboxSpec) -> Ready? {
+        let shape = Shape(spec)
+        let taken: Ready? = state.withLock { state in
+            guard !state.stopped, var ready = state.ready[shape], !ready.isEmpty else { return nil }
+            let first = ready.removeFirst()
+            state.ready[shape] = ready
+            return first
+        }
+        metrics?.oneShotPool(taken: taken != nil)
+        return taken
+    }
+
+    /// Puts back a sandbox taken for a run that was then refused before it ran anything.
+    func giveBack(_ ready: Ready, shape spec: EngineSandboxSpec) {
+        let kept = state.withLock { state in
+            guard !state.stopped, state.wanted.contains(Shape(spec)) else { return false }
+            state.ready[Shape(spec), default: []].insert(ready, at: 0)
+            return true
+        }
+        if !kept { Task { await ready.sandbox.destroy() } }
+    }
+
+    /// Notes that a run of `spec`'s shape just happened: that shape is kept ready from now on
+    /// (dropping the least recently run one beyond `maxShapes`).
+    func remember(_ spec: EngineSandboxSpec) {
+        let shape = Shape(spec)
+        let dropped: [Ready] = state.withLock { state in
+            guard !state.stopped else { return [] }
+            if state.wanted.last == shape { return [] }
+            state.wanted.removeAll { $0 == shape }
+            state.wanted.append(shape)
+            guard state.wanted.count > maxShapes else { return [] }
+            let oldest = state.wanted.removeFirst()
+            return state.ready.removeValue(forKey: oldest) ?? []
+        }
+        destroy(dropped)
+    }
+
+    /// Whether some remembered shape has fewer than `size` ready.
+    var isShort: Bool {
+        state.withLock { state in
+            !state.stopped && !state.filling && state.wanted.contains { state.ready[$0, default: []].count < size }
+        }
+    }
+
+    /// Builds the missing sandboxes one at a time, while `idle()` holds before each. One fill at a time.
+    func fill(idle: @Sendable () -> Bool) async {
+        guard state.withLock({ state in
+            guard !state.filling, !state.stopped else { return false }
+            state.filling = true
+            return true
+        }) else { return }
+        defer { state.withLock { $0.filling = false } }
+        while idle() {
+            let next: Shape? = state.withLock { state in
+                guard !state.stopped else { return nil }
+                return state.wanted.last { state.ready[$0, default: []].count < size }
+            }
+            guard let shape = next else { return }
+            var spec = shape.spec
+            spec.id = Supervisor.newSandboxID()
+            let sandbox: any EngineSandbox
+            do {
+                sandbox = try await engine.createSandbox(spec)
+            } catch {
+                // Not kept ready from now on; runs of this shape build their own (and report the error).
+                logger.warning("building a pooled one-shot sandbox failed; that policy's runs build their own",
+                               metadata: ["policy": "\(spec.policy)", "error": "\(error)"])
+                state.withLock { $0.wanted.removeAll { $0 == shape } }
+                return
+            }
+            let kept = state.withLock { state in
+                guard !state.stopped, state.wanted.contains(shape) else { return false }
+                state.ready[shape, default: []].append(Ready(id: spec.id, sandbox: sandbox))
+                return true
+            }
+            if !kept { await sandbox.destroy() }
+        }
+    }
+
+    /// Destroys every ready sandbox and forgets the shapes (a policy reload); the pool goes on.
+    func clear() async {
+        let dropped = state.withLock { state in
+            let all = state.ready.values.flatMap { $0 }
+            state.ready = [:]
+            state.wanted = []
+            return all
+        }
+        await destroyNow(dropped)
+    }
+
+    /// Destroys every ready sandbox and takes no more; waits for a build in progress to end.
+    func stop() async {
+        let dropped = state.withLock { state in
+            state.stopped = true
+            let all = state.ready.values.flatMap { $0 }
+            state.ready = [:]
+            return all
+        }
+        await destroyNow(dropped)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while state.withLock({ $0.filling }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    var readyCount: Int { state.withLock { $0.ready.values.reduce(0) { $0 + $1.count } } }
+
+    private func destroy(_ sandboxes: [Ready]) {
+        guard !sandboxes.isEmpty else { return }
+        Task { await destroyNow(sandboxes) }
+    }
+
+    private func destroyNow(_ sandboxes: [Ready]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for ready in sandboxes { group.addTask { await ready.sandbox.destroy() } }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+#if SANDBOXD_LEVEL1_ENGINE
+import Foundation
+import Testing
+import SandboxCore
+
+/// The pool of level-1 sandboxes built ahead for one-shot runs (`sandbox.pool_size`), through the
+/// real daemon and socket: which sandbox a run gets is read from the daemon's cgroup subtree (a
+/// pooled sandbox is a live cgroup there before any run names it) and from the answers.
+@Suite(.serialized)
+struct OneShotPoolEndToEndTests {
+    static let alice = "sbxt-alice"
+    static let admin = "sbxt-admin"
+
+    /// Sandbox cgroups (`sbx-…`) alive in the daemon's subtree.
+    private func liveSandboxes(_ daemon: EndToEndTests.Daemon) -> Set<String> {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: daemon.cgroupDirectory)) ?? []
+        return Set(entries.filter { $0.hasPrefix("sbx-") })
+    }
+
+    /// Waits (up to 10 s) until `condition` holds for the live sandboxes; returns them.
+    private func waitForSandboxes(_ daemon: EndToEndTests.Daemon, _ what: String,
+                                  _ condition: (Set<String>) -> Bool) async throws -> Set<String> {
+        for _ in 0..<200 {
+            let live = liveSandboxes(daemon)
+            if condition(live) { return live }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestError("timed out waiting for \(what); live sandboxes: \(liveSandboxes(daemon))")
+    }
+
+    private func field(_ body: String, _ name: String) throws -> String {
+        let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        guard let value = object?[name] as? String else { throw TestError("no \(name) in \(body)") }
+        return value
+    }
+
+    private func run(_ daemon: EndToEndTests.Daemon, _ script: String) throws -> (sandboxID: String, stdout: String, body: String) {
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: ["command": ["sh", "-c", script]]), as: UTF8.self)
+        let response = try daemon.curl("POST", "/v1/run", as: Self.alice, json: json)
+        guard response.status == 200, response.body.contains(#""status":"ok""#) else {
+            throw TestError("run failed: HTTP \(response.status) \(response.body)")
+        }
+        return (try field(response.body, "sandbox_id"), try field(response.body, "stdout"), response.body)
+    }
+
+    private func poolCount(_ daemon: EndToEndTests.Daemon, _ result: String) throws -> Double {
+        metricValue(try daemon.curl("GET", "/metrics").body, #"sandboxd_one_shot_pool_total{result="\#(result)"}"#) ?? 0
+    }
+
+    @Test("one-shot runs take sandboxes built while idle: each used once, nothing of an earlier run visible, not listed; reload and stop destroy them")
+    func pool() async throws {
+        guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
+        _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
+        _ = try TestHost.ensureUser(Self.admin, groups: ["sandboxd", "sandboxd-admin"])
+        let daemon = try EndToEndTests.Daemon(extraConfiguration: "sandbox:\n  pool_size: 2")
+        defer { daemon.cleanupNow() }
+        do {
+            try await daemon.start()
+            #expect(liveSandboxes(daemon).isEmpty, "nothing is built before a run shows which policy is wanted")
+
+            // The first run builds its own sandbox and teaches the pool its shape.
+            let first = try run(daemon, "echo secret > /tmp/mark; echo written")
+            #expect(first.stdout == "written\n")
+            #expect(try poolCount(daemon, "empty") == 1)
+            // Two are built while the daemon is idle; the first run's sandbox is gone.
+            let pooled = try await waitForSandboxes(daemon, "two pooled sandboxes") { $0.count == 2 && !$0.contains(first.sandboxID) }
+            #expect(!pooled.contains(first.sandboxID))
+            // Pooled sandboxes belong to no one: not listed, not counted as alive.
+            let listed = try daemon.curl("GET", "/v1/sandboxes", as: Self.admin)
+            #expect(listed.status == 200 && !pooled.contains { listed.body.contains($0) }, "\(listed.body)")
+            #expect(metricValue(try daemon.curl("GET", "/metrics").body, "sandboxd_sandboxes_alive") == 0)
+
+            // The next two runs get them, one each; neither sees the first run's file.
+            let second = try run(daemon, "cat /tmp/mark 2>/dev/null; hostname")
+            let third = try run(daemon, "cat /tmp/mark 2>/dev/null; hostname")
+            #expect(pooled.contains(second.sandboxID), "\(second.sandboxID) not among \(pooled)")
+            #expect(pooled.contains(third.sandboxID), "\(third.sandboxID) not among \(pooled)")
+            #expect(second.sandboxID != third.sandboxID)
+            #expect(second.stdout == "sbx-" + second.sandboxID.prefix(12) + "\n", "\(second.body)")
+            #expect(third.stdout == "sbx-" + third.sandboxID.prefix(12) + "\n", "\(third.body)")
+            #expect(try poolCount(daemon, "taken") == 2)
+            // Each is recorded under its own id, and destroyed after its run: never used twice.
+            for run in [second, third] {
+                let records = try daemon.curl("GET", "/v1/executions?sandbox_id=\(run.sandboxID)", as: Self.alice)
+                let list = (try JSONSerialization.jsonObject(with: Data(records.body.utf8)) as? [String: Any])?["executions"] as? [Any]
+                #expect(records.status == 200 && list?.count == 1, "\(records.body)")
+            }
+            let refilled = try await waitForSandboxes(daemon, "the pool refilled") {
+                $0.count == 2 && !$0.contains(second.sandboxID) && !$0.contains(third.sandboxID)
+            }
+            #expect(refilled.isDisjoint(with: pooled))
+
+            // A policy reload drops what was built under the old rules; nothing is rebuilt until a run.
+            guard let pid = daemon.process?.pid else { throw TestError("no daemon process") }
+            kill(pid, SIGHUP)
+            _ = try await waitForSandboxes(daemon, "the pool emptied by the reload") { $0.isEmpty }
+            _ = try run(daemon, "true")
+            #expect(try poolCount(daemon, "empty") == 2)
+            _ = try await waitForSandboxes(daemon, "the pool refilled after the reload") { $0.count == 2 }
+
+            // A graceful stop destroys the pool with everything else.
+            #expect(try await daemon.stop() == 0, "\(daemon.logText)")
+            #expect(liveSandboxes(daemon).isEmpty, "left after stop: \(liveSandboxes(daemon))")
+        } catch {
+            print("daemon log:\n\(daemon.logText)")
+            throw error
+        }
+    }
+
+    @Test("pool_size 0: every run builds its own sandbox and nothing is built ahead")
+    func poolDisabled() async throws {
+        guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
+        _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
+        let daemon = try EndToEndTests.Daemon(extraConfiguration: "sandbox:\n  pool_size: 0")
+        defer { daemon.cleanupNow() }
+        do {
+            try await daemon.start()
+            _ = try run(daemon, "true")
+            _ = try run(daemon, "true")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(liveSandboxes(daemon).isEmpty, "built ahead: \(liveSandboxes(daemon))")
+            #expect(try poolCount(daemon, "taken") == 0 && poolCount(daemon, "empty") == 0)
+        } catch {
+            print("daemon log:\n\(daemon.logText)")
+            throw error
+        }
+    }
+}
+#endif
