@@ -252,8 +252,9 @@ extension LinuxSandbox {
             usage: ResourceUsage(cpuMicroseconds: cpu, memoryPeakBytes: peak), limitsEnforced: limitsEnforced)
     }
 
-    /// True once the init has exited (its pidfd turns readable; it stays unreaped until destroy).
-    var initHasExited: Bool {
+    /// True once the init has exited (its pidfd turns readable; it stays unreaped until destroy):
+    /// the sandbox can run nothing more.
+    public var initHasExited: Bool {
         var pfd = pollfd(fd: initPidfd, events: Int16(POLLIN), revents: 0)
         return poll(&pfd, 1, 0) == 1
     }

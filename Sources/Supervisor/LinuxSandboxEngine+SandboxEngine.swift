@@ -91,6 +91,9 @@ struct LinuxEngineSandbox: EngineSandbox {
 
     var limitsEnforced: Bool { sandbox.limitsEnforced }
 
+    /// Its init is what keeps the namespaces alive; once it has exited nothing can run there.
+    var failure: String? { sandbox.initHasExited ? "the sandbox's init has exited" : nil }
+
     func exec(_ exec: EngineExec, output: OutputSink?) async throws -> ExecResult {
         try await sandbox.exec(LinuxSandboxEngine.request(exec, daemonEnvironment: daemonEnvironment), onOutput: output.map(LinuxSandboxEngine.forward))
     }

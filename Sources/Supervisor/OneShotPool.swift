@@ -38,6 +38,8 @@ final class OneShotPool: Sendable {
         var ready: [Shape: [Ready]] = [:]
         /// Shapes of recent runs, most recent last.
         var wanted: [Shape] = []
+        /// Shapes whose build failed: not tried again until a reload clears the pool.
+        var failed: Set<Shape> = []
         var filling = false
         var stopped = false
     }
@@ -58,15 +60,22 @@ final class OneShotPool: Sendable {
         self.metrics = metrics
     }
 
-    /// A ready sandbox of `spec`'s shape (with its own id), or nil when none is ready.
+    /// A ready sandbox of `spec`'s shape (with its own id), or nil when none is ready. One that
+    /// died while it waited (its init killed from the host) is destroyed, not handed out.
     func take(_ spec: EngineSandboxSpec) -> Ready? {
         let shape = Shape(spec)
+        var dead: [Ready] = []
         let taken: Ready? = state.withLock { state in
-            guard !state.stopped, var ready = state.ready[shape], !ready.isEmpty else { return nil }
-            let first = ready.removeFirst()
-            state.ready[shape] = ready
-            return first
+            guard !state.stopped else { return nil }
+            while var ready = state.ready[shape], !ready.isEmpty {
+                let first = ready.removeFirst()
+                state.ready[shape] = ready
+                if first.sandbox.failure == nil { return first }
+                dead.append(first)
+            }
+            return nil
         }
+        destroy(dead)
         metrics?.oneShotPool(taken: taken != nil)
         return taken
     }
@@ -86,7 +95,7 @@ final class OneShotPool: Sendable {
     func remember(_ spec: EngineSandboxSpec) {
         let shape = Shape(spec)
         let dropped: [Ready] = state.withLock { state in
-            guard !state.stopped else { return [] }
+            guard !state.stopped, !state.failed.contains(shape) else { return [] }
             if state.wanted.last == shape { return [] }
             state.wanted.removeAll { $0 == shape }
             state.wanted.append(shape)
@@ -125,9 +134,12 @@ final class OneShotPool: Sendable {
                 sandbox = try await engine.createSandbox(spec)
             } catch {
                 // Not kept ready from now on; runs of this shape build their own (and report the error).
-                logger.warning("building a pooled one-shot sandbox failed; that policy's runs build their own",
+                logger.warning("building a pooled one-shot sandbox failed; that policy's runs build their own until the next reload",
                                metadata: ["policy": "\(spec.policy)", "error": "\(error)"])
-                state.withLock { $0.wanted.removeAll { $0 == shape } }
+                state.withLock { state in
+                    state.wanted.removeAll { $0 == shape }
+                    state.failed.insert(shape)
+                }
                 return
             }
             let kept = state.withLock { state in
@@ -145,6 +157,7 @@ final class OneShotPool: Sendable {
             let all = state.ready.values.flatMap { $0 }
             state.ready = [:]
             state.wanted = []
+            state.failed = []
             return all
         }
         await destroyNow(dropped)

@@ -47,7 +47,7 @@ struct OneShotPoolEndToEndTests {
         metricValue(try daemon.curl("GET", "/metrics").body, #"sandboxd_one_shot_pool_total{result="\#(result)"}"#) ?? 0
     }
 
-    @Test("one-shot runs take sandboxes built while idle: each used once, nothing of an earlier run visible, not listed; reload and stop destroy them")
+    @Test("one-shot runs take sandboxes built while idle: each used once, nothing of an earlier run visible, not listed, dead ones skipped; reload and stop destroy them")
     func pool() async throws {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
@@ -90,12 +90,24 @@ struct OneShotPoolEndToEndTests {
             }
             #expect(refilled.isDisjoint(with: pooled))
 
+            // Pooled sandboxes killed from the host while they wait are not handed out: the run builds its own.
+            for id in refilled {
+                try "1".write(toFile: daemon.cgroupDirectory + "/" + id + "/cgroup.kill", atomically: false, encoding: .utf8)
+            }
+            let emptyBefore = try poolCount(daemon, "empty")
+            let afterKill = try run(daemon, "echo alive")
+            #expect(afterKill.stdout == "alive\n" && !refilled.contains(afterKill.sandboxID), "\(afterKill.body)")
+            #expect(try poolCount(daemon, "empty") == emptyBefore + 1)
+            _ = try await waitForSandboxes(daemon, "the dead ones removed and the pool refilled") {
+                $0.count == 2 && $0.isDisjoint(with: refilled) && !$0.contains(afterKill.sandboxID)
+            }
+
             // A policy reload drops what was built under the old rules; nothing is rebuilt until a run.
             guard let pid = daemon.process?.pid else { throw TestError("no daemon process") }
             kill(pid, SIGHUP)
             _ = try await waitForSandboxes(daemon, "the pool emptied by the reload") { $0.isEmpty }
             _ = try run(daemon, "true")
-            #expect(try poolCount(daemon, "empty") == 2)
+            #expect(try poolCount(daemon, "empty") == 3)
             _ = try await waitForSandboxes(daemon, "the pool refilled after the reload") { $0.count == 2 }
 
             // A graceful stop destroys the pool with everything else.
