@@ -142,18 +142,25 @@ func removeBenchmarkState() {
     return elapsed
 }
 
-// BENCH_PROFILE=sandboxd|bwrap: only that side, one at a time, for `perf record` (which follows
+// BENCH_PROFILE=sandboxd|bwrap|exec: only that side, one at a time, for `perf record` (which follows
 // every process the run starts, so its sample count is the CPU one side spends).
 if let side = getenv("BENCH_PROFILE").map({ String(cString: $0) }) {
     var times: [Double] = []
+    // `exec`: execs into one live sandbox (built once, untimed).
+    let live = side == "exec" ? try await engine.create(spec()) : nil
     for _ in 0..<iterations {
-        if side == "bwrap" {
+        if let live {
+            let t0 = now()
+            guard try await live.exec(truth).exitCode == 0 else { print("exec failed"); exit(1) }
+            times.append(now() - t0)
+        } else if side == "bwrap" {
             guard let elapsed = timeBwrap(bwrap) else { print("bwrap failed"); exit(1) }
             times.append(elapsed)
         } else {
             times.append(try await timeSandboxd())
         }
     }
+    await live?.destroy()
     print("\(side): \(iterations) runs, p50 \(ms(percentile(times, 50))), p99 \(ms(percentile(times, 99)))")
     removeBenchmarkState()
     exit(0)

@@ -15,6 +15,7 @@ public final class DaemonMetrics: Sendable {
 
     private let registry = PrometheusCollectorRegistry()
     private let sandboxesAlive: Gauge
+    private let oneShotPoolReady: Gauge
     private let recordWrite: ValueHistogram
     private let recordsWritten: Counter
     private let recordWriteFailures: Counter
@@ -30,6 +31,8 @@ public final class DaemonMetrics: Sendable {
     public init() {
         sandboxesAlive = registry.makeGauge(descriptor: Self.name("sandboxes_alive",
             "Sandboxes alive now, persistent and one-shot (including those being built)."))
+        oneShotPoolReady = registry.makeGauge(descriptor: Self.name("one_shot_pool_ready",
+            "Level-1 sandboxes built ahead and ready for one-shot runs (not counted in sandboxes_alive)."))
         recordWrite = registry.makeValueHistogram(descriptor: Self.name("record_write_seconds",
             "Time of one batched write of execution records to PostgreSQL (a round trip, shared by the records in the batch)."),
             buckets: Self.writeBuckets)
@@ -88,6 +91,11 @@ public final class DaemonMetrics: Sendable {
         registry.makeCounter(descriptor: Self.name("one_shot_pool_total",
             "Level-1 one-shot runs by whether a pre-built sandbox was ready (taken) or not (empty)."),
                              labels: [("result", taken ? "taken" : "empty")]).increment()
+    }
+
+    /// The number of pre-built level-1 sandboxes ready changed.
+    public func setOneShotPoolReady(_ count: Int) {
+        oneShotPoolReady.set(Int64(count))
     }
 
     /// The egress proxy refused a connection (`reason`: `host_not_allowed`, `address_refused`, …).

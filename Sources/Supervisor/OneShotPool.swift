@@ -77,6 +77,7 @@ final class OneShotPool: Sendable {
         }
         destroy(dead)
         metrics?.oneShotPool(taken: taken != nil)
+        if taken != nil || !dead.isEmpty { publish() }
         return taken
     }
 
@@ -88,6 +89,7 @@ final class OneShotPool: Sendable {
             return true
         }
         if !kept { Task { await ready.sandbox.destroy() } }
+        publish()
     }
 
     /// Notes that a run of `spec`'s shape just happened: that shape is kept ready from now on
@@ -103,6 +105,7 @@ final class OneShotPool: Sendable {
             let oldest = state.wanted.removeFirst()
             return state.ready.removeValue(forKey: oldest) ?? []
         }
+        if !dropped.isEmpty { publish() }
         destroy(dropped)
     }
 
@@ -147,7 +150,7 @@ final class OneShotPool: Sendable {
                 state.ready[shape, default: []].append(Ready(id: spec.id, sandbox: sandbox))
                 return true
             }
-            if !kept { await sandbox.destroy() }
+            if kept { publish() } else { await sandbox.destroy() }
         }
     }
 
@@ -160,6 +163,7 @@ final class OneShotPool: Sendable {
             state.failed = []
             return all
         }
+        publish()
         await destroyNow(dropped)
     }
 
@@ -171,6 +175,7 @@ final class OneShotPool: Sendable {
             state.ready = [:]
             return all
         }
+        publish()
         await destroyNow(dropped)
         let deadline = ContinuousClock.now + .seconds(10)
         while state.withLock({ $0.filling }), ContinuousClock.now < deadline {
@@ -179,6 +184,10 @@ final class OneShotPool: Sendable {
     }
 
     var readyCount: Int { state.withLock { $0.ready.values.reduce(0) { $0 + $1.count } } }
+
+    private func publish() {
+        metrics?.setOneShotPoolReady(readyCount)
+    }
 
     private func destroy(_ sandboxes: [Ready]) {
         guard !sandboxes.isEmpty else { return }

@@ -68,7 +68,9 @@ struct OneShotPoolEndToEndTests {
             // Pooled sandboxes belong to no one: not listed, not counted as alive.
             let listed = try daemon.curl("GET", "/v1/sandboxes", as: Self.admin)
             #expect(listed.status == 200 && !pooled.contains { listed.body.contains($0) }, "\(listed.body)")
-            #expect(metricValue(try daemon.curl("GET", "/metrics").body, "sandboxd_sandboxes_alive") == 0)
+            let metrics = try daemon.curl("GET", "/metrics").body
+            #expect(metricValue(metrics, "sandboxd_sandboxes_alive") == 0, "\(metrics)")
+            #expect(metricValue(metrics, "sandboxd_one_shot_pool_ready") == 2, "\(metrics)")
 
             // The next two runs get them, one each; neither sees the first run's file.
             let second = try run(daemon, "cat /tmp/mark 2>/dev/null; hostname")
@@ -106,6 +108,7 @@ struct OneShotPoolEndToEndTests {
             guard let pid = daemon.process?.pid else { throw TestError("no daemon process") }
             kill(pid, SIGHUP)
             _ = try await waitForSandboxes(daemon, "the pool emptied by the reload") { $0.isEmpty }
+            #expect(metricValue(try daemon.curl("GET", "/metrics").body, "sandboxd_one_shot_pool_ready") == 0)
             _ = try run(daemon, "true")
             #expect(try poolCount(daemon, "empty") == 3)
             _ = try await waitForSandboxes(daemon, "the pool refilled after the reload") { $0.count == 2 }
