@@ -109,11 +109,30 @@ final class OneShotPool: Sendable {
         destroy(dropped)
     }
 
-    /// Whether some remembered shape has fewer than `size` ready.
+    /// Whether some remembered shape has fewer than `size` ready and alive.
     var isShort: Bool {
         state.withLock { state in
-            !state.stopped && !state.filling && state.wanted.contains { state.ready[$0, default: []].count < size }
+            !state.stopped && !state.filling
+                && state.wanted.contains { shape in state.ready[shape, default: []].count { $0.sandbox.failure == nil } < size }
         }
+    }
+
+    /// Takes the ready sandboxes that died while they waited out of the pool and destroys them.
+    private func removeDead() async {
+        let dead: [Ready] = state.withLock { state in
+            var dead: [Ready] = []
+            for (shape, ready) in state.ready {
+                let alive = ready.filter { $0.sandbox.failure == nil }
+                if alive.count != ready.count {
+                    dead += ready.filter { $0.sandbox.failure != nil }
+                    state.ready[shape] = alive
+                }
+            }
+            return dead
+        }
+        guard !dead.isEmpty else { return }
+        publish()
+        await destroyNow(dead)
     }
 
     /// Builds the missing sandboxes one at a time, while `idle()` holds before each. One fill at a time.
@@ -124,6 +143,7 @@ final class OneShotPool: Sendable {
             return true
         }) else { return }
         defer { state.withLock { $0.filling = false } }
+        await removeDead()
         while idle() {
             let next: Shape? = state.withLock { state in
                 guard !state.stopped else { return nil }

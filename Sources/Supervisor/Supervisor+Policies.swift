@@ -34,6 +34,7 @@ extension Supervisor {
             policyLogger.notice("policies reloaded (\(trigger)): \(digests.joined(separator: " "))")
             // Sandboxes built ahead under the old rules would no longer be taken (the rules are part of their shape).
             await pool?.clear()
+            await warmOneShotPool()
             return set
         } catch {
             policyLogger.error("policy reload (\(trigger)) refused, the policies in force are unchanged: \(error.message)")

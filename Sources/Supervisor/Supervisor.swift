@@ -138,6 +138,23 @@ public final class Supervisor: SandboxService {
         }
     }
 
+    /// Has the pool build sandboxes for one-shot runs under the default policy (at start and after
+    /// a reload), so that the first such run already finds one. Nothing when the default policy
+    /// needs tools of the daemon's (egress proxy, database role) or is not level 1.
+    public func warmOneShotPool() async {
+        guard let pool else { return }
+        let name = configuration.defaultPolicy
+        guard let loaded = try? await policyStore.policy(named: name),
+              let applied = try? PolicyApplication.apply(loaded, name: name, to: SandboxCreateRequest(), maxTimeout: configuration.maxTimeout),
+              applied.level.level == .native, applied.rules.database == nil, applied.rules.network.allowedHosts.isEmpty,
+              await unavailability(of: .native) == nil else { return }
+        pool.remember(EngineSandboxSpec(id: "", isolationLevel: .native, policy: name, rules: applied.rules, limits: applied.limits,
+                                        environment: applied.environment, enforcement: configuration.limitEnforcement))
+        let inFlight = self.inFlight
+        guard inFlight.count == 0 else { return }
+        Task { await pool.fill { inFlight.count == 0 } }
+    }
+
     /// Graceful stop: no new sandboxes or execs; running execs get the grace period, then every
     /// sandbox is destroyed (which kills what still runs) and every record is flushed.
     /// Safe to call more than once: later callers wait for the first shutdown to finish.

@@ -35,6 +35,8 @@ enum SandboxDaemon {
                                     logger: Logger(label: "sandboxd.supervisor"), databaseTool: databaseTool, metrics: metrics)
         notifier.notify("STATUS=reaping what a previous run left")
         await supervisor.reapLeftovers()
+        // Sandboxes for the default policy's one-shot runs are built in the background meanwhile.
+        await supervisor.warmOneShotPool()
         // Start-up (configuration, policies, migrations, reaping) is done: hand its garbage back,
         // and unmap the code only start-up ran.
         malloc_trim(0)

@@ -47,24 +47,30 @@ struct OneShotPoolEndToEndTests {
         metricValue(try daemon.curl("GET", "/metrics").body, #"sandboxd_one_shot_pool_total{result="\#(result)"}"#) ?? 0
     }
 
-    @Test("one-shot runs take sandboxes built while idle: each used once, nothing of an earlier run visible, not listed, dead ones skipped; reload and stop destroy them")
+    @Test("one-shot runs take sandboxes built while idle: the default policy's from the start, others once run; each used once, nothing of an earlier run visible, not listed, dead ones skipped; reload and stop destroy them")
     func pool() async throws {
         guard TestHost.isRoot else { print("skipped: sandboxd needs root"); return }
         _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
         _ = try TestHost.ensureUser(Self.admin, groups: ["sandboxd", "sandboxd-admin"])
-        let daemon = try EndToEndTests.Daemon(extraConfiguration: "sandbox:\n  pool_size: 2")
+        // The presets plus a second policy without tools of the daemon's: its runs can be pooled too.
+        var template = Array("/tmp/sandboxd-policies-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
+        let policies = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: policies) }
+        let presets = TestHost.packageRoot.appendingPathComponent("policies").path
+        for name in try FileManager.default.contentsOfDirectory(atPath: presets) where name.hasSuffix(".yaml") {
+            try FileManager.default.copyItem(atPath: presets + "/" + name, toPath: policies + "/" + name)
+        }
+        let defaultText = try String(contentsOfFile: presets + "/default.yaml", encoding: .utf8)
+        try defaultText.replacingOccurrences(of: "execution_timeout: 30", with: "execution_timeout: 20")
+            .write(toFile: policies + "/second.yaml", atomically: true, encoding: .utf8)
+
+        let daemon = try EndToEndTests.Daemon(extraConfiguration: "policy_directory: \(policies)\nsandbox:\n  pool_size: 2")
         defer { daemon.cleanupNow() }
         do {
             try await daemon.start()
-            #expect(liveSandboxes(daemon).isEmpty, "nothing is built before a run shows which policy is wanted")
-
-            // The first run builds its own sandbox and teaches the pool its shape.
-            let first = try run(daemon, "echo secret > /tmp/mark; echo written")
-            #expect(first.stdout == "written\n")
-            #expect(try poolCount(daemon, "empty") == 1)
-            // Two are built while the daemon is idle; the first run's sandbox is gone.
-            let pooled = try await waitForSandboxes(daemon, "two pooled sandboxes") { $0.count == 2 && !$0.contains(first.sandboxID) }
-            #expect(!pooled.contains(first.sandboxID))
+            // Built at start for the default policy, before any run.
+            let pooled = try await waitForSandboxes(daemon, "two pooled sandboxes after start") { $0.count == 2 }
             // Pooled sandboxes belong to no one: not listed, not counted as alive.
             let listed = try daemon.curl("GET", "/v1/sandboxes", as: Self.admin)
             #expect(listed.status == 200 && !pooled.contains { listed.body.contains($0) }, "\(listed.body)")
@@ -72,46 +78,61 @@ struct OneShotPoolEndToEndTests {
             #expect(metricValue(metrics, "sandboxd_sandboxes_alive") == 0, "\(metrics)")
             #expect(metricValue(metrics, "sandboxd_one_shot_pool_ready") == 2, "\(metrics)")
 
-            // The next two runs get them, one each; neither sees the first run's file.
+            // The first run takes one and leaves a file in it.
+            let first = try run(daemon, "echo secret > /tmp/mark; echo written")
+            #expect(first.stdout == "written\n")
+            #expect(pooled.contains(first.sandboxID), "\(first.sandboxID) not among \(pooled)")
+            // Refilled while idle; the used one is destroyed, never handed out again.
+            let refilled = try await waitForSandboxes(daemon, "the pool refilled") { $0.count == 2 && !$0.contains(first.sandboxID) }
+            // The next two runs get one each; neither sees the first run's file.
             let second = try run(daemon, "cat /tmp/mark 2>/dev/null; hostname")
             let third = try run(daemon, "cat /tmp/mark 2>/dev/null; hostname")
-            #expect(pooled.contains(second.sandboxID), "\(second.sandboxID) not among \(pooled)")
-            #expect(pooled.contains(third.sandboxID), "\(third.sandboxID) not among \(pooled)")
+            #expect(refilled.contains(second.sandboxID) && refilled.contains(third.sandboxID), "\(second.sandboxID), \(third.sandboxID) not among \(refilled)")
             #expect(second.sandboxID != third.sandboxID)
             #expect(second.stdout == "sbx-" + second.sandboxID.prefix(12) + "\n", "\(second.body)")
             #expect(third.stdout == "sbx-" + third.sandboxID.prefix(12) + "\n", "\(third.body)")
-            #expect(try poolCount(daemon, "taken") == 2)
-            // Each is recorded under its own id, and destroyed after its run: never used twice.
-            for run in [second, third] {
+            #expect(try poolCount(daemon, "taken") == 3)
+            #expect(try poolCount(daemon, "empty") == 0)
+            // Each is recorded under its own id.
+            for run in [first, second, third] {
                 let records = try daemon.curl("GET", "/v1/executions?sandbox_id=\(run.sandboxID)", as: Self.alice)
                 let list = (try JSONSerialization.jsonObject(with: Data(records.body.utf8)) as? [String: Any])?["executions"] as? [Any]
                 #expect(records.status == 200 && list?.count == 1, "\(records.body)")
             }
-            let refilled = try await waitForSandboxes(daemon, "the pool refilled") {
-                $0.count == 2 && !$0.contains(second.sandboxID) && !$0.contains(third.sandboxID)
+            let ready = try await waitForSandboxes(daemon, "the pool refilled again") {
+                $0.count == 2 && $0.isDisjoint(with: [first.sandboxID, second.sandboxID, third.sandboxID])
             }
-            #expect(refilled.isDisjoint(with: pooled))
+
+            // Another policy: its first run builds its own, then two of its shape are kept ready as well.
+            let json = #"{"command":["true"],"policy":"second"}"#
+            let other = try daemon.curl("POST", "/v1/run", as: Self.alice, json: json)
+            #expect(other.status == 200 && other.body.contains(#""status":"ok""#), "\(other.body)")
+            #expect(try poolCount(daemon, "empty") == 1)
+            let both = try await waitForSandboxes(daemon, "two of each policy") { $0.count == 4 && ready.isSubset(of: $0) }
+            let secondShape = both.subtracting(ready)
+            let taken = try daemon.curl("POST", "/v1/run", as: Self.alice, json: json)
+            #expect(secondShape.contains(try field(taken.body, "sandbox_id")), "\(taken.body)")
 
             // Pooled sandboxes killed from the host while they wait are not handed out: the run builds its own.
-            for id in refilled {
+            let waiting = try await waitForSandboxes(daemon, "the second policy's pool refilled") { $0.count == 4 }
+            for id in waiting {
                 try "1".write(toFile: daemon.cgroupDirectory + "/" + id + "/cgroup.kill", atomically: false, encoding: .utf8)
             }
             let emptyBefore = try poolCount(daemon, "empty")
             let afterKill = try run(daemon, "echo alive")
-            #expect(afterKill.stdout == "alive\n" && !refilled.contains(afterKill.sandboxID), "\(afterKill.body)")
+            #expect(afterKill.stdout == "alive\n" && !waiting.contains(afterKill.sandboxID), "\(afterKill.body)")
             #expect(try poolCount(daemon, "empty") == emptyBefore + 1)
-            _ = try await waitForSandboxes(daemon, "the dead ones removed and the pool refilled") {
-                $0.count == 2 && $0.isDisjoint(with: refilled) && !$0.contains(afterKill.sandboxID)
+            let rebuilt = try await waitForSandboxes(daemon, "the dead ones removed and the pool refilled") {
+                $0.count == 4 && $0.isDisjoint(with: waiting) && !$0.contains(afterKill.sandboxID)
             }
 
-            // A policy reload drops what was built under the old rules; nothing is rebuilt until a run.
+            // A policy reload drops everything built under the old rules and builds the default policy's again.
             guard let pid = daemon.process?.pid else { throw TestError("no daemon process") }
             kill(pid, SIGHUP)
-            _ = try await waitForSandboxes(daemon, "the pool emptied by the reload") { $0.isEmpty }
-            #expect(metricValue(try daemon.curl("GET", "/metrics").body, "sandboxd_one_shot_pool_ready") == 0)
-            _ = try run(daemon, "true")
-            #expect(try poolCount(daemon, "empty") == 3)
-            _ = try await waitForSandboxes(daemon, "the pool refilled after the reload") { $0.count == 2 }
+            _ = try await waitForSandboxes(daemon, "only the default policy's, built anew, after the reload") {
+                $0.count == 2 && $0.isDisjoint(with: rebuilt)
+            }
+            #expect(metricValue(try daemon.curl("GET", "/metrics").body, "sandboxd_one_shot_pool_ready") == 2)
 
             // A graceful stop destroys the pool with everything else.
             #expect(try await daemon.stop() == 0, "\(daemon.logText)")
