@@ -8,8 +8,10 @@
 //    the record's commit) is the difference between the two. Each round starts after a 30 ms
 //    pause, as an agent's tool calls come with a pause between them: the daemon's pool of
 //    pre-built one-shot sandboxes (sandbox.pool_size) is refilled while idle, and no work of the
-//    daemon's overlaps the next round's baseline. How many runs found a pre-built sandbox is
-//    printed from /metrics. Part 2 runs back to back, where the pool is rarely refilled.
+//    daemon's overlaps the next round's baseline. A third daemon run per round finds the pool
+//    used up (two per policy by default) and shows the latency without it. How many runs found a
+//    pre-built sandbox is printed from /metrics. Part 2 runs back to back, where the pool is
+//    rarely refilled.
 // 2. Sustained recorded runs per second at concurrency 2, 8 and 32 (one keep-alive connection per
 //    client) against bwrap runs per second at the same concurrency (target ≥ 300 runs/s); the
 //    rows in agent_executions are counted afterwards and must match the answered runs.
@@ -312,7 +314,7 @@ func policySpec() -> SandboxSpec {
     spec.maskedPaths = ["/etc/shadow", "/etc/gshadow", "/root", "/home"]
     return spec
 }
-var policyTimes: [Double] = [], readyTimes: [Double] = []
+var policyTimes: [Double] = [], readyTimes: [Double] = [], emptyPoolTimes: [Double] = []
 let truth = ExecRequest(["/bin/true"])
 for _ in 0..<warmup { _ = try? await engine.run(engineSpec(), truth) }
 var bwrapTimes: [Double] = [], keepAliveTimes: [Double] = [], freshTimes: [Double] = [], engineTimes: [Double] = []
@@ -340,6 +342,10 @@ for _ in 0..<iterations {
     guard let fresh = Connection(path: socketPath) else { stopDaemon(); removeDirectory(); fail("connect failed") }
     if let problem = runOnce(fresh) { stopDaemon(); removeDirectory(); fail("run failed: \(problem)") }
     freshTimes.append(now() - t0)
+    // The round's third run finds the pool used up (two per policy by default): the path every run takes without it.
+    t0 = now()
+    if let problem = runOnce(keepAlive) { stopDaemon(); removeDirectory(); fail("run failed: \(problem)") }
+    emptyPoolTimes.append(now() - t0)
 }
 let b50 = percentile(bwrapTimes, 50), b90 = percentile(bwrapTimes, 90)
 let k50 = percentile(keepAliveTimes, 50), k90 = percentile(keepAliveTimes, 90)
@@ -352,11 +358,13 @@ print("                                            p50         p90")
 print("  bwrap (baseline)                     \(ms(b50))  \(ms(b90))")
 print("  sandboxd, keep-alive connection      \(ms(k50))  \(ms(k90))")
 print("  sandboxd, new connection per run     \(ms(f50))  \(ms(f90))")
+print("  sandboxd, keep-alive, pool used up    \(ms(percentile(emptyPoolTimes, 50)))  \(ms(percentile(emptyPoolTimes, 90)))")
 print("  engine alone (LinuxSandbox library)  \(ms(e50))  \(ms(e90))")
 print("  engine, default policy's spec         \(ms(percentile(policyTimes, 50)))  \(ms(percentile(policyTimes, 90)))")
 print("  engine, exec into a pre-built sandbox \(ms(percentile(readyTimes, 50)))  \(ms(percentile(readyTimes, 90)))")
 print("  ratio keep-alive / bwrap             \(ratio(k50, b50))       \(ratio(k90, b90))     (target p50 ≤ 1.0×)")
 print("  ratio new connection / bwrap         \(ratio(f50, b50))       \(ratio(f90, b90))")
+print("  ratio pool used up / bwrap           \(ratio(percentile(emptyPoolTimes, 50), b50))       \(ratio(percentile(emptyPoolTimes, 90), b90))")
 print("  ratio engine alone / bwrap           \(ratio(e50, b50))       \(ratio(e90, b90))")
 print("  daemon's own share of a run (keep-alive p50 − engine p50, the pre-built exec when most runs took one): \(ms(k50 - e50)) / \(ms(k50 - percentile(readyTimes, 50)))")
 if let (_, metricsText) = keepAlive.request("GET", "/metrics") {
@@ -369,7 +377,7 @@ if let (_, metricsText) = keepAlive.request("GET", "/metrics") {
 print("")
 print("sustained runs/s over \(Int(loadSeconds)) s per step (each client: one keep-alive connection, back to back)")
 print("  concurrency   bwrap runs/s   sandboxd recorded runs/s   ratio    sandboxd p50 / p90          failures")
-var totalAnswered = 2 * iterations + warmup
+var totalAnswered = 3 * iterations + warmup
 let peak = PeakSampler(pid: daemon)
 let bwrapArgv = bwrap
 let loadSocket = socketPath
