@@ -146,7 +146,6 @@ extension LinuxSandbox {
         // One OOM kill takes the whole exec: no half-dead process trees.
         if engine.availableControllers.contains("memory") { try? Sys.writeFile(execCgroup + "/memory.oom.group", "1") }
 
-        trace("exec: cgroup made")
         let plan = CommandPlan(spec: spec, request: request)
         var pipes = try CommandPipes()
         defer { pipes.closeAll() }
@@ -181,7 +180,6 @@ extension LinuxSandbox {
         // The child has its copies; ours of the child's ends must go, or EOF never comes.
         pipes.closeChildEnds()
         if rc < 0 { throw .system("clone3", execCgroup, -rc) }
-        trace("exec: spawner answered")
         // The exec's first process: it exits once the command has ended and its status is written.
         let waiterPidfd = spawned.pidfd
         var waiterOwned = true
@@ -190,7 +188,6 @@ extension LinuxSandbox {
         // It joins the namespaces, starts the command, and reports the command's pid.
         let report = ChildReport.read(from: spawned.report_fd, timeout: engine.configuration.setupTimeout)
         close(spawned.report_fd)
-        trace("exec: command started")
 
         switch report {
         case .failed(let record, _):
@@ -224,7 +221,6 @@ extension LinuxSandbox {
             pidfd: waiterPidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
             onOutput: onOutput, kill: { if !cgroup.kill(execCgroup) { _ = sbx_pidfd_send_signal(waiterPidfd, SIGKILL) } })
         monitor.run()
-        trace("exec: command ended")
         pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
         waiterOwned = false

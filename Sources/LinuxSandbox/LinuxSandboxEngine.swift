@@ -36,7 +36,6 @@ public final class LinuxSandboxEngine: Sendable {
         }
         cgroup = try Cgroup2(mountPoint: configuration.cgroupRoot, subtree: configuration.cgroupSubtree)
         availableControllers = try cgroup.prepareSubtree()
-        trace("engine: cgroup subtree")
 
         // The root tmpfs of each sandbox is mounted on this directory inside the sandbox's own
         // mount namespace; the host only ever sees it empty.
@@ -57,9 +56,7 @@ public final class LinuxSandboxEngine: Sendable {
         } else {
             seccomp = try SeccompProgram.standard.get()
         }
-        trace("engine: seccomp compiled")
         hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
-        trace("engine: host runtime looked up")
         spawner = try Spawner(path: configuration.spawnerPath ?? LinuxSandboxConfiguration.defaultSpawnerPath(),
                               count: configuration.spawnerCount)
     }
@@ -78,10 +75,8 @@ public final class LinuxSandboxEngine: Sendable {
         try Self.validate(spec)
         try attachments.validate()
         let enforced = try limitsEnforced(for: spec)
-        trace("create: validated")
         let result: Result<LinuxSandbox, LinuxSandboxError> = await onDedicatedThread {
-            trace("create: on its thread")
-            return Result { () throws(LinuxSandboxError) in try self.createBlocking(spec, limitsEnforced: enforced, attachments: attachments) }
+            Result { () throws(LinuxSandboxError) in try self.createBlocking(spec, limitsEnforced: enforced, attachments: attachments) }
         }
         return try result.get()
     }
@@ -333,7 +328,6 @@ public final class LinuxSandboxEngine: Sendable {
             throw LinuxSandboxError(.cgroup, "mkdir(\"\(cgroupPath)\"): \(errnoName(e))", errno: e)
         }
         cgroupMade = true
-        trace("create: cgroup mkdir")
         // A persistent sandbox's init gets a leaf of its own (execs get theirs); a one-shot
         // sandbox is one process tree, so it lives in the sandbox's directory itself.
         try cgroup.applyLimits(spec.limits, at: cgroupPath, available: availableControllers, delegate: oneShot == nil)
@@ -341,7 +335,6 @@ public final class LinuxSandboxEngine: Sendable {
         if oneShot == nil { try cgroup.makeDirectory(initCgroup) }
         let initCgroupFD = try cgroup.openDirectory(initCgroup)
         defer { close(initCgroupFD) }
-        trace("create: cgroup made")
 
         // Cloned as root here; the child attaches them (its own uid may not reach the host paths).
         var trees: [RootfsPlan.AttachedTree] = []
@@ -353,7 +346,6 @@ public final class LinuxSandboxEngine: Sendable {
         }
         let steps = try RootfsPlan.build(spec: spec, host: hostRuntime, attached: trees)
         let limitList = rlimits(for: spec, enforced: limitsEnforced)
-        trace("create: plan built (\(steps.count) steps)")
 
         var spawned = sbx_spawned()
         let rc: Int32 = try { () throws(LinuxSandboxError) -> Int32 in
@@ -403,7 +395,6 @@ public final class LinuxSandboxEngine: Sendable {
                                       into: &spawned)
         }()
         if rc < 0 { throw .system("clone3", initCgroup, -rc) }
-        trace("create: spawner answered")
         let pidfd = spawned.pidfd
         var pidfdOwned = true
         defer { if pidfdOwned { killAndReap(pidfd) } }
@@ -445,7 +436,6 @@ public final class LinuxSandboxEngine: Sendable {
         case .started:
             break
         }
-        trace("create: init exec'd")
         if oneShot == nil {
             // EOF without a record: exec'd, unless the child died on the way (its pidfd turns
             // readable; the spawner, its parent, has reaped it).
@@ -481,7 +471,7 @@ public final class LinuxSandboxEngine: Sendable {
     }
 
     func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool,
-                                attachments: LaunchAttachments) throws(LinuxSandboxError) -> LinuxSandbox {
+                        attachments: LaunchAttachments) throws(LinuxSandboxError) -> LinuxSandbox {
         let launched = try launch(spec, limitsEnforced: limitsEnforced, oneShot: nil, attachments: attachments)
         let workspacePath = "/proc/\(launched.pid)/root\(spec.workspacePath)"
         let workspaceFD = open(workspacePath, Int32(SBX_O_PATH) | O_DIRECTORY | O_CLOEXEC)

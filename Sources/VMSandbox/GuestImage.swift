@@ -126,7 +126,7 @@ public struct GuestImageBuilder: Sendable {
             // copied next to it, so the guest sees those files and not the toolchain. A fully
             // static agent (`-static-executable`, what `Benchmarks/run` builds) links none and is
             // started directly: no dynamic loader, no library loaded over 9p, no symbol lookups.
-            let agentIsStatic = !Self.hasInterpreter(agent)
+            let agentIsStatic = Self.isStaticExecutable(agent)
             let agentLibraries = agentIsStatic ? [] : try privateLibraries(of: agentBinary)
             // The spawn helper is started directly (not through ld.so with --library-path): what
             // it loads from outside the runtime (libswiftCore, which every SwiftPM executable
@@ -134,7 +134,7 @@ public struct GuestImageBuilder: Sendable {
             guard access(spawnerBinary, X_OK) == 0 else {
                 throw VMSandboxError(.imageBuild, "cannot run the spawn helper \(spawnerBinary): build it (swift build --product sandboxd-spawner) or set SANDBOXD_SPAWNER")
             }
-            let spawnerLibraries = Self.hasInterpreter(path: spawnerBinary) ? try privateLibraries(of: spawnerBinary) : []
+            let spawnerLibraries = Self.isStaticExecutable(path: spawnerBinary) ? [] : try privateLibraries(of: spawnerBinary)
             var libraries = agentLibraries
             for library in spawnerLibraries where !libraries.contains(where: { $0.name == library.name }) {
                 libraries.append(library)
@@ -280,30 +280,31 @@ public struct GuestImageBuilder: Sendable {
         }
     }
 
-    /// Whether an ELF executable names a dynamic loader (a `PT_INTERP` program header); false for
-    /// a statically linked one, and for anything that is not a 64-bit little-endian ELF file.
-    static func hasInterpreter(_ bytes: [UInt8]) -> Bool {
+    /// Whether `bytes` are a statically linked executable: a 64-bit little-endian ELF file whose
+    /// program headers lie inside it and none of which names a dynamic loader (`PT_INTERP`).
+    /// Anything else counts as dynamic, so that ldd looks at it (and reports what is wrong).
+    static func isStaticExecutable(_ bytes: [UInt8]) -> Bool {
         func field(_ offset: Int, _ size: Int) -> Int? {
             guard offset >= 0, offset + size <= bytes.count else { return nil }
             return (0..<size).reduce(0) { $0 | Int(bytes[offset + $1]) << (8 * $1) }
         }
         guard bytes.count >= 64, bytes[0..<4] == [0x7f, 0x45, 0x4c, 0x46], bytes[4] == 2, bytes[5] == 1,
               let tableOffset = field(0x20, 8), let entrySize = field(0x36, 2), let count = field(0x38, 2),
-              entrySize >= 4 else { return false }
+              entrySize >= 4, count > 0, tableOffset < bytes.count else { return false }
         for index in 0..<count {
             guard let type = field(tableOffset + index * entrySize, 4) else { return false }
-            if type == 3 { return true }  // PT_INTERP
+            if type == 3 { return false }  // PT_INTERP
         }
-        return false
+        return true
     }
 
-    /// `hasInterpreter` of a file (its first 64 KiB hold the program headers of any executable
-    /// the linker writes); true when it cannot be read, so ldd reports the problem.
-    static func hasInterpreter(path: String) -> Bool {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return true }
+    /// `isStaticExecutable` of a file (its first 64 KiB hold the program headers of any
+    /// executable the linker writes); false when it cannot be read.
+    static func isStaticExecutable(path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
         defer { try? handle.close() }
-        guard let data = try? handle.read(upToCount: 1 << 16) else { return true }
-        return hasInterpreter([UInt8](data))
+        guard let data = try? handle.read(upToCount: 1 << 16) else { return false }
+        return isStaticExecutable([UInt8](data))
     }
 
     /// The shared libraries `binary` loads from outside the runtime directories (ldd).

@@ -8,9 +8,11 @@
 // host's spec; exec runs commands in it, streaming output; putFile/getFile stay inside its
 // workspace; shutdown powers off.
 //
-// It links no Foundation (and so no ICU) and no Yams: only the standard library, Glibc, Dispatch,
-// Synchronization and what LinuxSandbox and VMAgentProtocol (no Foundation either) need. Its start
-// (a static executable paged in over 9p and relocated under TCG) is on every cold create's path.
+// It links no Foundation (and so no ICU) and no Yams: only the standard library, Glibc,
+// Synchronization and what LinuxSandbox and VMAgentProtocol (no Foundation either) need, and it
+// serves requests on its main thread without Swift concurrency. Its start (an executable paged in
+// over 9p under TCG; `Benchmarks/run` links it fully static, so no dynamic loader runs) and every
+// piece of code its first request runs for the first time are on every cold create's path.
 import LinuxSandbox
 import SandboxValues
 import Synchronization
@@ -131,12 +133,10 @@ func failure(_ error: any Error) -> (String, String) {
 }
 
 func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) {
-    log("handle entered at \(uptime()) s")
     switch frame.kind {
     case .configure:
         do {
             let spec = try frame.decodeSandboxSpec()
-            log("spec decoded at \(uptime()) s")
             if let old = state.sandbox { old.destroyOnCallingThread(); state.sandbox = nil }
             state.sandbox = try state.engine.createOnCallingThread(spec)
             log("sandbox configured at \(uptime()) s")
@@ -148,9 +148,7 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) {
     case .exec:
         guard let sandbox = state.sandbox else { return writer.fail("not_configured", "exec before configure") }
         do {
-            if !state.execLogged { log("exec received at \(uptime()) s") }
             let request = try frame.decodeExecRequest()
-            if !state.execLogged { log("exec decoded at \(uptime()) s") }
             let result = try sandbox.execOnCallingThread(request) { chunk in
                 writer.send(AgentFrame(chunk.stream == .stdout ? .stdout : .stderr, chunk.bytes))
             }
@@ -158,7 +156,6 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) {
             var summary = result
             summary.stdout = []
             summary.stderr = []
-            if !state.execLogged { log("result encoding at \(uptime()) s") }
             writer.send(try AgentFrame(.execResult, json: summary))
             if !state.execLogged {
                 state.execLogged = true
@@ -216,13 +213,11 @@ func uptime() -> String {
     return "\(millis / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
 }
 log("started at \(uptime()) s")
-SetupTrace.hook = { label in log("\(label) at \(uptime()) s") }
 signal(SIGPIPE, SIG_IGN)
 guard let portPath = findPort() else { powerOff("no virtio-serial port named \(portName)") }
 let portFD = open(portPath, O_RDWR | O_CLOEXEC)
 guard portFD >= 0 else { powerOff("open(\(portPath)): \(String(cString: strerror(errno)))") }
 let writer = PortWriter(fd: portFD)
-log("port open at \(uptime()) s")
 
 var uts = utsname()
 uname(&uts)
@@ -241,7 +236,6 @@ let testSysrq = kernelCommandLine.contains("sandboxd.test_sysrq=1")
 // under TCG), and waits in the port until the loop below reads it. Should the engine fail, its
 // error frame answers that first request, and the guest powers off.
 writer.send(try! AgentFrame(.hello, json: AgentHello(kernelRelease: release, controllers: controllers)))
-log("hello sent at \(uptime()) s")
 
 let engine: LinuxSandboxEngine
 do {
@@ -267,7 +261,7 @@ do {
     powerOff("LinuxSandboxEngine: \(error)")
 }
 let state = AgentState(engine: engine)
-log("ready at \(uptime()) s")
+log("ready at \(uptime()) s after boot")
 
 /// Handles one request to its end before the next is read, on this thread: the engine's calls
 /// for a caller that owns its thread, no Swift concurrency (starting its runtime cost 40–70 ms of
@@ -280,7 +274,6 @@ func serve(_ frame: AgentFrame) {
 // the hello exactly as a configure the host sent would be, without waiting for the host.
 if let spec = readBytes(GuestPaths.bootSpec) {
     unlink(GuestPaths.bootSpec)
-    log("boot spec read at \(uptime()) s")
     serve(AgentFrame(.configure, spec))
 }
 
