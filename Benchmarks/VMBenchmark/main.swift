@@ -2,6 +2,10 @@
 // initramfs and runtime shares running the same command (`uname -r`) straight from init, in one
 // run; then warm-pool create+exec. TCG. Ratios against the baseline measured here.
 //   VM_BENCH_COLD=N (default 4) cold/raw pairs, VM_BENCH_WARM=N (default 6) warm samples.
+//   VM_BENCH_STAMPS=1 prints each cold guest's own stamp lines (the agent's and init's).
+//   VM_BENCH_COMPARE_AGENT=PATH also runs every cold round with an image built from that agent
+//   (e.g. main's build), in turns, and prints the per-round differences: two agents compared
+//   under the same load, which single runs at these noise levels cannot do.
 import BenchmarkSupport
 import Foundation
 import QEMUGuest
@@ -121,7 +125,7 @@ var coldCreate: [Double] = []
 // QEMU's CPU time (all its threads: the vCPU's translated code and TCG's translation, the 9p
 // server): what the guest's work costs; with one vCPU it follows the wall time closely.
 var rawCPU: [Double] = [], coldCPU: [Double] = []
-var compared: [ColdRun] = [], spanDifferences: [Double] = [], totalDifferences: [Double] = []
+var coldRuns: [ColdRun] = [], compared: [ColdRun] = [], spanDifferences: [Double] = [], totalDifferences: [Double] = []
 for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
     let cpuBefore = childrenCPUSeconds()
     let (rawSeconds, console) = try rawBoot(image: coldEngine.image, scratch: scratch)
@@ -134,6 +138,7 @@ for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
     if let compareEngine, round % 2 == 1 { other = try await coldRun(compareEngine, id: "bench-compare-\(round)") }
     let run = try await coldRun(coldEngine, id: "bench-cold-\(round)")
     if let compareEngine, round % 2 == 0 { other = try await coldRun(compareEngine, id: "bench-compare-\(round)") }
+    coldRuns.append(run)
     cold.append(run.total)
     coldCreate.append(run.create)
     if let cpu = run.cpu { coldCPU.append(cpu) }
@@ -156,7 +161,7 @@ for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
 if let compareEngine {
     await compareEngine.shutdown()
     rmdir(compareEngine.cgroupParent)
-    let spans = compared.compactMap(\.guestSpan), ours = coldStamps.compactMap { ColdRun(total: 0, create: 0, stamps: $0, console: "", cpu: nil).guestSpan }
+    let spans = compared.compactMap(\.guestSpan), ours = coldRuns.compactMap(\.guestSpan)
     print(String(format: "  this agent against %@ (n=%d): cold create+exec p50 %.2f s vs %.2f s, per-round difference p50 %+.3f s; "
                  + "root ready → first exec done p50 %.3f s vs %.3f s, per-round difference p50 %+.3f s", compareAgent! as NSString, compared.count,
                  percentile(cold, 50), percentile(compared.map(\.total), 50), percentile(totalDifferences, 50),
@@ -200,11 +205,15 @@ printBreakdown("raw boot", rawStamps, stages: [
     ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p, console modules"), ("root ready", "9p mounts, guest root"),
     ("command done", "uname -r from init"),
 ], hostTotal: rawP50)
-printBreakdown("cold create+exec", coldStamps, stages: [
+let coldStages = [
     ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p, console modules"), ("root ready", "9p mounts, guest root"),
     ("started", "agent's main reached"), ("ready", "agent engine set up (hello)"),
     ("sandbox configured", "level-1 sandbox configured"), ("first exec done", "uname -r through it"),
-], hostTotal: coldP50)
+]
+printBreakdown("cold create+exec", coldStamps, stages: coldStages, hostTotal: coldP50)
+if !compared.isEmpty {
+    printBreakdown("cold create+exec, compared agent", compared.map(\.stamps), stages: coldStages, hostTotal: percentile(compared.map(\.total), 50))
+}
 // Host clock against guest uptime: what the host adds before the kernel runs (QEMU start,
 // firmware, loading kernel and initramfs; for cold also the jail) and after the last stamp.
 let rawOutside = zip(raw, rawStamps).compactMap { total, stamps in stamps["command done"].map { total - $0 } }

@@ -34,16 +34,7 @@ public final class LinuxSandboxEngine: Sendable {
               UInt64(configuration.idBase) + UInt64(configuration.idCount) < UInt64(UInt32.max) else {
             throw LinuxSandboxError(.invalidRequest, "id range \(configuration.idBase)+\(configuration.idCount) is not a valid unprivileged uid range (it must start at 65536 or above and end below 4294967295)")
         }
-        cgroup = try Cgroup2(mountPoint: configuration.cgroupRoot, subtree: configuration.cgroupSubtree)
-        availableControllers = try cgroup.prepareSubtree()
-
-        // The root tmpfs of each sandbox is mounted on this directory inside the sandbox's own
-        // mount namespace; the host only ever sees it empty.
-        newRootPath = configuration.stateDirectory + "/rootfs"
-        for dir in [configuration.stateDirectory, newRootPath] {
-            if mkdir(dir, 0o700) != 0 && Sys.errno != EEXIST { throw .system("mkdir", dir, Sys.errno) }
-        }
-
+        // Checks first, then what changes the host: a refused configuration leaves nothing behind.
         guard let initPath = configuration.initCommand.first, initPath.hasPrefix("/"),
               configuration.runtimePaths.contains(where: { initPath.hasPrefix($0 + "/") }) else {
             throw LinuxSandboxError(.invalidRequest, "the init command must be an absolute path inside one of the runtime paths \(configuration.runtimePaths)")
@@ -56,6 +47,16 @@ public final class LinuxSandboxEngine: Sendable {
         } else {
             seccomp = try SeccompProgram.standard.get()
         }
+        cgroup = try Cgroup2(mountPoint: configuration.cgroupRoot, subtree: configuration.cgroupSubtree)
+        availableControllers = try cgroup.prepareSubtree()
+
+        // The root tmpfs of each sandbox is mounted on this directory inside the sandbox's own
+        // mount namespace; the host only ever sees it empty.
+        newRootPath = configuration.stateDirectory + "/rootfs"
+        for dir in [configuration.stateDirectory, newRootPath] {
+            if mkdir(dir, 0o700) != 0 && Sys.errno != EEXIST { throw .system("mkdir", dir, Sys.errno) }
+        }
+
         hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
         spawner = try Spawner(path: configuration.spawnerPath ?? LinuxSandboxConfiguration.defaultSpawnerPath(),
                               count: configuration.spawnerCount)

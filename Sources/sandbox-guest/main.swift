@@ -214,6 +214,28 @@ func uptime() -> String {
 }
 log("started at \(uptime()) s")
 signal(SIGPIPE, SIG_IGN)
+
+/// Starts reading the dynamic loader, the C library and the level-1 sandbox's init (what the
+/// sandbox's init and every dynamically linked command load first) into the page cache on a thread
+/// of its own: QEMU serves those 9p reads on the host while this guest's one vCPU runs the agent,
+/// instead of the sandbox's init and first command waiting for them later (measured: the guest's
+/// span from "root ready" to the first exec's end 0.18 s shorter, p50 of 8 interleaved rounds at
+/// load ≈4). Best effort: a file that is not there is skipped; nothing else depends on it.
+func prefetchRuntime() {
+    var thread = pthread_t()
+    let started = pthread_create(&thread, nil, { _ in
+        let files = ["/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6"] + LinuxSandboxConfiguration().initCommand.prefix(1)
+        for path in files {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED)
+            close(fd)
+        }
+        return nil
+    }, nil)
+    if started == 0 { pthread_detach(thread) }
+}
+prefetchRuntime()
 guard let portPath = findPort() else { powerOff("no virtio-serial port named \(portName)") }
 let portFD = open(portPath, O_RDWR | O_CLOEXEC)
 guard portFD >= 0 else { powerOff("open(\(portPath)): \(String(cString: strerror(errno)))") }

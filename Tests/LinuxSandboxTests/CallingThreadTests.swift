@@ -49,12 +49,18 @@ extension LinuxSandboxTests {
             refused(jump, "a jump past the end")
         }
 
-        @Test("an engine refuses to start with a damaged program")
+        @Test("an engine refuses to start with a damaged program, and leaves no cgroup or state directory")
         func engineRefusesDamagedProgram() throws {
             guard Host.canRunSandboxes else { return }
-            let exported = try SeccompProgram.exportStandard()
-            let error = #expect(throws: LinuxSandboxError.self) { try TestEngine(seccompProgram: Self.withoutFinalReturn(exported)) }
+            let tag = "\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+            var configuration = LinuxSandboxConfiguration(
+                cgroupRoot: Host.cgroupRoot!, cgroupSubtree: "sandboxd-test-\(tag)", stateDirectory: "/tmp/sandboxd-test-\(tag)",
+                idBase: TestEngine.idRanges.next(), idCount: TestEngine.idRangeSize)
+            configuration.seccompProgram = Self.withoutFinalReturn(try SeccompProgram.exportStandard())
+            let error = #expect(throws: LinuxSandboxError.self) { try LinuxSandboxEngine(configuration: configuration) }
             #expect(error?.code == .seccomp)
+            #expect(access(Host.cgroupRoot! + "/sandboxd-test-\(tag)", F_OK) != 0)
+            #expect(access("/tmp/sandboxd-test-\(tag)", F_OK) != 0)
         }
 
         @Test("a sandbox built on the calling thread with the exported program is filtered and locked down, and leaves nothing")
