@@ -219,8 +219,9 @@ signal(SIGPIPE, SIG_IGN)
 /// sandbox's init and every dynamically linked command load first) into the page cache on a thread
 /// of its own: QEMU serves those 9p reads on the host while this guest's one vCPU runs the agent,
 /// instead of the sandbox's init and first command waiting for them later (measured: the guest's
-/// span from "root ready" to the first exec's end 0.18 s shorter, p50 of 8 interleaved rounds at
-/// load ≈4). Best effort: a file that is not there is skipped; nothing else depends on it.
+/// span from "root ready" to the first exec's end 0.18 s shorter, p50 of 8 interleaved rounds
+/// while the host was short of CPU; no difference at load ≈1). Best effort: a file that is not
+/// there is skipped; nothing else depends on it.
 func prefetchRuntime() {
     var thread = pthread_t()
     let started = pthread_create(&thread, nil, { _ in
