@@ -128,7 +128,7 @@ let package = Package(
         .target(name: "VMAgentProtocol", dependencies: ["SandboxValues"]),
 
         // Level 3: guest image, jailed QEMU, KVM/TCG choice, agent connection, warm pool.
-        .target(name: "VMSandbox", dependencies: ["VMAgentProtocol", "QEMUGuest", "SandboxCore"]),
+        .target(name: "VMSandbox", dependencies: ["VMAgentProtocol", "QEMUGuest", "SandboxCore", "LinuxSandbox"]),
 
         // The level-3 guest's PID 1 and agent: serves VMAgentProtocol on virtio-serial and runs
         // commands in a LinuxSandbox inside the guest. The image carries the Swift runtime

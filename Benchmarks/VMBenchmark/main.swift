@@ -2,6 +2,10 @@
 // initramfs and runtime shares running the same command (`uname -r`) straight from init, in one
 // run; then warm-pool create+exec. TCG. Ratios against the baseline measured here.
 //   VM_BENCH_COLD=N (default 4) cold/raw pairs, VM_BENCH_WARM=N (default 6) warm samples.
+//   VM_BENCH_STAMPS=1 prints each cold guest's own stamp lines (the agent's and init's).
+//   VM_BENCH_COMPARE_AGENT=PATH also runs every cold round with an image built from that agent
+//   (e.g. main's build), in turns, and prints the per-round differences: two agents compared
+//   under the same load, which single runs at these noise levels cannot do.
 import BenchmarkSupport
 import Foundation
 import QEMUGuest
@@ -10,6 +14,23 @@ import VMSandbox
 
 /// QEMU with the engine's machine arguments minus the jail and agent port, `sandboxd.raw=1`;
 /// seconds from spawn until QEMU exits, and the console.
+/// CPU seconds (user + system) of the children reaped so far: a raw boot's QEMU after its exit.
+func childrenCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
+/// CPU seconds used by everything in a cgroup so far (`usage_usec` of its `cpu.stat`, present
+/// with or without the cpu controller): a cold guest's QEMU and jail.
+func cgroupCPUSeconds(_ path: String) -> Double? {
+    guard let text = try? String(contentsOfFile: path + "/cpu.stat", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("usage_usec ") {
+        return Double(line.split(separator: " ")[1]).map { $0 / 1e6 }
+    }
+    return nil
+}
+
 func rawBoot(image: GuestImage, scratch: String) throws -> (Double, String) {
     let console = scratch + "/raw-console.log"
     unlink(console)
@@ -66,25 +87,85 @@ let coldEngine = try await VMSandboxEngine.start(configuration: .init(
     cgroupSubtree: cgroupSubtree, accelerator: .tcg, poolSize: 0)) { print("  \($0)") }
 let release = coldEngine.image.kernelPackage.description
 
-var raw: [Double] = [], cold: [Double] = []
-var rawStamps: [[String: Double]] = [], coldStamps: [[String: Double]] = []
-var coldCreate: [Double] = []
-for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
-    let (rawSeconds, console) = try rawBoot(image: coldEngine.image, scratch: scratch)
-    guard console.contains("-amd64") else { print("raw boot printed no kernel release:\n\(console.suffix(2000))"); exit(1) }
-    raw.append(rawSeconds)
-    rawStamps.append(guestStamps(console))
+// VM_BENCH_COMPARE_AGENT=PATH: every round also runs the cold path with an image built from that
+// agent (and the spawn helper next to it), in turns with this one, so two agents are compared
+// under the same load; the figure that counts is the per-round difference.
+let compareAgent = ProcessInfo.processInfo.environment["VM_BENCH_COMPARE_AGENT"].flatMap { $0.isEmpty ? nil : $0 }
+var compareEngine: VMSandboxEngine?
+if let compareAgent {
+    compareEngine = try await VMSandboxEngine.start(configuration: .init(
+        stateDirectory: scratch + "/state-compare", imageCacheDirectory: packageRoot + "/.build-guest-compare",
+        agentBinary: compareAgent, cgroupSubtree: cgroupSubtree + "-compare", accelerator: .tcg, poolSize: 0)) { print("  compared agent: \($0)") }
+}
+
+/// One cold create + `uname -r`: total and create seconds, the guest's stamps and its console lines, QEMU's CPU seconds.
+struct ColdRun {
+    var total: Double, create: Double, stamps: [String: Double], console: String, cpu: Double?
+    /// Guest seconds from "root ready" to the first exec's end: what the agent and level 1 add.
+    var guestSpan: Double? { stamps["first exec done"].flatMap { done in stamps["root ready"].map { done - $0 } } }
+}
+func coldRun(_ engine: VMSandboxEngine, id: String) async throws -> ColdRun {
     let started = Date()
-    let sandbox = try await coldEngine.create(SandboxSpec(id: "bench-cold-\(round)"))
-    coldCreate.append(Date().timeIntervalSince(started))
+    let sandbox = try await engine.create(SandboxSpec(id: id))
+    let create = Date().timeIntervalSince(started)
     let result = try await sandbox.exec(ExecRequest(["uname", "-r"]))
-    cold.append(Date().timeIntervalSince(started))
+    let total = Date().timeIntervalSince(started)
+    let cpu = cgroupCPUSeconds(sandbox.cgroupPath)
     guard result.exitCode == 0, String(decoding: result.stdout, as: UTF8.self).contains("-amd64") else { print("cold exec failed: \(result)"); exit(1) }
     // The agent logs its first exec's end just after sending the result.
     try await Task.sleep(for: .milliseconds(300))
-    coldStamps.append(guestStamps((try? String(contentsOfFile: sandbox.consoleLogPath, encoding: .utf8)) ?? ""))
+    let console = (try? String(contentsOfFile: sandbox.consoleLogPath, encoding: .utf8)) ?? ""
     await sandbox.destroy()
-    print(String(format: "  round %d: raw boot %.2f s, cold create+exec %.2f s (load %@)", round + 1, rawSeconds, cold.last!, loadAverage() as NSString))
+    return ColdRun(total: total, create: create, stamps: guestStamps(console), console: console, cpu: cpu)
+}
+
+var raw: [Double] = [], cold: [Double] = []
+var rawStamps: [[String: Double]] = [], coldStamps: [[String: Double]] = []
+var coldCreate: [Double] = []
+// QEMU's CPU time (all its threads: the vCPU's translated code and TCG's translation, the 9p
+// server): what the guest's work costs; with one vCPU it follows the wall time closely.
+var rawCPU: [Double] = [], coldCPU: [Double] = []
+var coldRuns: [ColdRun] = [], compared: [ColdRun] = [], spanDifferences: [Double] = [], totalDifferences: [Double] = []
+for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
+    let cpuBefore = childrenCPUSeconds()
+    let (rawSeconds, console) = try rawBoot(image: coldEngine.image, scratch: scratch)
+    rawCPU.append(childrenCPUSeconds() - cpuBefore)
+    guard console.contains("-amd64") else { print("raw boot printed no kernel release:\n\(console.suffix(2000))"); exit(1) }
+    raw.append(rawSeconds)
+    rawStamps.append(guestStamps(console))
+    // With a compared agent, which one goes first alternates between rounds.
+    var other: ColdRun?
+    if let compareEngine, round % 2 == 1 { other = try await coldRun(compareEngine, id: "bench-compare-\(round)") }
+    let run = try await coldRun(coldEngine, id: "bench-cold-\(round)")
+    if let compareEngine, round % 2 == 0 { other = try await coldRun(compareEngine, id: "bench-compare-\(round)") }
+    coldRuns.append(run)
+    cold.append(run.total)
+    coldCreate.append(run.create)
+    if let cpu = run.cpu { coldCPU.append(cpu) }
+    coldStamps.append(run.stamps)
+    print(String(format: "  round %d: raw boot %.2f s (QEMU CPU %.2f s), cold create+exec %.2f s (QEMU CPU %.2f s, root ready → first exec done %.3f s) (load %@)",
+                 round + 1, rawSeconds, rawCPU.last!, run.total, run.cpu ?? .nan, run.guestSpan ?? .nan, loadAverage() as NSString))
+    if let other {
+        compared.append(other)
+        totalDifferences.append(run.total - other.total)
+        if let a = run.guestSpan, let b = other.guestSpan { spanDifferences.append(a - b) }
+        print(String(format: "           compared agent: cold create+exec %.2f s (root ready → first exec done %.3f s)", other.total, other.guestSpan ?? .nan))
+    }
+    if ProcessInfo.processInfo.environment["VM_BENCH_STAMPS"] == "1" {
+        // This round's cold guest's own lines (every stamp the agent printed).
+        for line in run.console.split(whereSeparator: \.isNewline) where line.hasPrefix("sandbox-guest") || line.contains("root ready") {
+            print("      " + line)
+        }
+    }
+}
+if let compareEngine {
+    await compareEngine.shutdown()
+    rmdir(compareEngine.cgroupParent)
+    let spans = compared.compactMap(\.guestSpan), ours = coldRuns.compactMap(\.guestSpan)
+    print(String(format: "  this agent against %@ (n=%d): cold create+exec p50 %.2f s vs %.2f s, per-round difference p50 %+.3f s; "
+                 + "root ready → first exec done p50 %.3f s vs %.3f s, per-round difference p50 %+.3f s", compareAgent! as NSString, compared.count,
+                 percentile(cold, 50), percentile(compared.map(\.total), 50), percentile(totalDifferences, 50),
+                 percentile(ours, 50), percentile(spans, 50), percentile(spanDifferences, 50)))
 }
 await coldEngine.shutdown()
 rmdir(coldEngine.cgroupParent)
@@ -118,15 +199,21 @@ let rawP50 = percentile(raw, 50), coldP50 = percentile(cold, 50), warmP50 = perc
 print("VM sandbox (level 3, TCG, \(release), 768 MiB, 1 vCPU), command: uname -r; load average \(loadAverage())")
 print(String(format: "  raw qemu boot + command   p50 %7.2f s   (n=%d, baseline)", rawP50, raw.count))
 print(String(format: "  cold create+exec          p50 %7.2f s   %.2fx raw   (target <= 1.2x)", coldP50, coldP50 / rawP50))
+print(String(format: "  QEMU CPU time p50: raw boot %.2f s (whole run), cold %.2f s (through the first exec's result): %.2fx",
+             percentile(rawCPU, 50), percentile(coldCPU, 50), percentile(coldCPU, 50) / percentile(rawCPU, 50)))
 printBreakdown("raw boot", rawStamps, stages: [
     ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p, console modules"), ("root ready", "9p mounts, guest root"),
     ("command done", "uname -r from init"),
 ], hostTotal: rawP50)
-printBreakdown("cold create+exec", coldStamps, stages: [
+let coldStages = [
     ("kernel booted, init", "kernel boot (initramfs unpacked)"), ("modules loaded", "virtio, 9p, console modules"), ("root ready", "9p mounts, guest root"),
     ("started", "agent's main reached"), ("ready", "agent engine set up (hello)"),
     ("sandbox configured", "level-1 sandbox configured"), ("first exec done", "uname -r through it"),
-], hostTotal: coldP50)
+]
+printBreakdown("cold create+exec", coldStamps, stages: coldStages, hostTotal: coldP50)
+if !compared.isEmpty {
+    printBreakdown("cold create+exec, compared agent", compared.map(\.stamps), stages: coldStages, hostTotal: percentile(compared.map(\.total), 50))
+}
 // Host clock against guest uptime: what the host adds before the kernel runs (QEMU start,
 // firmware, loading kernel and initramfs; for cold also the jail) and after the last stamp.
 let rawOutside = zip(raw, rawStamps).compactMap { total, stamps in stamps["command done"].map { total - $0 } }

@@ -72,13 +72,7 @@ public final class LinuxSandbox: Sendable {
     public func exec(
         _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(LinuxSandboxError) -> ExecResult {
-        try Self.validate(request)
-        let timeout = request.timeout ?? spec.limits.executionTimeout
-        let number: Int = try state.withLock { (s: inout State) throws(LinuxSandboxError) -> Int in
-            if s.destroyed { throw LinuxSandboxError(.sandboxGone, "sandbox \(id) was destroyed") }
-            s.execCount += 1
-            return s.execCount
-        }
+        let (number, timeout) = try startExec(request)
         let result: Result<ExecResult, LinuxSandboxError> = await onDedicatedThread {
             Result { () throws(LinuxSandboxError) in
                 try self.execBlocking(request, number: number, timeout: timeout, onOutput: onOutput)
@@ -87,18 +81,34 @@ public final class LinuxSandbox: Sendable {
         return try result.get()
     }
 
+    /// An exec's checks and number (its cgroup is `exec-N`), and its timeout.
+    func startExec(_ request: ExecRequest) throws(LinuxSandboxError) -> (number: Int, timeout: Double) {
+        try Self.validate(request)
+        let timeout = request.timeout ?? spec.limits.executionTimeout
+        let number: Int = try state.withLock { (s: inout State) throws(LinuxSandboxError) -> Int in
+            if s.destroyed { throw LinuxSandboxError(.sandboxGone, "sandbox \(id) was destroyed") }
+            s.execCount += 1
+            return s.execCount
+        }
+        return (number, timeout)
+    }
+
     /// Kills every process of the sandbox (`cgroup.kill`), waits for them, removes its cgroup and
     /// frees its uid. Idempotent.
     public func destroy() async {
-        let first = state.withLock { s in
-            defer { s.destroyed = true }
-            return !s.destroyed
-        }
-        guard first else { return }
+        guard markDestroyed() else { return }
         await onDedicatedThread { self.destroyBlocking() }
     }
 
-    private func destroyBlocking() {
+    /// Marks the sandbox destroyed; true for the first caller, who tears it down.
+    func markDestroyed() -> Bool {
+        state.withLock { s in
+            defer { s.destroyed = true }
+            return !s.destroyed
+        }
+    }
+
+    func destroyBlocking() {
         state.withLock { $0.destroyed = true }
         engine.destroySandbox(cgroupPath: cgroupPath, initPidfd: initPidfd, slot: slot)
     }
@@ -150,41 +160,50 @@ public final class LinuxSandbox: Sendable {
     public func readWorkspaceFile(_ path: String, limit: Int = 16 << 20) async throws(LinuxSandboxError) -> [UInt8] {
         let fd = try openWorkspaceFile(path, mode: .read)
         let result: Result<[UInt8], LinuxSandboxError> = await onDedicatedThread {
-            defer { try? fd.close() }
-            var bytes: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
-                if n < 0 {
-                    if Sys.errno == EINTR { continue }
-                    return .failure(.system("read", path, Sys.errno))
-                }
-                if n == 0 { return .success(bytes) }
-                if bytes.count + n > limit {
-                    return .failure(LinuxSandboxError(.workspacePath, "\(path) is larger than \(limit) bytes", path: path))
-                }
-                bytes.append(contentsOf: buffer[0..<n])
-            }
+            Result { () throws(LinuxSandboxError) in try Self.readAll(fd, path: path, limit: limit) }
         }
         return try result.get()
+    }
+
+    /// Reads `fd` to its end (at most `limit` bytes) and closes it.
+    static func readAll(_ fd: FileDescriptor, path: String, limit: Int) throws(LinuxSandboxError) -> [UInt8] {
+        defer { try? fd.close() }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if Sys.errno == EINTR { continue }
+                throw .system("read", path, Sys.errno)
+            }
+            if n == 0 { return bytes }
+            if bytes.count + n > limit {
+                throw LinuxSandboxError(.workspacePath, "\(path) is larger than \(limit) bytes", path: path)
+            }
+            bytes.append(contentsOf: buffer[0..<n])
+        }
     }
 
     /// Creates or replaces a workspace file with `contents`.
     public func writeWorkspaceFile(_ path: String, contents: [UInt8]) async throws(LinuxSandboxError) {
         let fd = try openWorkspaceFile(path, mode: .write)
         let result: Result<Void, LinuxSandboxError> = await onDedicatedThread {
-            defer { try? fd.close() }
-            var offset = 0
-            while offset < contents.count {
-                let n = contents.withUnsafeBytes { write(fd.rawValue, $0.baseAddress! + offset, $0.count - offset) }
-                if n < 0 {
-                    if Sys.errno == EINTR { continue }
-                    return .failure(.system("write", path, Sys.errno))
-                }
-                offset += n
-            }
-            return .success(())
+            Result { () throws(LinuxSandboxError) in try Self.writeAll(fd, contents, path: path) }
         }
         try result.get()
+    }
+
+    /// Writes all of `contents` to `fd` and closes it.
+    static func writeAll(_ fd: FileDescriptor, _ contents: [UInt8], path: String) throws(LinuxSandboxError) {
+        defer { try? fd.close() }
+        var offset = 0
+        while offset < contents.count {
+            let n = contents.withUnsafeBytes { write(fd.rawValue, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if Sys.errno == EINTR { continue }
+                throw .system("write", path, Sys.errno)
+            }
+            offset += n
+        }
     }
 }

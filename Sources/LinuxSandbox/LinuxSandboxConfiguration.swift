@@ -39,6 +39,10 @@ public struct LinuxSandboxConfiguration: Sendable, Hashable {
     /// How many spawn helpers the engine keeps; nil: one per CPU, 2–4. A caller that creates one
     /// sandbox at a time (the level-3 guest agent) needs one, and each costs a process start.
     public var spawnerCount: Int?
+    /// The seccomp program as `SeccompProgram.exportStandard()` wrote it, checked and used
+    /// instead of compiling one with libseccomp (a level-3 guest gets the host's in its image);
+    /// nil: compile it. An invalid program fails the engine's start.
+    public var seccompProgram: [UInt8]?
 
     public init(
         cgroupRoot: String = "/sys/fs/cgroup",

@@ -34,6 +34,19 @@ public final class LinuxSandboxEngine: Sendable {
               UInt64(configuration.idBase) + UInt64(configuration.idCount) < UInt64(UInt32.max) else {
             throw LinuxSandboxError(.invalidRequest, "id range \(configuration.idBase)+\(configuration.idCount) is not a valid unprivileged uid range (it must start at 65536 or above and end below 4294967295)")
         }
+        // Checks first, then what changes the host: a refused configuration leaves nothing behind.
+        guard let initPath = configuration.initCommand.first, initPath.hasPrefix("/"),
+              configuration.runtimePaths.contains(where: { initPath.hasPrefix($0 + "/") }) else {
+            throw LinuxSandboxError(.invalidRequest, "the init command must be an absolute path inside one of the runtime paths \(configuration.runtimePaths)")
+        }
+        guard access(initPath, X_OK) == 0 else {
+            throw LinuxSandboxError(.system, "the sandbox init \(initPath) is not an executable on this host: \(errnoName(Sys.errno))", errno: Sys.errno)
+        }
+        if let exported = configuration.seccompProgram {
+            seccomp = try SeccompProgram(validating: exported)
+        } else {
+            seccomp = try SeccompProgram.standard.get()
+        }
         cgroup = try Cgroup2(mountPoint: configuration.cgroupRoot, subtree: configuration.cgroupSubtree)
         availableControllers = try cgroup.prepareSubtree()
 
@@ -44,14 +57,6 @@ public final class LinuxSandboxEngine: Sendable {
             if mkdir(dir, 0o700) != 0 && Sys.errno != EEXIST { throw .system("mkdir", dir, Sys.errno) }
         }
 
-        guard let initPath = configuration.initCommand.first, initPath.hasPrefix("/"),
-              configuration.runtimePaths.contains(where: { initPath.hasPrefix($0 + "/") }) else {
-            throw LinuxSandboxError(.invalidRequest, "the init command must be an absolute path inside one of the runtime paths \(configuration.runtimePaths)")
-        }
-        guard access(initPath, X_OK) == 0 else {
-            throw LinuxSandboxError(.system, "the sandbox init \(initPath) is not an executable on this host: \(errnoName(Sys.errno))", errno: Sys.errno)
-        }
-        seccomp = try SeccompProgram.standard.get()
         hostRuntime = RootfsPlan.HostRuntime(configuration: configuration)
         spawner = try Spawner(path: configuration.spawnerPath ?? LinuxSandboxConfiguration.defaultSpawnerPath(),
                               count: configuration.spawnerCount)
@@ -466,8 +471,8 @@ public final class LinuxSandboxEngine: Sendable {
         return ChildReport.error(record, path: path, detail: detail)
     }
 
-    private func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool,
-                                attachments: LaunchAttachments) throws(LinuxSandboxError) -> LinuxSandbox {
+    func createBlocking(_ spec: SandboxSpec, limitsEnforced: Bool,
+                        attachments: LaunchAttachments) throws(LinuxSandboxError) -> LinuxSandbox {
         let launched = try launch(spec, limitsEnforced: limitsEnforced, oneShot: nil, attachments: attachments)
         let workspacePath = "/proc/\(launched.pid)/root\(spec.workspacePath)"
         let workspaceFD = open(workspacePath, Int32(SBX_O_PATH) | O_DIRECTORY | O_CLOEXEC)

@@ -19,7 +19,10 @@ import Glibc
 /// other ABI (i386 via `int 0x80`, x32) kills the process.
 ///
 /// Built once with libseccomp and exported as BPF; the same program is loaded by every exec.
-final class SeccompProgram: @unchecked Sendable {
+/// Where compiling costs (a level-3 guest, where libseccomp's first run under TCG is tens of
+/// milliseconds on every cold create), the program exported on the host (`exportStandard`) is
+/// taken instead (`init(validating:)`).
+public final class SeccompProgram: @unchecked Sendable {
     /// Points at a `struct sock_fprog` whose filter array lives as long as this object.
     let program: UnsafeMutablePointer<sock_fprog>
     private let filter: UnsafeMutablePointer<sock_filter>
@@ -106,6 +109,48 @@ final class SeccompProgram: @unchecked Sendable {
             sock_filter(code: ret, jt: 0, jf: 0, k: actErrno(EPERM)),      // 8: deny
         ]
     }()
+
+    /// The standard program's instructions as the kernel reads them (8 bytes each, host order):
+    /// what `init(validating:)` takes, e.g. in a level-3 guest image.
+    public static func exportStandard() throws(LinuxSandboxError) -> [UInt8] {
+        let compiled = try standard.get()
+        return [UInt8](UnsafeRawBufferPointer(start: compiled.filter, count: compiled.instructionCount * MemoryLayout<sock_filter>.size))
+    }
+
+    /// A program exported by `exportStandard` (on the host, for a guest). Checked before use: a
+    /// whole number of 8-byte instructions, 1–4096 of them (the kernel's limit), beginning with
+    /// this build's own `TIOCSTI`/`TIOCLINUX` prefix, every jump landing inside the program and
+    /// the last instruction a return. The kernel checks the rest when each sandbox loads it.
+    /// Throws `seccomp` for anything else: a sandbox never starts without its filter.
+    public init(validating bytes: [UInt8]) throws(LinuxSandboxError) {
+        let size = MemoryLayout<sock_filter>.size
+        guard !bytes.isEmpty, bytes.count % size == 0 else {
+            throw LinuxSandboxError(.seccomp, "the seccomp program is \(bytes.count) bytes, not a whole number of \(size)-byte BPF instructions")
+        }
+        let count = bytes.count / size
+        guard count <= 4096 else { throw LinuxSandboxError(.seccomp, "the seccomp program's \(count) instructions exceed the kernel's 4096") }
+        var instructions = [sock_filter](repeating: sock_filter(), count: count)
+        instructions.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count)) }
+        let prefix = Self.ioctlPrefix
+        guard count > prefix.count, zip(prefix, instructions).allSatisfy({ $0.code == $1.code && $0.jt == $1.jt && $0.jf == $1.jf && $0.k == $1.k }) else {
+            throw LinuxSandboxError(.seccomp, "the seccomp program does not begin with this build's ioctl checks: it was not exported by this version")
+        }
+        let classMask: UInt16 = 0x07, jumpClass: UInt16 = 0x05, returnClass: UInt16 = 0x06, jumpAlways: UInt16 = 0x05
+        for (index, instruction) in instructions.enumerated() where instruction.code & classMask == jumpClass {
+            let furthest = instruction.code == jumpAlways ? Int(instruction.k) : Int(max(instruction.jt, instruction.jf))
+            guard index + 1 + furthest < count else {
+                throw LinuxSandboxError(.seccomp, "the seccomp program's instruction \(index) jumps past its end")
+            }
+        }
+        guard instructions[count - 1].code & classMask == returnClass else {
+            throw LinuxSandboxError(.seccomp, "the seccomp program does not end with a return")
+        }
+        filter = .allocate(capacity: count)
+        filter.initialize(from: instructions, count: count)
+        program = .allocate(capacity: 1)
+        program.initialize(to: sock_fprog(len: UInt16(count), filter: filter))
+        instructionCount = count
+    }
 
     init() throws(LinuxSandboxError) {
         guard let ctx = seccomp_init(Self.actErrno(EPERM)) else {

@@ -1,6 +1,8 @@
 import Foundation
 import QEMUGuest
 import SandboxCore
+import LinuxSandbox
+import VMAgentProtocol
 
 /// A built level-3 guest image: kernel, initramfs and the agent, plus the host runtime
 /// directories QEMU shares read-only. Nothing in it is secret; its directory is world-readable
@@ -121,15 +123,18 @@ public struct GuestImageBuilder: Sendable {
             }
             let busybox = try Self.readStaticBusybox()
             // Libraries the agent links from outside the shared runtime (the Swift runtime):
-            // copied next to it, so the guest sees those files and not the toolchain.
-            let agentLibraries = try privateLibraries(of: agentBinary)
+            // copied next to it, so the guest sees those files and not the toolchain. A fully
+            // static agent (`-static-executable`, what `Benchmarks/run` builds) links none and is
+            // started directly: no dynamic loader, no library loaded over 9p, no symbol lookups.
+            let agentIsStatic = Self.isStaticExecutable(agent)
+            let agentLibraries = agentIsStatic ? [] : try privateLibraries(of: agentBinary)
             // The spawn helper is started directly (not through ld.so with --library-path): what
             // it loads from outside the runtime (libswiftCore, which every SwiftPM executable
             // links) goes into lib/ too, and its RUNPATH's $ORIGIN finds it through a symlink.
             guard access(spawnerBinary, X_OK) == 0 else {
                 throw VMSandboxError(.imageBuild, "cannot run the spawn helper \(spawnerBinary): build it (swift build --product sandboxd-spawner) or set SANDBOXD_SPAWNER")
             }
-            let spawnerLibraries = try privateLibraries(of: spawnerBinary)
+            let spawnerLibraries = Self.isStaticExecutable(path: spawnerBinary) ? [] : try privateLibraries(of: spawnerBinary)
             var libraries = agentLibraries
             for library in spawnerLibraries where !libraries.contains(where: { $0.name == library.name }) {
                 libraries.append(library)
@@ -151,6 +156,7 @@ public struct GuestImageBuilder: Sendable {
             try base.addFile("shares", contents: Array(guestShares.map { "\($0.tag) \($0.path)\n" }.joined().utf8))
             try base.addFile("links", contents: Array(links.map { "\($0.0) \($0.1)\n" }.joined().utf8))
             try base.addFile("init", contents: Array(GuestInit.script.utf8), mode: 0o755)
+            if agentIsStatic { try base.addFile(GuestInit.staticAgentMarker, contents: []) }
             try base.addFile("bin/busybox", contents: busybox, mode: 0o755)
             let baseBytes = base.bytes
 
@@ -209,6 +215,13 @@ public struct GuestImageBuilder: Sendable {
             hasher.update(field: agentDigest)
             let spawnerDigest = try Self.fileDigest(spawnerBinary)
             hasher.update(field: spawnerDigest)
+            // The level-1 seccomp program, compiled here once instead of by libseccomp in every
+            // guest (tens of milliseconds under TCG on each cold create); the guest checks it.
+            let seccompProgram: [UInt8]
+            do { seccompProgram = try SeccompProgram.exportStandard() } catch {
+                throw VMSandboxError(.imageBuild, "exporting the level-1 seccomp program: \(error.message)")
+            }
+            hasher.update(field: SHA256.hex(of: seccompProgram))
             for library in libraries {
                 hasher.update(field: library.name)
                 hasher.update(field: try Self.fileDigest(library.path))
@@ -237,6 +250,7 @@ public struct GuestImageBuilder: Sendable {
                     throw QEMUGuestError(.io, "cannot read the spawn helper \(spawnerBinary)")
                 }
                 try Self.write([UInt8](spawner), to: scratch + "/agent/sandboxd-spawner", mode: 0o755)
+                try Self.write(seccompProgram, to: scratch + "/agent/" + String(GuestPaths.seccompProgram.dropFirst(GuestPaths.agentDirectory.count + 1)))
                 for library in spawnerLibraries {
                     do {
                         try FileManager.default.createSymbolicLink(atPath: scratch + "/agent/" + library.name, withDestinationPath: "lib/" + library.name)
@@ -264,6 +278,33 @@ public struct GuestImageBuilder: Sendable {
             return GuestImage(directory: directory, key: key, kernelPackage: kernel, wasBuilt: built, shares: guestShares,
                               kernelPath: kernelDirectory + "/kernel")
         }
+    }
+
+    /// Whether `bytes` are a statically linked executable: a 64-bit little-endian ELF file whose
+    /// program headers lie inside it and none of which names a dynamic loader (`PT_INTERP`).
+    /// Anything else counts as dynamic, so that ldd looks at it (and reports what is wrong).
+    static func isStaticExecutable(_ bytes: [UInt8]) -> Bool {
+        func field(_ offset: Int, _ size: Int) -> Int? {
+            guard offset >= 0, offset + size <= bytes.count else { return nil }
+            return (0..<size).reduce(0) { $0 | Int(bytes[offset + $1]) << (8 * $1) }
+        }
+        guard bytes.count >= 64, bytes[0..<4] == [0x7f, 0x45, 0x4c, 0x46], bytes[4] == 2, bytes[5] == 1,
+              let tableOffset = field(0x20, 8), let entrySize = field(0x36, 2), let count = field(0x38, 2),
+              entrySize >= 4, count > 0, tableOffset < bytes.count else { return false }
+        for index in 0..<count {
+            guard let type = field(tableOffset + index * entrySize, 4) else { return false }
+            if type == 3 { return false }  // PT_INTERP
+        }
+        return true
+    }
+
+    /// `isStaticExecutable` of a file (its first 64 KiB hold the program headers of any
+    /// executable the linker writes); false when it cannot be read.
+    static func isStaticExecutable(path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        guard let data = try? handle.read(upToCount: 1 << 16) else { return false }
+        return isStaticExecutable([UInt8](data))
     }
 
     /// The shared libraries `binary` loads from outside the runtime directories (ldd).

@@ -71,6 +71,10 @@ enum GuestInit {
             poweroff -f
         fi
         stamp "root ready"
+        # A statically linked agent starts by itself; a dynamic one finds its private libraries
+        # (the Swift runtime) next to it through the loader.
+        agent="/lib64/ld-linux-x86-64.so.2 --library-path /.sandbox/lib /.sandbox/sandbox-guest"
+        [ -e /agent-static ] && agent=/.sandbox/sandbox-guest
         umount /proc /sys
         # What switch_root does, minus deleting the initramfs's files first (≈1000 unlinks, 0.3-0.5 s
         # under TCG; its ≈6 MB stay in memory, hidden under the new root): move the new root over /
@@ -78,7 +82,9 @@ enum GuestInit {
         # kernel does not see the agent as chrooted and pivot_root works for the level-1 sandbox.
         cd $R || fail "cd $R"
         mount --move . / || fail "move $R to /"
-        # The agent's private libraries (the Swift runtime) sit next to it.
-        exec chroot . /lib64/ld-linux-x86-64.so.2 --library-path /.sandbox/lib /.sandbox/sandbox-guest
+        exec chroot . $agent
         """#
+
+    /// An empty file in the initramfs when the agent is statically linked (no `PT_INTERP`).
+    static let staticAgentMarker = "agent-static"
 }

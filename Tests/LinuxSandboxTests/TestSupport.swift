@@ -34,13 +34,16 @@ final class TestEngine: Sendable {
     let subtree: String
     let stateDirectory: String
 
-    init() throws {
+    /// `seccompProgram`: an exported program the engine uses instead of compiling its own.
+    init(seccompProgram: [UInt8]? = nil) throws {
         let tag = "\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
         subtree = "sandboxd-test-\(tag)"
         stateDirectory = "/tmp/sandboxd-test-\(tag)"
-        engine = try LinuxSandboxEngine(configuration: LinuxSandboxConfiguration(
+        var configuration = LinuxSandboxConfiguration(
             cgroupRoot: Host.cgroupRoot!, cgroupSubtree: subtree, stateDirectory: stateDirectory,
-            idBase: Self.idRanges.next(), idCount: Self.idRangeSize))
+            idBase: Self.idRanges.next(), idCount: Self.idRangeSize)
+        configuration.seccompProgram = seccompProgram
+        engine = try LinuxSandboxEngine(configuration: configuration)
     }
 
     /// Every test engine has a uid range of its own, so "no process runs as one of its uids" is

@@ -86,4 +86,59 @@ struct AgentJSONTests {
         request.timeout = .nan
         #expect(throws: (any Error).self) { try AgentFrame(.exec, json: request) }
     }
+
+    @Test("the guest's own readers of a spec and an exec request read exactly what Codable reads")
+    func requestReadersMatchCodable() throws {
+        let specs = [
+            Self.spec, SandboxSpec(id: "defaults"),
+            SandboxSpec(id: "x", hostname: "h", limits: ResourceLimits(memory: .gibibytes(3), cpu: nil, pids: nil), enforcement: .strict,
+                        environment: [:], mounts: [MountSpec(hostPath: "/a"), MountSpec(hostPath: Self.awkward, sandboxPath: "/b")],
+                        maskedPaths: [], workspacePath: "/tmp"),
+        ]
+        for spec in specs {
+            let frame = try AgentFrame(.configure, json: spec)
+            #expect(try frame.decodeSandboxSpec() == spec)
+            #expect(try frame.decodeSandboxSpec() == frame.decode(SandboxSpec.self))
+            // Foundation's output (other key order, escaped slashes) reads the same.
+            #expect(try AgentFrame(.configure, Array(JSONEncoder().encode(spec))).decodeSandboxSpec() == spec)
+        }
+        for request in [Self.request, ExecRequest(["true"]), ExecRequest(["a"], environment: ["K": Self.awkward], workingDirectory: "/w")] {
+            let frame = try AgentFrame(.exec, json: request)
+            #expect(try frame.decodeExecRequest() == request)
+            #expect(try frame.decodeExecRequest() == frame.decode(ExecRequest.self))
+        }
+        // What Codable also accepts: null or absent optionals, sizes as text, exact integers as
+        // 1e3, unknown keys.
+        let text = #"{"id":"t","hostname":null,"limits":{"memory":"512MiB","pids":1e3,"executionTimeout":5,"outputLimit":1024,"#
+            + #""tmpfsSize":"1GiB","openFiles":64.0},"enforcement":"best-effort","environment":{},"mounts":[],"maskedPaths":[],"#
+            + #""workspacePath":"/w","network":"loopback-only","extra":[1,{"a":null}]}"#
+        let frame = AgentFrame(.configure, Array(text.utf8))
+        let read = try frame.decodeSandboxSpec()
+        #expect(read == (try frame.decode(SandboxSpec.self)))
+        #expect(read.limits.memory == .mebibytes(512) && read.limits.cpu == nil && read.limits.pids == 1000
+                && read.limits.tmpfsSize == .gibibytes(1) && read.limits.openFiles == 64 && read.hostname == nil)
+    }
+
+    @Test("the guest's readers refuse what Codable refuses, naming the field", arguments: [
+        (#""id":"s","#, #""id":7,"#, "spec.id"),
+        (#""enforcement":"strict""#, #""enforcement":"lenient""#, "spec.enforcement"),
+        (#""network":"loopback-only""#, #""network":"host""#, "spec.network"),
+        (#""openFiles":1024"#, #""openFiles":1024.5"#, "spec.limits.openFiles"),
+        (#""openFiles":1024"#, #""openFiles":99999999999999999999"#, "spec.limits.openFiles"),
+        (#""memory":536870912"#, #""memory":"lots""#, "spec.limits.memory"),
+        (#""memory":536870912"#, #""memory":-1"#, "spec.limits.memory"),
+        (#""workspacePath":"/workspace","#, "", "workspacePath"),
+        (#""maskedPaths":[]"#, #""maskedPaths":[1]"#, "spec.maskedPaths[0]"),
+        (#""environment":{}"#, #""environment":{"A":1}"#, "spec.environment.A"),
+    ])
+    func requestReadersRefuse(valid: String, invalid: String, named: String) throws {
+        let good = String(decoding: try AgentFrame(.configure, json: SandboxSpec(id: "s")).payload, as: UTF8.self)
+        #expect(good.contains(valid))
+        let bad = AgentFrame(.configure, Array(good.replacingOccurrences(of: valid, with: invalid).utf8))
+        #expect(throws: (any Error).self) { try bad.decode(SandboxSpec.self) }
+        let error = #expect(throws: AgentProtocolError.self) { try bad.decodeSandboxSpec() }
+        #expect(error?.description.contains(named) == true, "\(String(describing: error))")
+        let request = AgentFrame(.exec, Array(#"{"arguments":["a"],"environment":{},"stdin":[256]}"#.utf8))
+        #expect(throws: AgentProtocolError.self) { try request.decodeExecRequest() }
+    }
 }

@@ -154,4 +154,21 @@ struct AgentProtocolTests {
         #expect(appended.starts(with: Array("070701".utf8)), "a newc archive follows")
         #expect(text.contains("boot-spec.json") && text.contains("boot-spec-test"))
     }
+
+    @Test("a statically linked agent is told from a dynamic one by its program headers")
+    func staticAgentDetected() throws {
+        // busybox-static (the image's own init) has no PT_INTERP; dash names the dynamic loader.
+        #expect(GuestImageBuilder.isStaticExecutable(path: GuestImageBuilder.busyboxPath))
+        #expect(!GuestImageBuilder.isStaticExecutable(path: "/bin/sh"))
+        let busybox = try #require(FileManager.default.contents(atPath: GuestImageBuilder.busyboxPath).map { [UInt8]($0) })
+        #expect(GuestImageBuilder.isStaticExecutable(busybox))
+        // Not ELF, cut short, or program headers pointing past the end: never taken for static
+        // (the image builder then asks ldd, which reports the problem).
+        #expect(!GuestImageBuilder.isStaticExecutable(Array("#!/bin/sh\necho hi\n".utf8)))
+        #expect(!GuestImageBuilder.isStaticExecutable(Array(busybox.prefix(40))))
+        var moved = busybox
+        moved.replaceSubrange(0x20..<0x28, with: [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0])
+        #expect(!GuestImageBuilder.isStaticExecutable(moved))
+        #expect(!GuestImageBuilder.isStaticExecutable(path: "/nonexistent/agent"))
+    }
 }
