@@ -127,17 +127,26 @@ var coldCreate: [Double] = []
 var rawCPU: [Double] = [], coldCPU: [Double] = []
 var coldRuns: [ColdRun] = [], compared: [ColdRun] = [], spanDifferences: [Double] = [], totalDifferences: [Double] = []
 for round in 0..<environmentInt("VM_BENCH_COLD", 4) {
-    let cpuBefore = childrenCPUSeconds()
-    let (rawSeconds, console) = try rawBoot(image: coldEngine.image, scratch: scratch)
-    rawCPU.append(childrenCPUSeconds() - cpuBefore)
-    guard console.contains("-amd64") else { print("raw boot printed no kernel release:\n\(console.suffix(2000))"); exit(1) }
-    raw.append(rawSeconds)
-    rawStamps.append(guestStamps(console))
+    // The raw boot goes first in even rounds and last in odd ones: whatever the boot before leaves
+    // behind (its freed guest memory, a warmer page cache) falls on both sides alike.
+    var rawResult: (seconds: Double, console: String, cpu: Double)?
+    func bootRaw() throws {
+        let cpuBefore = childrenCPUSeconds()
+        let (seconds, console) = try rawBoot(image: coldEngine.image, scratch: scratch)
+        rawResult = (seconds, console, childrenCPUSeconds() - cpuBefore)
+    }
+    if round % 2 == 0 { try bootRaw() }
     // With a compared agent, which one goes first alternates between rounds.
     var other: ColdRun?
     if let compareEngine, round % 2 == 1 { other = try await coldRun(compareEngine, id: "bench-compare-\(round)") }
     let run = try await coldRun(coldEngine, id: "bench-cold-\(round)")
     if let compareEngine, round % 2 == 0 { other = try await coldRun(compareEngine, id: "bench-compare-\(round)") }
+    if round % 2 == 1 { try bootRaw() }
+    guard let (rawSeconds, console, rawCPUSeconds) = rawResult else { exit(1) }
+    rawCPU.append(rawCPUSeconds)
+    guard console.contains("-amd64") else { print("raw boot printed no kernel release:\n\(console.suffix(2000))"); exit(1) }
+    raw.append(rawSeconds)
+    rawStamps.append(guestStamps(console))
     coldRuns.append(run)
     cold.append(run.total)
     coldCreate.append(run.create)
