@@ -53,17 +53,10 @@ struct OneShotPoolEndToEndTests {
         _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
         _ = try TestHost.ensureUser(Self.admin, groups: ["sandboxd", "sandboxd-admin"])
         // The presets plus a second policy without tools of the daemon's: its runs can be pooled too.
-        var template = Array("/tmp/sandboxd-policies-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
-        let policies = String(cString: made)
+        let defaultText = try String(contentsOfFile: TestHost.packageRoot.appendingPathComponent("policies/default.yaml").path, encoding: .utf8)
+        let policies = try TestHost.policyDirectory(
+            extra: ["second.yaml": defaultText.replacingOccurrences(of: "execution_timeout: 30", with: "execution_timeout: 20")])
         defer { try? FileManager.default.removeItem(atPath: policies) }
-        let presets = TestHost.packageRoot.appendingPathComponent("policies").path
-        for name in try FileManager.default.contentsOfDirectory(atPath: presets) where name.hasSuffix(".yaml") {
-            try FileManager.default.copyItem(atPath: presets + "/" + name, toPath: policies + "/" + name)
-        }
-        let defaultText = try String(contentsOfFile: presets + "/default.yaml", encoding: .utf8)
-        try defaultText.replacingOccurrences(of: "execution_timeout: 30", with: "execution_timeout: 20")
-            .write(toFile: policies + "/second.yaml", atomically: true, encoding: .utf8)
 
         let daemon = try EndToEndTests.Daemon(extraConfiguration: "policy_directory: \(policies)\nsandbox:\n  pool_size: 2")
         defer { daemon.cleanupNow() }

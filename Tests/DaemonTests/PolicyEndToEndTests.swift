@@ -18,15 +18,8 @@ struct PolicyEndToEndTests {
     private func withPolicyDaemon(extra: [String: String] = [:], _ body: (Daemon, String) async throws -> Void) async throws {
         _ = try TestHost.ensureUser(Self.alice, groups: ["sandboxd"])
         _ = try TestHost.ensureUser(Self.admin, groups: ["sandboxd", "sandboxd-admin"])
-        var template = Array("/tmp/sandboxd-policies-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
-        let directory = String(cString: made)
+        let directory = try TestHost.policyDirectory(extra: extra)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let presets = TestHost.packageRoot.appendingPathComponent("policies").path
-        for name in try FileManager.default.contentsOfDirectory(atPath: presets) where name.hasSuffix(".yaml") {
-            try FileManager.default.copyItem(atPath: presets + "/" + name, toPath: directory + "/" + name)
-        }
-        for (name, text) in extra { try text.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8) }
         let daemon = try Daemon(extraConfiguration: "policy_directory: \(directory)")
         do {
             try await daemon.start()

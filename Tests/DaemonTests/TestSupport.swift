@@ -13,6 +13,20 @@ enum TestHost {
     /// The package root (tests run from anywhere).
     static let packageRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+    /// A new temporary policy directory holding a copy of the repository's presets plus `extra`
+    /// files (name → text). The caller removes it.
+    static func policyDirectory(extra: [String: String] = [:]) throws -> String {
+        var template = Array("/tmp/sandboxd-policies-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestError("mkdtemp failed") }
+        let directory = String(cString: made)
+        let presets = packageRoot.appendingPathComponent("policies").path
+        for name in try FileManager.default.contentsOfDirectory(atPath: presets) where name.hasSuffix(".yaml") {
+            try FileManager.default.copyItem(atPath: presets + "/" + name, toPath: directory + "/" + name)
+        }
+        for (name, text) in extra { try text.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8) }
+        return directory
+    }
+
     /// A built executable of this package (`swift build --build-tests` builds them all).
     static func product(_ name: String) -> String {
         for configuration in ["debug", "release"] {
