@@ -88,7 +88,7 @@ final class OneShotPool: Sendable {
             state.ready[Shape(spec), default: []].insert(ready, at: 0)
             return true
         }
-        if !kept { Task { await ready.sandbox.destroy() } }
+        if !kept { destroy([ready]) }
         publish()
     }
 
@@ -133,6 +133,16 @@ final class OneShotPool: Sendable {
         guard !dead.isEmpty else { return }
         publish()
         await destroyNow(dead)
+    }
+
+    /// When some shape is short: after `delay`, builds what is missing while nothing entered
+    /// `inFlight` since `generation` (checked before each build).
+    func refill(while inFlight: InFlightCount, idleSince generation: UInt64, after delay: Duration = .zero) {
+        guard isShort else { return }
+        Task {
+            if delay > .zero { try? await Task.sleep(for: delay) }
+            await fill { inFlight.isIdle(since: generation) }
+        }
     }
 
     /// Builds the missing sandboxes one at a time, while `idle()` holds before each. One fill at a time.

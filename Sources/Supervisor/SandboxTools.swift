@@ -37,6 +37,12 @@ final class SandboxTools: Sendable {
         self.logger = logger
     }
 
+    /// Whether a sandbox under `rules` gets tools of the daemon's (a database role, an egress
+    /// proxy): such sandboxes belong to one id and are never built ahead.
+    static func attachesTools(_ rules: Policy) -> Bool {
+        rules.database != nil || !rules.network.allowedHosts.isEmpty
+    }
+
     /// Grants what the policy asks for and returns what the engine must add to the sandbox.
     /// Refuses (with the reason) what this daemon or level cannot provide; nothing is left
     /// granted when it throws.

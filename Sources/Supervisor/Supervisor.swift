@@ -60,15 +60,8 @@ public final class Supervisor: SandboxService {
             let pool = OneShotPool(engine: native, size: configuration.oneShotPoolSize, logger: logger, metrics: metrics)
             self.pool = pool
             let inFlight = self.inFlight
-            inFlight.whenIdle { generation in
-                guard pool.isShort else { return }
-                Task {
-                    // Only after a moment with nothing in flight: back-to-back runs keep the CPU.
-                    try? await Task.sleep(for: .milliseconds(5))
-                    guard inFlight.isIdle(since: generation) else { return }
-                    await pool.fill { inFlight.isIdle(since: generation) }
-                }
-            }
+            // Only after a moment with nothing in flight: back-to-back runs keep the CPU.
+            inFlight.whenIdle { generation in pool.refill(while: inFlight, idleSince: generation, after: .milliseconds(5)) }
         } else {
             self.pool = nil
         }
@@ -146,13 +139,10 @@ public final class Supervisor: SandboxService {
         let name = configuration.defaultPolicy
         guard let loaded = try? await policyStore.policy(named: name),
               let applied = try? PolicyApplication.apply(loaded, name: name, to: SandboxCreateRequest(), maxTimeout: configuration.maxTimeout),
-              applied.level.level == .native, applied.rules.database == nil, applied.rules.network.allowedHosts.isEmpty,
+              applied.level.level == .native, !SandboxTools.attachesTools(applied.rules),
               await unavailability(of: .native) == nil else { return }
-        pool.remember(EngineSandboxSpec(id: "", isolationLevel: .native, policy: name, rules: applied.rules, limits: applied.limits,
-                                        environment: applied.environment, enforcement: configuration.limitEnforcement))
-        let inFlight = self.inFlight
-        guard inFlight.count == 0 else { return }
-        Task { await pool.fill { inFlight.count == 0 } }
+        pool.remember(engineSpec(id: "", policy: name, applied: applied))
+        if let generation = inFlight.idleGeneration { pool.refill(while: inFlight, idleSince: generation) }
     }
 
     /// Graceful stop: no new sandboxes or execs; running execs get the grace period, then every
@@ -455,8 +445,7 @@ public final class Supervisor: SandboxService {
         if let sessionID = request.sessionID {
             try await checkSession(sessionID, caller: caller)
         }
-        var spec = EngineSandboxSpec(id: Self.newSandboxID(), isolationLevel: level, policy: policy, rules: applied.rules, limits: applied.limits,
-                                     environment: applied.environment, enforcement: configuration.limitEnforcement)
+        var spec = engineSpec(id: Self.newSandboxID(), policy: policy, applied: applied)
         // A one-shot run at level 1 takes a sandbox of its exact spec if one was built ahead.
         let poolable = !persistent && level == .native ? pool : nil
         let pooled = poolable?.take(spec)
@@ -489,6 +478,12 @@ public final class Supervisor: SandboxService {
             }
         }
         return prepared
+    }
+
+    /// What the engine builds for a sandbox under `applied` (the policy named `policy`).
+    private func engineSpec(id: String, policy: String, applied: AppliedPolicy) -> EngineSandboxSpec {
+        EngineSandboxSpec(id: id, isolationLevel: applied.level.level, policy: policy, rules: applied.rules, limits: applied.limits,
+                          environment: applied.environment, enforcement: configuration.limitEnforcement)
     }
 
     /// An exec's own timeout and environment against its sandbox's policy (before it is recorded).
@@ -741,6 +736,11 @@ final class InFlightCount: Sendable {
     }
 
     var count: Int { state.withLock { $0.count } }
+
+    /// The generation now when nothing is in flight, else nil.
+    var idleGeneration: UInt64? {
+        state.withLock { $0.count == 0 ? $0.generation : nil }
+    }
 
     /// Whether nothing is in flight and nothing entered since `generation`.
     func isIdle(since generation: UInt64) -> Bool {
