@@ -41,6 +41,8 @@ final class OneShotPool: Sendable {
         /// Shapes whose build failed: not tried again until a reload clears the pool.
         var failed: Set<Shape> = []
         var filling = false
+        /// A refill asked for while a fill ran: its idle test (a newer idle moment) continues that fill.
+        var requested: (@Sendable () -> Bool)?
         var stopped = false
     }
 
@@ -112,7 +114,7 @@ final class OneShotPool: Sendable {
     /// Whether some remembered shape has fewer than `size` ready and alive.
     var isShort: Bool {
         state.withLock { state in
-            !state.stopped && !state.filling
+            !state.stopped
                 && state.wanted.contains { shape in state.ready[shape, default: []].count { $0.sandbox.failure == nil } < size }
         }
     }
@@ -145,15 +147,37 @@ final class OneShotPool: Sendable {
         }
     }
 
-    /// Builds the missing sandboxes one at a time, while `idle()` holds before each. One fill at a time.
-    func fill(idle: @Sendable () -> Bool) async {
+    /// Builds the missing sandboxes one at a time, while `idle()` holds before each. One fill at a
+    /// time: one asked for meanwhile is not dropped, the running fill goes on with its idle test
+    /// (the running one's may have turned false for good: a run came and went since).
+    func fill(idle: @escaping @Sendable () -> Bool) async {
         guard state.withLock({ state in
-            guard !state.filling, !state.stopped else { return false }
+            guard !state.stopped else { return false }
+            if state.filling {
+                state.requested = idle
+                return false
+            }
             state.filling = true
             return true
         }) else { return }
-        defer { state.withLock { $0.filling = false } }
-        await removeDead()
+        var idle = idle
+        while true {
+            await removeDead()
+            await build(while: idle)
+            let next: (@Sendable () -> Bool)? = state.withLock { state in
+                defer { state.requested = nil }
+                guard !state.stopped, let requested = state.requested else {
+                    state.filling = false
+                    return nil
+                }
+                return requested
+            }
+            guard let next else { return }
+            idle = next
+        }
+    }
+
+    private func build(while idle: () -> Bool) async {
         while idle() {
             let next: Shape? = state.withLock { state in
                 guard !state.stopped else { return nil }
@@ -173,7 +197,7 @@ final class OneShotPool: Sendable {
                     state.wanted.removeAll { $0 == shape }
                     state.failed.insert(shape)
                 }
-                return
+                continue
             }
             let kept = state.withLock { state in
                 guard !state.stopped, state.wanted.contains(shape) else { return false }
