@@ -18,12 +18,18 @@ extension LinuxSandboxEngine {
 }
 
 extension LinuxSandbox {
-    /// `exec(_:onOutput:)` on the calling thread (`onOutput` is called on it too).
+    /// `exec(_:onOutput:)` on the calling thread (`onOutput` is called on it too). `answer`, when
+    /// given, gets the result as soon as it is known, before the exec's tidy-up (waiting for its
+    /// first process to exit, removing its cgroup): a caller that passes results on (the level-3
+    /// guest agent) answers without waiting for that.
     public func execOnCallingThread(
-        _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil
+        _ request: ExecRequest, onOutput: (@Sendable (OutputChunk) -> Void)? = nil, answer: ((ExecResult) -> Void)? = nil
     ) throws(LinuxSandboxError) -> ExecResult {
         let (number, timeout) = try startExec(request)
-        return try execBlocking(request, number: number, timeout: timeout, onOutput: onOutput)
+        let (result, tidyUp) = try execBlocking(request, number: number, timeout: timeout, onOutput: onOutput)
+        answer?(result)
+        tidyUp()
+        return result
     }
 
     /// `destroy()` on the calling thread. Idempotent.

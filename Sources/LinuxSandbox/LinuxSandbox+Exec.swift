@@ -124,23 +124,19 @@ extension LinuxSandbox {
         }
     }
 
+    /// Runs one exec to its result. The result is known once the command's status and the end of
+    /// its output are; what is left then, `tidyUp`, is reaping the exec's first process (it wrote
+    /// the status and is exiting) and removing the exec's cgroup, and the caller runs it (after
+    /// sending the result on, if it can: under TCG that exit alone took 8–57 ms).
     func execBlocking(
         _ request: ExecRequest, number: Int, timeout: Double, onOutput: (@Sendable (OutputChunk) -> Void)?
-    ) throws(LinuxSandboxError) -> ExecResult {
+    ) throws(LinuxSandboxError) -> (result: ExecResult, tidyUp: () -> Void) {
         let cgroup = engine.cgroup
         let execCgroup = cgroupPath + "/exec-\(number)"
         try cgroup.makeDirectory(execCgroup)
+        // Set once the tidy-up owns the cgroup (or background processes keep it).
         var keepCgroup = false
-        defer {
-            if !keepCgroup {
-                // Usually empty already: then rmdir is all it takes.
-                if !cgroup.removeTree(execCgroup, timeout: 0) {
-                    _ = cgroup.kill(execCgroup)
-                    _ = cgroup.waitUntilEmpty(execCgroup, timeout: 2)
-                    _ = cgroup.removeTree(execCgroup)
-                }
-            }
-        }
+        defer { if !keepCgroup { Self.removeExecCgroup(execCgroup, cgroup: cgroup) } }
         let execCgroupFD = try cgroup.openDirectory(execCgroup)
         defer { close(execCgroupFD) }
         // One OOM kill takes the whole exec: no half-dead process trees.
@@ -154,7 +150,7 @@ extension LinuxSandbox {
         let piped = sbx_pipe_cloexec(&status)
         if piped < 0 { throw .system("pipe2", nil, -piped) }
         defer { close(status[0]) }
-        // Read once the waiter is gone: whatever is there, never waiting for more.
+        // Watched with the output; read once more without waiting if the exec ends without it.
         _ = fcntl(status[0], F_SETFL, O_NONBLOCK)
 
         let start = Sys.monotonicNow()
@@ -220,36 +216,52 @@ extension LinuxSandbox {
             stdinFD: pipes.stdinWrite, stdin: request.stdin, stdoutFD: pipes.stdoutRead, stderrFD: pipes.stderrRead,
             pidfd: waiterPidfd, outputLimit: Int(clamping: spec.limits.outputLimit.bytes), deadline: start + timeout,
             onOutput: onOutput, kill: { if !cgroup.kill(execCgroup) { _ = sbx_pidfd_send_signal(waiterPidfd, SIGKILL) } })
+        // The loop ends at the status and the end of the output, without waiting for the
+        // waiter's own exit.
+        monitor.statusFD = status[0]
         monitor.run()
         pipes.forget(monitor.closedFDs)
         let end = monitor.exitTime ?? Sys.monotonicNow()
-        waiterOwned = false
-        killAndReap(waiterPidfd)   // exited already (the spawner's child: the kernel reaped it)
 
-        // Written just before the waiter exited; nothing there means it was killed with the command.
+        // Written just before the waiter exits; nothing there means it was killed with the command.
         var exit = sbx_exit()
-        let n = withUnsafeMutableBytes(of: &exit) { read(status[0], $0.baseAddress, $0.count) }
         var exitCode: Int32?
         var signal: Int32?
-        if n == MemoryLayout<sbx_exit>.size {
-            if exit.code == CLD_EXITED { exitCode = exit.status } else { signal = exit.status }
-        } else {
-            signal = SIGKILL
+        if let status = monitor.status {
+            exit = status
+        } else if withUnsafeMutableBytes(of: &exit, { read(status[0], $0.baseAddress, $0.count) }) != MemoryLayout<sbx_exit>.size {
+            exit.code = Int32(CLD_KILLED)
+            exit.status = SIGKILL
         }
+        if exit.code == CLD_EXITED { exitCode = exit.status } else { signal = exit.status }
 
         let cpu = cgroup.cpuUsageMicroseconds(execCgroup) ?? UInt64(max(0, exit.utime_usec + exit.stime_usec))
         let peak = cgroup.memoryPeak(execCgroup) ?? UInt64(max(0, exit.maxrss_kib)) * 1024
         let oomKilled = cgroup.oomKills(execCgroup) > 0
 
-        // Background processes the command left (e.g. a server started with `&`) keep running in
-        // their exec cgroup until the sandbox is destroyed; a timed-out exec leaves nothing.
-        if !monitor.timedOut && cgroup.isPopulated(execCgroup) { keepCgroup = true }
-
-        return ExecResult(
+        let result = ExecResult(
             exitCode: exitCode, signal: signal, stdout: monitor.stdout.kept, stderr: monitor.stderr.kept,
             stdoutTruncated: monitor.stdout.truncated, stderrTruncated: monitor.stderr.truncated,
             wallTime: end - start, timedOut: monitor.timedOut, oomKilled: oomKilled,
             usage: ResourceUsage(cpuMicroseconds: cpu, memoryPeakBytes: peak), limitsEnforced: limitsEnforced)
+        waiterOwned = false
+        keepCgroup = true
+        let timedOut = monitor.timedOut
+        return (result, {
+            killAndReap(waiterPidfd)   // the spawner's child: the kernel reaps it; this waits for its exit
+            // Background processes the command left (e.g. a server started with `&`) keep running
+            // in their exec cgroup until the sandbox is destroyed; a timed-out exec leaves nothing.
+            if timedOut || !cgroup.isPopulated(execCgroup) { Self.removeExecCgroup(execCgroup, cgroup: cgroup) }
+        })
+    }
+
+    static func removeExecCgroup(_ execCgroup: String, cgroup: Cgroup2) {
+        // Usually empty already: then rmdir is all it takes.
+        if !cgroup.removeTree(execCgroup, timeout: 0) {
+            _ = cgroup.kill(execCgroup)
+            _ = cgroup.waitUntilEmpty(execCgroup, timeout: 2)
+            _ = cgroup.removeTree(execCgroup)
+        }
     }
 
     /// True once the init has exited (its pidfd turns readable; it stays unreaped until destroy):

@@ -75,7 +75,9 @@ public final class LinuxSandbox: Sendable {
         let (number, timeout) = try startExec(request)
         let result: Result<ExecResult, LinuxSandboxError> = await onDedicatedThread {
             Result { () throws(LinuxSandboxError) in
-                try self.execBlocking(request, number: number, timeout: timeout, onOutput: onOutput)
+                let (result, tidyUp) = try self.execBlocking(request, number: number, timeout: timeout, onOutput: onOutput)
+                tidyUp()
+                return result
             }
         }
         return try result.get()

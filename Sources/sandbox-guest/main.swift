@@ -149,14 +149,19 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) {
         guard let sandbox = state.sandbox else { return writer.fail("not_configured", "exec before configure") }
         do {
             let request = try frame.decodeExecRequest()
-            let result = try sandbox.execOnCallingThread(request) { chunk in
+            // The result goes out as soon as it is known; the exec's tidy-up (its first process's
+            // exit, its cgroup) follows, before the next request is read.
+            _ = try sandbox.execOnCallingThread(request, onOutput: { chunk in
                 writer.send(AgentFrame(chunk.stream == .stdout ? .stdout : .stderr, chunk.bytes))
-            }
-            // The output went out as stdout/stderr frames already; the host puts it back together.
-            var summary = result
-            summary.stdout = []
-            summary.stderr = []
-            writer.send(try AgentFrame(.execResult, json: summary))
+            }, answer: { result in
+                // The output went out as stdout/stderr frames already; the host puts it back together.
+                var summary = result
+                summary.stdout = []
+                summary.stderr = []
+                do { writer.send(try AgentFrame(.execResult, json: summary)) } catch {
+                    writer.fail("internal", "encoding the exec result: \(error)")
+                }
+            })
             if !state.execLogged {
                 state.execLogged = true
                 log("first exec done at \(uptime()) s")

@@ -86,5 +86,39 @@ extension LinuxSandboxTests {
             #expect(lines[2] == "hello")
             #expect(await t.finish())
         }
+
+        @Test("an exec on the calling thread answers before its tidy-up, which then removes the exec's cgroup, unless a background process still runs in it")
+        func answerBeforeTidyUp() async throws {
+            guard Host.canRunSandboxes else { return }
+            let t = try TestEngine()
+            let engine = t.engine
+            struct Seen: Sendable { var answered: ExecResult?, returned: ExecResult?, cgroupLeftAfterReturn: Bool }
+            let outcome: Result<[Seen], LinuxSandboxError> = await onOwnThread {
+                Result { () throws(LinuxSandboxError) -> [Seen] in
+                    let sandbox = try engine.createOnCallingThread(TestEngine.spec())
+                    defer { sandbox.destroyOnCallingThread() }
+                    var seen: [Seen] = []
+                    for (number, script) in [(1, "echo out; echo err >&2; exit 7"), (2, "sleep 60 > /dev/null 2>&1 & echo started")] {
+                        var answered: ExecResult?
+                        let returned = try sandbox.execOnCallingThread(ExecRequest(["/bin/sh", "-c", script]), answer: { answered = $0 })
+                        seen.append(Seen(answered: answered, returned: returned,
+                                         cgroupLeftAfterReturn: access(sandbox.cgroupPath + "/exec-\(number)", F_OK) == 0))
+                    }
+                    return seen
+                }
+            }
+            let seen = try outcome.get()
+            #expect(seen.count == 2)
+            // The answer is the result the call returns.
+            #expect(seen[0].answered?.exitCode == 7 && seen[0].returned?.exitCode == 7)
+            #expect(seen[0].answered.map { String(decoding: $0.stdout, as: UTF8.self) } == "out\n")
+            #expect(seen[0].answered.map { String(decoding: $0.stderr, as: UTF8.self) } == "err\n")
+            #expect(seen[0].answered?.signal == nil && seen[0].answered?.timedOut == false)
+            // Nothing left running: the tidy-up removed the exec's cgroup.
+            #expect(!seen[0].cgroupLeftAfterReturn)
+            // A background process keeps its exec's cgroup until the sandbox is destroyed.
+            #expect(seen[1].answered?.exitCode == 0 && seen[1].cgroupLeftAfterReturn)
+            #expect(await t.finish())
+        }
     }
 }
