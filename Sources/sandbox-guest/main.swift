@@ -161,11 +161,11 @@ func handle(_ frame: AgentFrame, state: AgentState, writer: PortWriter) {
                 do { writer.send(try AgentFrame(.execResult, json: summary)) } catch {
                     writer.fail("internal", "encoding the exec result: \(error)")
                 }
+                if !state.execLogged {
+                    state.execLogged = true
+                    log("first exec done at \(uptime()) s")
+                }
             })
-            if !state.execLogged {
-                state.execLogged = true
-                log("first exec done at \(uptime()) s")
-            }
         } catch {
             let (code, message) = failure(error)
             writer.fail(code, message)

@@ -28,6 +28,14 @@ struct OneShotPoolEndToEndTests {
         throw TestError("timed out waiting for \(what); live sandboxes: \(liveSandboxes(daemon))")
     }
 
+    private func waitForReady(_ daemon: EndToEndTests.Daemon, _ count: Double) async throws {
+        for _ in 0..<200 {
+            if metricValue(try daemon.curl("GET", "/metrics").body, "sandboxd_one_shot_pool_ready") == count { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestError("timed out waiting for \(count) ready sandboxes in the pool")
+    }
+
     private func field(_ body: String, _ name: String) throws -> String {
         let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
         guard let value = object?[name] as? String else { throw TestError("no \(name) in \(body)") }
@@ -108,6 +116,9 @@ struct OneShotPoolEndToEndTests {
 
             // Pooled sandboxes killed from the host while they wait are not handed out: the run builds its own.
             let waiting = try await waitForSandboxes(daemon, "the second policy's pool refilled") { $0.count == 4 }
+            // Built to the end and in the pool, not only started (a cgroup appears early in a build):
+            // a build still running after the kill would hand the run a live one.
+            try await waitForReady(daemon, 4)
             for id in waiting {
                 try "1".write(toFile: daemon.cgroupDirectory + "/" + id + "/cgroup.kill", atomically: false, encoding: .utf8)
             }
