@@ -112,13 +112,15 @@ struct OneShotPoolEndToEndTests {
             let both = try await waitForSandboxes(daemon, "two of each policy") { $0.count == 4 && ready.isSubset(of: $0) }
             let secondShape = both.subtracting(ready)
             let taken = try daemon.curl("POST", "/v1/run", as: Self.alice, json: json)
-            #expect(secondShape.contains(try field(taken.body, "sandbox_id")), "\(taken.body)")
+            let takenID = try field(taken.body, "sandbox_id")
+            #expect(secondShape.contains(takenID), "\(taken.body)")
 
             // Pooled sandboxes killed from the host while they wait are not handed out: the run builds its own.
-            let waiting = try await waitForSandboxes(daemon, "the second policy's pool refilled") { $0.count == 4 }
-            // Built to the end and in the pool, not only started (a cgroup appears early in a build):
-            // a build still running after the kill would hand the run a live one.
+            // First all four built to the end and in the pool (a cgroup appears early in a build, and
+            // a build still running after the kill would hand the run a live one), then the used
+            // one's destruction (after its answer) over: what is left is exactly the pool.
             try await waitForReady(daemon, 4)
+            let waiting = try await waitForSandboxes(daemon, "the second policy's pool refilled") { $0.count == 4 && !$0.contains(takenID) }
             for id in waiting {
                 try "1".write(toFile: daemon.cgroupDirectory + "/" + id + "/cgroup.kill", atomically: false, encoding: .utf8)
             }
