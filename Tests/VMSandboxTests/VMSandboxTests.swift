@@ -33,6 +33,15 @@ struct VMSandboxTests {
         }
     }
 
+    @Test("under TCG the guest's vCPU has no ERMS or FSRM: rep string copies run 8 bytes per TCG iteration, not 1")
+    func tcgVCPUWithoutFastStrings() async throws {
+        let sandbox = try await SharedVMEngine.shared.servingSandbox()
+        let flags = try await sandbox.exec(ExecRequest(["sh", "-c", "grep -m1 '^flags' /proc/cpuinfo"]))
+        #expect(flags.exitCode == 0 && flags.out.contains(" sse2 "), "\(flags.out)\(flags.err)")
+        let words = Set(flags.out.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+        #expect(!words.contains("erms") && !words.contains("fsrm"), "\(flags.out)")
+    }
+
     @Test("a mebibyte of binary output and a mebibyte file cross the agent's channel byte-exact")
     func largeTransfersAreExact() async throws {
         let sandbox = try await SharedVMEngine.shared.servingSandbox()
