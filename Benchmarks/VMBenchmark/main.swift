@@ -132,12 +132,11 @@ do {
     print(String(format: "  warm-up (not counted): raw boot %.2f s, cold create+exec %.2f s", rawSeconds, run.total))
 }
 
-var raw: [Double] = [], cold: [Double] = [], pairRatios: [Double] = []
-var rawStamps: [[String: Double]] = [], coldStamps: [[String: Double]] = []
-var coldCreate: [Double] = []
+var raw: [Double] = [], pairRatios: [Double] = []
+var rawStamps: [[String: Double]] = []
 // QEMU's CPU time (all its threads: the vCPU's translated code and TCG's translation, the 9p
 // server): what the guest's work costs; with one vCPU it follows the wall time closely.
-var rawCPU: [Double] = [], coldCPU: [Double] = []
+var rawCPU: [Double] = []
 var coldRuns: [ColdRun] = [], compared: [ColdRun] = [], spanDifferences: [Double] = [], totalDifferences: [Double] = []
 for round in 0..<environmentInt("VM_BENCH_COLD", 10) {
     // The raw boot goes first in even rounds and last in odd ones: whatever the boot before leaves
@@ -162,10 +161,6 @@ for round in 0..<environmentInt("VM_BENCH_COLD", 10) {
     pairRatios.append(run.total / rawSeconds)
     rawStamps.append(guestStamps(console))
     coldRuns.append(run)
-    cold.append(run.total)
-    coldCreate.append(run.create)
-    if let cpu = run.cpu { coldCPU.append(cpu) }
-    coldStamps.append(run.stamps)
     let rawRootReady = rawStamps.last?["root ready"] ?? .nan
     print(String(format: "  round %d: raw boot %.2f s (QEMU CPU %.2f s, root ready at %.2f s), cold create+exec %.2f s (QEMU CPU %.2f s, root ready at %.2f s, root ready → first exec done %.3f s) (load %@)",
                  round + 1, rawSeconds, rawCPU.last!, rawRootReady, run.total, run.cpu ?? .nan, run.stamps["root ready"] ?? .nan, run.guestSpan ?? .nan, loadAverage() as NSString))
@@ -182,6 +177,8 @@ for round in 0..<environmentInt("VM_BENCH_COLD", 10) {
         }
     }
 }
+let cold = coldRuns.map(\.total), coldCreate = coldRuns.map(\.create), coldCPU = coldRuns.compactMap(\.cpu)
+let coldStamps = coldRuns.map(\.stamps)
 if let compareEngine {
     await compareEngine.shutdown()
     rmdir(compareEngine.cgroupParent)

@@ -5,10 +5,11 @@ import SandboxValues
 ///
 /// Why: the first `Codable` decode in a guest costs ≈40–60 ms under TCG (its generic containers'
 /// metadata made at run time, and all of that code translated once), against ≈10 ms for the same
-/// decode once warm, and it sat on every cold create's path; these readers take 17–31 ms the first time. These readers accept exactly what the
-/// synthesized `Decodable` conformances accept (the same keys, absent or `null` optionals, unknown
-/// keys ignored, `ByteCount` as a number or a size text like `512MiB`, integers written as exact
-/// `1.0`/`1e3`), and `AgentJSONTests` checks them against those conformances value by value.
+/// decode once warm, and it sat on every cold create's path; these readers take 17–31 ms the
+/// first time. They accept exactly what the synthesized `Decodable` conformances accept (the same
+/// keys, absent or `null` optionals, unknown keys ignored, `ByteCount` as a number or a size text
+/// like `512MiB`, integers written as exact `1.0`/`1e3`), and `AgentJSONTests` checks them against
+/// those conformances value by value.
 /// The host still writes both with `Codable` (`AgentFrame(_:json:)`).
 extension AgentFrame {
     /// The payload as a `SandboxSpec` (a `configure` frame, or a cold guest's boot spec).
